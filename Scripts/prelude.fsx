@@ -1,0 +1,38 @@
+// Shared by every script: loads the built FheNet library. Build it first with `dotnet fsi build.fsx build`
+// (the build.fsx targets `quickstart` and `bench` do that for you).
+#r "../Core.fs/bin/Release/net10.0/FheNet.Core.dll"
+
+open System
+open System.Globalization
+open System.IO
+
+/// A dataset in the format of data/: a header, feature columns, and a last column named `target`.
+type Table = { Features: float32[][]; Target: float[]; Columns: string[] }
+
+/// Reads a CSV file of data/ (invariant culture, last column the target).
+let readCsv (path: string) : Table =
+    let lines = File.ReadAllLines path |> Array.filter (fun l -> l.Trim() <> "")
+    let header = lines[0].Split ','
+    if header[header.Length - 1] <> "target" then
+        failwith $"%s{path}: the last column must be named 'target'"
+    let rows =
+        lines[1..]
+        |> Array.map (fun l -> l.Split ',' |> Array.map (fun s -> Double.Parse(s, CultureInfo.InvariantCulture)))
+    { Features = rows |> Array.map (fun r -> r[.. r.Length - 2] |> Array.map float32)
+      Target = rows |> Array.map (fun r -> r[r.Length - 1])
+      Columns = header[.. header.Length - 2] }
+
+/// The repository's data folder, whatever the working directory.
+let dataFile name = Path.Combine(__SOURCE_DIRECTORY__, "..", "data", name)
+
+/// Script arguments after `--` as (flag, value) pairs: `--epochs 10` → ("epochs", "10").
+let scriptArgs =
+    let args = fsi.CommandLineArgs |> Array.skip 1 |> Array.filter (fun a -> a <> "--")
+    args
+    |> Array.pairwise
+    |> Array.filter (fun (k, _) -> k.StartsWith "--")
+    |> Array.map (fun (k, v) -> k.TrimStart '-', v)
+    |> Map.ofArray
+
+let argOr name fallback =
+    scriptArgs |> Map.tryFind name |> Option.defaultValue fallback
