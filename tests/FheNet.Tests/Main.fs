@@ -4,10 +4,6 @@ open System
 open System.IO
 open Expecto
 
-/// Every test list of the project, by layer (the order of Core.fs's folders).
-let allTests =
-    testList "FheNet" [ Quantization.QuantizerTests.tests; Quantization.CalibrationTests.tests; Quantization.PruningTests.tests ]
-
 [<EntryPoint>]
 let main argv =
     let counts = ref (0, 0, 0)
@@ -15,7 +11,8 @@ let main argv =
         counts.Value <-
             summary.passed.Length, summary.failed.Length + summary.errored.Length, summary.ignored.Length
     let exitCode =
-        runTestsWithCLIArgs [ CLIArguments.Append_Summary_Handler(SummaryHandler record) ] argv allTests
+        // Every value marked [<Tests>] in this assembly runs.
+        runTestsInAssemblyWithCLIArgs [ CLIArguments.Append_Summary_Handler(SummaryHandler record) ] argv
     // Expecto wraps Console.Out and may leave a colour reset on the current line; CI reads a line of its own from the
     // raw standard output.
     Console.Out.Flush()

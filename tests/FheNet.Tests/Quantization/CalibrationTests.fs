@@ -31,6 +31,7 @@ let private mse (q: Quantizer) (data: float32[]) =
         let e = float x - Quantizer.dequantize q (Quantizer.quantize q (float x))
         e * e)
 
+[<Tests>]
 let tests =
     testList
         "Quantization.Calibration"

@@ -32,6 +32,7 @@ let private adversarialInput (weights: int[]) (x: CodeRange) upward =
 let private dot (weights: int[]) (inputs: int[]) bias =
     Array.fold2 (fun acc w x -> acc + int64 w * int64 x) bias weights inputs
 
+[<Tests>]
 let tests =
     testList
         "Quantization.Pruning"

@@ -29,6 +29,7 @@ let private withCode =
         return q, code
     }
 
+[<Tests>]
 let tests =
     testList
         "Quantization.Quantizer"
