@@ -53,7 +53,10 @@ type TfheParameters =
       /// The failure probability the set is published with (log2), for checking the noise model against.
       PublishedLog2PFail: float
       Order: PbsOrder
-      ModulusSwitch: ModulusSwitchKind }
+      ModulusSwitch: ModulusSwitchKind
+      /// Marks a set built on purpose below 128-bit security (small or weak sets for tests and failure-rate
+      /// measurements). Key generation refuses a set that fails the security check unless this is true.
+      Insecure: bool }
 
     /// The plaintext space p = message modulus × carry modulus.
     member p.PlaintextModulus = p.MessageModulus * p.CarryModulus
@@ -87,7 +90,8 @@ module Presets =
           MaxNoiseLevel = maxNoiseLevel message carry
           PublishedLog2PFail = pfail
           Order = order
-          ModulusSwitch = ms }
+          ModulusSwitch = ms
+          Insecure = false }
 
     let private tuniform name message carry n k bigN lweBound glweBound pbs ks pfail =
         make
