@@ -15,6 +15,9 @@ let solution = "Functional.sln"
 /// Expecto test projects: each ends its output with a "Tests: N passed, N failed, N skipped" line.
 let expectoProjects = [ "tests/FheNet.Tests" ]
 
+/// xUnit test projects (the C# façade as a C# user sees it), run by `dotnet test`.
+let xunitProjects = [ "tests/FheNet.CSharp.Tests" ]
+
 let fail (message: string) =
     eprintfn "build.fsx: %s" message
     exit 1
@@ -49,20 +52,27 @@ let build () =
     restore ()
     dotnet [ "build"; solution; "-c"; "Release"; "--no-restore" ]
 
-let summaryLine = Regex(@"^Tests: (\d+) passed, (\d+) failed, (\d+) skipped\s*$")
+let expectoSummary = Regex(@"^Tests: (\d+) passed, (\d+) failed, (\d+) skipped\s*$")
+let vstestSummary = Regex(@"Failed:\s+(\d+), Passed:\s+(\d+), Skipped:\s+(\d+)")
+
+/// Runs one test project and returns (exit code, passed, failed, skipped) read from its summary line.
+let runTests (project: string) (args: string list) (summary: Regex) passedGroup failedGroup skippedGroup =
+    let code, lines = exec "dotnet" args
+    match lines |> List.tryFindBack summary.IsMatch with
+    | Some line ->
+        let m = summary.Match line
+        let count (group: int) = int m.Groups[group].Value
+        code, count passedGroup, count failedGroup, count skippedGroup
+    | None -> fail $"%s{project} printed no test summary (exit code %d{code})"
 
 let test () =
     build ()
     let watch = Stopwatch.StartNew()
     let results =
-        expectoProjects
-        |> List.map (fun project ->
-            let code, lines = exec "dotnet" [ "run"; "--project"; project; "-c"; "Release"; "--no-build" ]
-            match lines |> List.tryFindBack summaryLine.IsMatch with
-            | Some line ->
-                let m = summaryLine.Match line
-                code, int m.Groups[1].Value, int m.Groups[2].Value, int m.Groups[3].Value
-            | None -> fail $"%s{project} printed no summary line (exit code %d{code})")
+        [ for project in expectoProjects ->
+              runTests project [ "run"; "--project"; project; "-c"; "Release"; "--no-build" ] expectoSummary 1 2 3
+          for project in xunitProjects ->
+              runTests project [ "test"; project; "-c"; "Release"; "--no-build"; "--nologo" ] vstestSummary 2 1 3 ]
     let passed = results |> List.sumBy (fun (_, p, _, _) -> p)
     let failed = results |> List.sumBy (fun (_, _, f, _) -> f)
     let skipped = results |> List.sumBy (fun (_, _, _, s) -> s)
