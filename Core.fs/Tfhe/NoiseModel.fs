@@ -53,35 +53,43 @@ module NoiseModel =
     /// Mean square of a balanced base-B digit: (B² + 2)/12.
     let private digitSquare (baseLog: int) = Math.Pow(2.0, 2.0 * float baseLog) / 12.0 + 1.0 / 6.0
 
-    /// Output variance of a programmable bootstrap (blind rotation + sample extraction), its accumulator trivial:
-    /// n CMuxes, each adding the GGSW noise times the decomposed digits, the decomposition's rounding error
-    /// and the FFT error.
+    /// Output variance of one CMux of a blind rotation into a GLWE of dimension k, polynomial size N, whose key
+    /// noise has variance `glweVariance`: the GGSW noise times the decomposed digits, the decomposition's rounding
+    /// error and the FFT error. A PBS adds n of them.
+    let cmuxVariance (k: int) (polynomialSize: int) (glweVariance: float) (baseLog: int) (level: int) =
+        let kf, bigN, levelF = float k, float polynomialSize, float level
+        let truncation = Math.Pow(2.0, -2.0 * float baseLog * levelF)
+        levelF * bigN * glweVariance * digitSquare baseLog * (kf + 1.0)
+        - invQ2 / 24.0
+        + 0.5 * kf * bigN * (invQ2 / 48.0 + truncation / 24.0)
+        + truncation / 24.0
+        + fftVariance 1 k polynomialSize baseLog level
+
+    /// Output variance of a programmable bootstrap (blind rotation + sample extraction), its accumulator trivial.
     let pbsVariance (p: TfheParameters) =
-        let n, k, bigN = float p.LweDimension, float p.GlweDimension, float p.PolynomialSize
-        let level = float p.PbsLevel
-        let truncation = Math.Pow(2.0, -2.0 * float p.PbsBaseLog * level)
-        let perCmux =
-            level * bigN * variance p.GlweNoise * digitSquare p.PbsBaseLog * (k + 1.0)
-            - invQ2 / 24.0
-            + 0.5 * k * bigN * (invQ2 / 48.0 + truncation / 24.0)
-            + truncation / 24.0
-        n * perCmux + fftVariance p.LweDimension p.GlweDimension p.PolynomialSize p.PbsBaseLog p.PbsLevel
+        float p.LweDimension * cmuxVariance p.GlweDimension p.PolynomialSize (variance p.GlweNoise) p.PbsBaseLog p.PbsLevel
 
-    /// Variance the keyswitch (big key k·N → small key n) adds: the keyswitching key's noise times the digits, and
-    /// the rounding of the input mask to the decomposition's precision.
+    /// Variance a keyswitch adds per input coefficient, into a key whose noise has variance `lweVariance`: the
+    /// keyswitching key's noise times the digits, and the rounding of the mask to the decomposition's precision.
+    let keyswitchVariancePerInput (lweVariance: float) (baseLog: int) (level: int) =
+        let truncation = Math.Pow(2.0, -2.0 * float baseLog * float level)
+        float level * lweVariance * digitSquare baseLog + invQ2 / 48.0 + truncation / 24.0
+
+    /// Variance the keyswitch (big key k·N → small key n) adds.
     let keyswitchVariance (p: TfheParameters) =
-        let nIn, level = float p.BigLweDimension, float p.KsLevel
-        let truncation = Math.Pow(2.0, -2.0 * float p.KsBaseLog * level)
-        level * nIn * variance p.LweNoise * digitSquare p.KsBaseLog
-        + nIn * (invQ2 / 48.0 + truncation / 24.0)
+        float p.BigLweDimension * keyswitchVariancePerInput (variance p.LweNoise) p.KsBaseLog p.KsLevel
 
-    /// Variance the modulus switch from q to 2N adds (n masks rounded, binary key), standard or centered-mean.
-    let modulusSwitchVariance (p: TfheParameters) =
-        let n = float p.LweDimension
-        let invTwoN2 = Math.Pow(2.0 * float p.PolynomialSize, -2.0)
-        match p.ModulusSwitch with
+    /// Variance the modulus switch from q to 2N adds to a ciphertext of dimension n (binary key).
+    let modulusSwitchVarianceOf (kind: ModulusSwitchKind) (n: int) (polynomialSize: int) =
+        let n = float n
+        let invTwoN2 = Math.Pow(2.0 * float polynomialSize, -2.0)
+        match kind with
         | ModulusSwitchKind.Standard -> n * (invQ2 / 48.0 + invTwoN2 / 24.0) - invQ2 / 12.0 + invTwoN2 / 12.0
         | ModulusSwitchKind.CenteredMean -> n * (invQ2 / 24.0 + invTwoN2 / 48.0)
+
+    /// Variance the modulus switch from q to 2N adds before the set's blind rotation.
+    let modulusSwitchVariance (p: TfheParameters) =
+        modulusSwitchVarianceOf p.ModulusSwitch p.LweDimension p.PolynomialSize
 
     /// Variance of the phase at the blind rotation when the ciphertext before the lookup has `inputVariance`:
     /// KS-PBS adds the keyswitch and the modulus switch; PBS-KS only the modulus switch.
@@ -131,6 +139,19 @@ module NoiseModel =
         Guard.inRange "plaintextModulus" 1 (1 <<< 20) plaintextModulus
         Guard.positiveFinite "variance" variance
         log2Erfc (1.0 / (4.0 * float plaintextModulus) / Math.Sqrt(2.0 * variance))
+
+    /// The largest variance at the blind rotation for which a plaintext space p fails with probability at most
+    /// 2^log2PError: (1/(4p))² / (2x²) with erfc(x) = 2^log2PError (x by bisection, rounded up).
+    let maxVarianceForLog2PFail (plaintextModulus: int) (log2PError: float) =
+        Guard.inRange "plaintextModulus" 1 (1 <<< 20) plaintextModulus
+        if not (log2PError < -1.0 && log2PError >= -100_000.0) then
+            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-100000, -1)"))
+        let mutable lo, hi = 0.0, 500.0
+        for _ in 1..200 do
+            let mid = 0.5 * (lo + hi)
+            if log2Erfc mid > log2PError then lo <- mid else hi <- mid
+        let bound = 1.0 / (4.0 * float plaintextModulus)
+        bound * bound / (2.0 * hi * hi)
 
     /// log2 p_fail of one lookup whose input is a 2-norm-ν combination of bootstrap outputs.
     let log2PFail (p: TfheParameters) (nu: float) =
