@@ -17,6 +17,17 @@ type LookupNoise =
     /// The probability that the lookup returns a wrong value.
     member l.PFail = Math.Pow(2.0, l.Log2PFail)
 
+    /// The probability that the lookup returns the entry `shift` boxes away from the right one (shift = 0: the right
+    /// one), the phase error being centred Gaussian: P(|e − shift·box| ≤ box/2). A simulator can draw from it.
+    member l.ShiftProbability(shift: int) =
+        if shift = 0 then
+            1.0 - l.PFail
+        else
+            let tail (boxes: float) =
+                0.5 * MathNet.Numerics.SpecialFunctions.Erfc(boxes * l.BoxSlots / (l.PhaseStdDev * Math.Sqrt 2.0))
+            let m = float (abs shift)
+            tail (m - 0.5) - tail (m + 0.5)
+
 /// The TFHE-rs noise model (normalized torus, q = 2^64): variances of fresh encryptions, of the keyswitch, the
 /// modulus switch and the programmable bootstrap (FFT error included), and the failure probability of a lookup.
 /// The formulas are TFHE-rs 1.7's auto-generated ones (noise_formulas/*.rs), which reproduce its published p_fail.
@@ -78,6 +89,11 @@ module NoiseModel =
     /// Variance the keyswitch (big key k·N → small key n) adds.
     let keyswitchVariance (p: TfheParameters) =
         float p.BigLweDimension * keyswitchVariancePerInput (variance p.LweNoise) p.KsBaseLog p.KsLevel
+
+    /// Variance of a keyswitch's output whose input has `inputVariance` (under the big key).
+    let keyswitchOutputVariance (p: TfheParameters) (inputVariance: float) =
+        Guard.finite "inputVariance" inputVariance
+        inputVariance + keyswitchVariance p
 
     /// Variance the modulus switch from q to 2N adds to a ciphertext of dimension n (binary key).
     let modulusSwitchVarianceOf (kind: ModulusSwitchKind) (n: int) (polynomialSize: int) =

@@ -14,8 +14,11 @@ type InfeasibleParametersException(precisionBits: int, maxNoiseLevel: int, log2P
             + "fewer terms between two lookups), or accept a larger p_error."
         )
 
+    /// The requested plaintext precision, in bits.
     member _.PrecisionBits = precisionBits
+    /// The requested 2-norm ν, rounded up.
     member _.MaxNoiseLevel = maxNoiseLevel
+    /// The requested log2 p_error per lookup.
     member _.Log2PError = log2PError
 
 /// Searches the cheapest secure KS-PBS parameter set for one lookup precision, as Concrete's optimizer does: noise

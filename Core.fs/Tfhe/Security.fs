@@ -36,9 +36,11 @@ type SecretKeyKind =
 
 /// The verdict on one key of a parameter set.
 type KeySecurity =
-    { Key: SecretKeyKind
+    { /// Which key.
+      Key: SecretKeyKind
       /// LWE dimension of the key (n, or k·N for the GLWE key).
       Dimension: int
+      /// The key's noise distribution, as the set gives it.
       Noise: NoiseDistribution
       /// The noise's standard deviation, normalized to q.
       StdDev: float
@@ -55,9 +57,13 @@ type KeySecurity =
 
 /// The verdict on a parameter set: both keys checked against one curve.
 type SecurityReport =
-    { ParameterSet: string
+    { /// The set's name.
+      ParameterSet: string
+      /// The curve the keys were held to.
       Curve: SecurityCurve
+      /// The small LWE key (n, LweNoise).
       SmallKey: KeySecurity
+      /// The GLWE key (k·N, GlweNoise).
       GlweKey: KeySecurity }
 
     /// The keys that fail the curve (empty when the set is secure).

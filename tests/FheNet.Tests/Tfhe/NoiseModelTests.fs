@@ -100,6 +100,23 @@ let tests =
                   Expect.floatClose { absolute = 1e-9; relative = 1e-12 } l.Log2PFail viaSlots p.Name
           }
 
+          test "lookup shift probabilities sum to one and their tails to p_fail" {
+              for p in [ Presets.weakForFailureRate; Presets.testFast ] do
+                  let l = NoiseModel.lookupNoise p (NoiseModel.linearCombinationVariance p (float p.MaxNoiseLevel))
+                  let shifted = Seq.sum (seq { for j in 1..40 -> l.ShiftProbability j + l.ShiftProbability -j })
+                  Expect.floatClose { absolute = 1e-12; relative = 1e-9 } shifted l.PFail p.Name
+                  Expect.floatClose Accuracy.veryHigh (l.ShiftProbability 0 + shifted) 1.0 p.Name
+              let weak = NoiseModel.lookupNoise Presets.weakForFailureRate 0.0
+              Expect.isGreaterThan (weak.ShiftProbability 1) (weak.ShiftProbability 2) "nearer shifts are likelier"
+              Expect.isGreaterThan (weak.ShiftProbability 2) 0.0 "a 2-box shift is possible at p_fail = 1e-2"
+          }
+
+          test "keyswitch output variance adds the keyswitch's variance to the input's" {
+              let p = Presets.testFast
+              let fresh = NoiseModel.freshVariance p.GlweNoise
+              Expect.equal (NoiseModel.keyswitchOutputVariance p fresh) (fresh + NoiseModel.keyswitchVariance p) "sum"
+          }
+
           test "the failure-rate preset predicts p_fail = 1e-2 for fresh inputs and bootstrap outputs alike" {
               let p = Presets.weakForFailureRate
               Expect.floatClose { absolute = 1e-4; relative = 0.0 } (NoiseModel.pFail p 1.0) 0.01 "bootstrap output input"
