@@ -22,11 +22,12 @@ type InfeasibleParametersException(precisionBits: int, maxNoiseLevel: int, log2P
     member _.Log2PError = log2PError
 
 /// Searches the cheapest secure KS-PBS parameter set for one lookup precision, as Concrete's optimizer does: noise
-/// fixed to the security minimum (TUniform, TFHE-rs's curve), Concrete's cost model, every (k, N, n) of the domain,
-/// and for each the Pareto fronts (cost, noise) of the bootstrapping and keyswitching decompositions.
+/// fixed to the security minimum of TFHE-rs's curve, Concrete's cost model, every (k, N, n) of the domain, and for
+/// each the Pareto fronts (cost, noise) of the bootstrapping and keyswitching decompositions.
 ///
-/// TUniform rather than Gaussian: it is TFHE-rs's current family, its sampler is exact integer arithmetic (no
-/// floating-point tails to get wrong, constant time), and its sets compare directly with TFHE-rs's defaults.
+/// TUniform is the default family rather than Gaussian: it is TFHE-rs's current default, its sampler is exact
+/// integer arithmetic (no floating-point tails to get wrong, constant time), and its sets compare directly with
+/// TFHE-rs's default sets. Gaussian is available (optimizeWith) to cross-check against the 36 Gaussian presets.
 module Optimizer =
 
     /// Concrete's cost of one CMux: (k+1)·ℓ forward FFTs and k+1 inverse FFTs of N log2 N + N each, and
@@ -79,30 +80,25 @@ module Optimizer =
         }
         |> paretoFront
 
-    let private glweVariance k polynomialSize =
-        NoiseModel.variance (Security.minimalNoise NoiseFamily.TUniform (k * polynomialSize))
+    /// Bootstrapping decompositions of (k, N) with the family's minimal GLWE noise: noise and cost of one CMux.
+    let private pbsFronts = ConcurrentDictionary<struct (NoiseFamily * int * int), Decomposition[]>()
 
-    /// Bootstrapping decompositions of (k, N): noise and cost of one CMux.
-    let private pbsFronts = ConcurrentDictionary<struct (int * int), Decomposition[]>()
-
-    let private pbsFront k polynomialSize =
+    let private pbsFront family k polynomialSize =
         pbsFronts.GetOrAdd(
-            struct (k, polynomialSize),
+            struct (family, k, polynomialSize),
             fun _ ->
-                let glwe = glweVariance k polynomialSize
+                let glwe = NoiseModel.variance (Security.minimalNoise family (k * polynomialSize))
                 bestPerLevel (NoiseModel.cmuxVariance k polynomialSize glwe) (cmuxCost k polynomialSize)
         )
 
-    /// Keyswitching decompositions into a key with TUniform bound 2^b: noise per input coefficient; the cost is
-    /// the level count (the keyswitch cost grows with it).
-    let private ksFronts = ConcurrentDictionary<int, Decomposition[]>()
+    /// Keyswitching decompositions into a small key with the given noise: noise per input coefficient; the cost is
+    /// the level count (the keyswitch cost grows with it). TUniform keys share one front per bound.
+    let private ksFronts = ConcurrentDictionary<NoiseDistribution, Decomposition[]>()
 
-    let private ksFront boundLog2 =
+    let private ksFront lweNoise =
         ksFronts.GetOrAdd(
-            boundLog2,
-            fun b ->
-                let lwe = NoiseModel.variance (NoiseDistribution.TUniform b)
-                bestPerLevel (NoiseModel.keyswitchVariancePerInput lwe) float
+            lweNoise,
+            fun noise -> bestPerLevel (NoiseModel.keyswitchVariancePerInput (NoiseModel.variance noise)) float
         )
 
     /// The cheapest choice found so far.
@@ -111,8 +107,8 @@ module Optimizer =
         { N: int; K: int; BigN: int; Pbs: Decomposition; Ks: Decomposition; Cost: float }
 
     /// Cheapest feasible (n, decompositions) for one (k, N), or none; `bound` prunes choices costing more.
-    let private searchGlwe (k: int) (polynomialSize: int) (nu: float) (maxVariance: float) (bound: float) =
-        let pbs = pbsFront k polynomialSize
+    let private searchGlwe family (k: int) (polynomialSize: int) (nu: float) (maxVariance: float) (bound: float) =
+        let pbs = pbsFront family k polynomialSize
         let bigN = k * polynomialSize
         let nMin, nMax = lweDimensionRange
         let mutable best = ValueNone
@@ -121,7 +117,7 @@ module Optimizer =
         // Every cost grows with n: stop at the first n whose cheapest conceivable lookup costs more than the best.
         while n <= nMax && float n * pbs[0].Cost + keyswitchCost bigN n 1 < bestCost do
             let ms = NoiseModel.modulusSwitchVarianceOf ModulusSwitchKind.CenteredMean n polynomialSize
-            let ks = ksFront (Security.minimalTUniformBoundLog2 n)
+            let ks = ksFront (Security.minimalNoise family n)
             let mutable i = 0
             while i < pbs.Length && float n * pbs[i].Cost < bestCost do
                 let budget = maxVariance - nu * nu * float n * pbs[i].Noise - ms
@@ -138,16 +134,20 @@ module Optimizer =
             n <- n + 1
         best
 
-    let private toParameters precisionBits maxNoiseLevel log2PError (c: Candidate) =
+    let private toParameters family precisionBits maxNoiseLevel log2PError (c: Candidate) =
+        let prefix =
+            match family with
+            | NoiseFamily.TUniform -> "TU"
+            | NoiseFamily.Gaussian -> "GA"
         let set =
             { Name =
-                $"OPT_P%d{precisionBits}_NU%d{maxNoiseLevel}_2M%.0f{-log2PError}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}"
+                $"OPT_%s{prefix}_P%d{precisionBits}_NU%d{maxNoiseLevel}_2M%.0f{-log2PError}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}"
                 + $"_pbs%d{c.Pbs.BaseLog}x%d{c.Pbs.Level}_ks%d{c.Ks.BaseLog}x%d{c.Ks.Level}"
               LweDimension = c.N
               GlweDimension = c.K
               PolynomialSize = c.BigN
-              LweNoise = Security.minimalNoise NoiseFamily.TUniform c.N
-              GlweNoise = Security.minimalNoise NoiseFamily.TUniform (c.K * c.BigN)
+              LweNoise = Security.minimalNoise family c.N
+              GlweNoise = Security.minimalNoise family (c.K * c.BigN)
               PbsBaseLog = c.Pbs.BaseLog
               PbsLevel = c.Pbs.Level
               KsBaseLog = c.Ks.BaseLog
@@ -161,22 +161,22 @@ module Optimizer =
               Insecure = false }
         { set with PublishedLog2PFail = NoiseModel.log2PFailAtMaxNoiseLevel set }
 
-    let private results = ConcurrentDictionary<struct (int * int * float), TfheParameters>()
+    let private results = ConcurrentDictionary<struct (NoiseFamily * int * int * float), TfheParameters>()
 
-    let private search precisionBits maxNoiseLevel log2PError =
+    let private search family precisionBits maxNoiseLevel log2PError =
         let maxVariance = NoiseModel.maxVarianceForLog2PFail (1 <<< precisionBits) log2PError
         let nu = float maxNoiseLevel
         let mutable best = ValueNone
         let mutable bestCost = Double.PositiveInfinity
         for k in glweDimensions do
             for logN in polynomialSizeLogs do
-                match searchGlwe k (1 <<< logN) nu maxVariance bestCost with
+                match searchGlwe family k (1 <<< logN) nu maxVariance bestCost with
                 | ValueSome c ->
                     best <- ValueSome c
                     bestCost <- c.Cost
                 | ValueNone -> ()
         match best with
-        | ValueSome c -> toParameters precisionBits maxNoiseLevel log2PError c
+        | ValueSome c -> toParameters family precisionBits maxNoiseLevel log2PError c
         | ValueNone ->
             raise (
                 InfeasibleParametersException(
@@ -193,7 +193,7 @@ module Optimizer =
     /// probability at most 2^log2PError. ν is rounded up to an integer (the set's MaxNoiseLevel); the set's
     /// PublishedLog2PFail is its modelled log2 p_fail at that ν. Results are cached per request.
     /// Raises InfeasibleParametersException when no set of the domain qualifies.
-    let optimizeLog2 (precisionBits: int) (nu: float) (log2PError: float) =
+    let optimizeWith (family: NoiseFamily) (precisionBits: int) (nu: float) (log2PError: float) =
         Guard.inRange "precisionBits" 1 8 precisionBits
         if not (Double.IsFinite nu && nu >= 1.0 && nu <= 1e9) then
             raise (ParameterOutOfRangeException("nu", nu, "a 2-norm in [1, 1e9]"))
@@ -201,9 +201,13 @@ module Optimizer =
             raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, -1)"))
         let maxNoiseLevel = int (Math.Ceiling nu)
         results.GetOrAdd(
-            struct (precisionBits, maxNoiseLevel, log2PError),
-            fun _ -> search precisionBits maxNoiseLevel log2PError
+            struct (family, precisionBits, maxNoiseLevel, log2PError),
+            fun _ -> search family precisionBits maxNoiseLevel log2PError
         )
+
+    /// optimizeWith TUniform noise, the optimizer's default family.
+    let optimizeLog2 (precisionBits: int) (nu: float) (log2PError: float) =
+        optimizeWith NoiseFamily.TUniform precisionBits nu log2PError
 
     /// optimizeLog2 with p_error given as a probability in (0, 0.5), e.g. 2^-128 ≈ 2.9e-39.
     let optimize (precisionBits: int) (nu: float) (pError: float) =

@@ -54,6 +54,16 @@ let tests =
               Expect.floatClose { absolute = 0.05e6; relative = 0.0 } (Optimizer.cost m2c2) 112.83e6 "Concrete cost of M2C2 (TFHE-rs lists 113)"
           }
 
+          test "with Gaussian noise it rediscovers all 36 Gaussian 2^-128 sets, parameter for parameter" {
+              let shape (p: TfheParameters) =
+                  p.LweDimension, p.GlweDimension, p.PolynomialSize, p.PbsBaseLog, p.PbsLevel, p.KsBaseLog, p.KsLevel
+              for preset in Presets.gaussian2M128 do
+                  let found =
+                      Optimizer.optimizeWith NoiseFamily.Gaussian preset.PrecisionBits (float preset.MaxNoiseLevel) -128.0
+                  Expect.equal (shape found) (shape preset) $"%s{preset.Name} vs %s{found.Name}"
+                  Expect.isTrue (Security.check found).IsSecure found.Name
+          }
+
           testProperty "cost never decreases when the precision grows"
           <| forAll request (fun (bits, nu, target) -> costOf bits nu target <= costOf (bits + 1) nu target)
 
