@@ -41,14 +41,8 @@ module NoiseModel =
 
     let private invQ2 = Math.Pow(2.0, -2.0 * modulusLog2)
 
-    /// Variance of a noise distribution, normalized to q (TUniform(b): (2^(2b+1)+1)/6 integer units squared).
-    let variance (noise: NoiseDistribution) =
-        match noise with
-        | NoiseDistribution.Gaussian sigma -> sigma * sigma
-        | NoiseDistribution.TUniform b -> (Math.Pow(2.0, float (2 * b + 1)) + 1.0) / 6.0 * invQ2
-
     /// Variance of a fresh encryption under a key with the given noise (the mask adds no noise).
-    let freshVariance (noise: NoiseDistribution) = variance noise
+    let freshVariance (noise: NoiseDistribution) = noise.Variance
 
     /// The FFT's rounding error added to one PBS (TFHE-rs's fitted term, summed over the n CMuxes).
     let fftVariance (n: int) (k: int) (polynomialSize: int) (baseLog: int) (level: int) =
@@ -78,7 +72,7 @@ module NoiseModel =
 
     /// Output variance of a programmable bootstrap (blind rotation + sample extraction), its accumulator trivial.
     let pbsVariance (p: TfheParameters) =
-        float p.LweDimension * cmuxVariance p.GlweDimension p.PolynomialSize (variance p.GlweNoise) p.PbsBaseLog p.PbsLevel
+        float p.LweDimension * cmuxVariance p.GlweDimension p.PolynomialSize p.GlweNoise.Variance p.PbsBaseLog p.PbsLevel
 
     /// Variance a keyswitch adds per input coefficient, into a key whose noise has variance `lweVariance`: the
     /// keyswitching key's noise times the digits, and the rounding of the mask to the decomposition's precision.
@@ -88,7 +82,7 @@ module NoiseModel =
 
     /// Variance the keyswitch (big key k·N → small key n) adds.
     let keyswitchVariance (p: TfheParameters) =
-        float p.BigLweDimension * keyswitchVariancePerInput (variance p.LweNoise) p.KsBaseLog p.KsLevel
+        float p.BigLweDimension * keyswitchVariancePerInput p.LweNoise.Variance p.KsBaseLog p.KsLevel
 
     /// Variance of a keyswitch's output whose input has `inputVariance` (under the big key).
     let keyswitchOutputVariance (p: TfheParameters) (inputVariance: float) =

@@ -87,7 +87,7 @@ module Optimizer =
         pbsFronts.GetOrAdd(
             struct (family, k, polynomialSize),
             fun _ ->
-                let glwe = NoiseModel.variance (Security.minimalNoise family (k * polynomialSize))
+                let glwe = (Security.minimalNoise family (k * polynomialSize)).Variance
                 bestPerLevel (NoiseModel.cmuxVariance k polynomialSize glwe) (cmuxCost k polynomialSize)
         )
 
@@ -98,7 +98,7 @@ module Optimizer =
     let private ksFront lweNoise =
         ksFronts.GetOrAdd(
             lweNoise,
-            fun noise -> bestPerLevel (NoiseModel.keyswitchVariancePerInput (NoiseModel.variance noise)) float
+            fun (noise: NoiseDistribution) -> bestPerLevel (NoiseModel.keyswitchVariancePerInput noise.Variance) float
         )
 
     /// The cheapest choice found so far.

@@ -8,6 +8,12 @@ type NoiseDistribution =
     /// A centred Gaussian with standard deviation σ as a fraction of q.
     | Gaussian of stdDev: float
 
+    /// The variance, normalized to q = 2^64: σ², or (2^(2b+1) + 1)/6 integer units squared for TUniform(b).
+    member d.Variance =
+        match d with
+        | Gaussian sigma -> sigma * sigma
+        | TUniform b -> (System.Math.Pow(2.0, float (2 * b + 1)) + 1.0) / 6.0 * System.Math.Pow(2.0, -128.0)
+
 /// Where ciphertexts live between bootstraps and which operation comes first.
 [<RequireQualifiedAccess>]
 type PbsOrder =

@@ -124,12 +124,8 @@ module Security =
     let requiredStdDev (curve: SecurityCurve) (n: int) =
         Math.Pow(2.0, max log2StdDevFloor (curve.Slope * float n + curve.Bias))
 
-    /// Standard deviation of a noise distribution, normalized to q = 2^64 (TUniform(b) has variance (2^(2b+1)+1)/6
-    /// in integer units).
-    let stdDev (noise: NoiseDistribution) =
-        match noise with
-        | NoiseDistribution.Gaussian sigma -> sigma
-        | NoiseDistribution.TUniform b -> Math.Sqrt((Math.Pow(2.0, float (2 * b + 1)) + 1.0) / 6.0) * Math.Pow(2.0, -64.0)
+    /// Standard deviation of a noise distribution, normalized to q = 2^64.
+    let stdDev (noise: NoiseDistribution) = Math.Sqrt noise.Variance
 
     /// TFHE-rs's smallest secure TUniform bound at dimension n: ceil(−0.025167785·n + 64 + 4.100671), at least 3.
     let minimalTUniformBoundLog2 (n: int) =

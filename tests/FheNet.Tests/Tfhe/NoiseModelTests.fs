@@ -86,8 +86,8 @@ let tests =
               && near (NoiseModel.modulusSwitchVariance twice) (2.0 * NoiseModel.modulusSwitchVariance p))
 
           test "variance of a distribution: TUniform(b) exactly, Gaussian σ²" {
-              Expect.floatClose Accuracy.veryHigh (NoiseModel.variance (NoiseDistribution.TUniform 3) * Math.Pow(2.0, 128.0)) (129.0 / 6.0) "TU(3)"
-              Expect.floatClose Accuracy.veryHigh (NoiseModel.variance (NoiseDistribution.Gaussian 1e-5)) 1e-10 "σ²"
+              Expect.floatClose Accuracy.veryHigh ((NoiseDistribution.TUniform 3).Variance * Math.Pow(2.0, 128.0)) (129.0 / 6.0) "TU(3)"
+              Expect.floatClose Accuracy.veryHigh ((NoiseDistribution.Gaussian 1e-5).Variance) 1e-10 "σ²"
           }
 
           test "lookupNoise in slots of the 2N torus gives the same p_fail as the normalized recipe" {
