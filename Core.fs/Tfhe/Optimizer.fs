@@ -21,6 +21,15 @@ type InfeasibleParametersException(precisionBits: int, maxNoiseLevel: int, log2P
     /// The requested log2 p_error per lookup.
     member _.Log2PError = log2PError
 
+/// One kind of lookup a circuit performs, as a noise requirement on a KS-PBS set: before the lookup the ciphertext
+/// carries PbsVarianceFactor × the variance of a bootstrap output (e.g. ν² for a linear combination of 2-norm ν of
+/// bootstrap outputs; 2^(2B)·ν² when that combination is first multiplied by 2^B), the keyswitch and the modulus
+/// switch add theirs, and decoding succeeds while the noise stays below 1/(4·PlaintextModulus).
+[<Struct>]
+type LookupRequirement =
+    { PbsVarianceFactor: float
+      PlaintextModulus: int }
+
 /// Searches the cheapest secure KS-PBS parameter set for one lookup precision, as Concrete's optimizer does: noise
 /// fixed to the security minimum of TFHE-rs's curve, Concrete's cost model, every (k, N, n) of the domain, and for
 /// each the Pareto fronts (cost, noise) of the bootstrapping and keyswitching decompositions.
@@ -106,8 +115,9 @@ module Optimizer =
     type private Candidate =
         { N: int; K: int; BigN: int; Pbs: Decomposition; Ks: Decomposition; Cost: float }
 
-    /// Cheapest feasible (n, decompositions) for one (k, N), or none; `bound` prunes choices costing more.
-    let private searchGlwe family (k: int) (polynomialSize: int) (nu: float) (maxVariance: float) (bound: float) =
+    /// Cheapest feasible (n, decompositions) for one (k, N), or none; `bound` prunes choices costing more. Each
+    /// constraint is (factor on the PBS variance, largest variance allowed at the blind rotation).
+    let private searchGlwe family (k: int) (polynomialSize: int) (constraints: struct (float * float)[]) (bound: float) =
         let pbs = pbsFront family k polynomialSize
         let bigN = k * polynomialSize
         let nMin, nMax = lweDimensionRange
@@ -120,7 +130,11 @@ module Optimizer =
             let ks = ksFront (Security.minimalNoise family n)
             let mutable i = 0
             while i < pbs.Length && float n * pbs[i].Cost < bestCost do
-                let budget = maxVariance - nu * nu * float n * pbs[i].Noise - ms
+                let pbsNoise = float n * pbs[i].Noise
+                // What is left for the keyswitch under the tightest requirement.
+                let budget =
+                    (constraints |> Array.map (fun struct (factor, maxVariance) -> maxVariance - factor * pbsNoise) |> Array.min)
+                    - ms
                 if budget > 0.0 then
                     // The cheapest keyswitch that fits the remaining budget (fronts are sorted by cost).
                     match ks |> Array.tryFind (fun d -> float bigN * d.Noise <= budget) with
@@ -134,59 +148,62 @@ module Optimizer =
             n <- n + 1
         best
 
-    let private toParameters family precisionBits maxNoiseLevel log2PError (c: Candidate) =
-        let prefix =
-            match family with
-            | NoiseFamily.TUniform -> "TU"
-            | NoiseFamily.Gaussian -> "GA"
-        let set =
-            { Name =
-                $"OPT_%s{prefix}_P%d{precisionBits}_NU%d{maxNoiseLevel}_2M%.0f{-log2PError}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}"
-                + $"_pbs%d{c.Pbs.BaseLog}x%d{c.Pbs.Level}_ks%d{c.Ks.BaseLog}x%d{c.Ks.Level}"
-              LweDimension = c.N
-              GlweDimension = c.K
-              PolynomialSize = c.BigN
-              LweNoise = Security.minimalNoise family c.N
-              GlweNoise = Security.minimalNoise family (c.K * c.BigN)
-              PbsBaseLog = c.Pbs.BaseLog
-              PbsLevel = c.Pbs.Level
-              KsBaseLog = c.Ks.BaseLog
-              KsLevel = c.Ks.Level
-              MessageModulus = 1 <<< precisionBits
-              CarryModulus = 1
-              MaxNoiseLevel = maxNoiseLevel
-              PublishedLog2PFail = 0.0
-              Order = PbsOrder.KeyswitchBootstrap
-              ModulusSwitch = ModulusSwitchKind.CenteredMean
-              Insecure = false }
-        { set with PublishedLog2PFail = NoiseModel.log2PFailAtMaxNoiseLevel set }
+    let private familyPrefix family =
+        match family with
+        | NoiseFamily.TUniform -> "TU"
+        | NoiseFamily.Gaussian -> "GA"
 
-    let private results = ConcurrentDictionary<struct (NoiseFamily * int * int * float), TfheParameters>()
+    /// The parameter set of a candidate, for plaintexts of `precisionBits` bits and a 2-norm `maxNoiseLevel`.
+    let private toParameters family (name: string) precisionBits maxNoiseLevel (c: Candidate) =
+        { Name = $"%s{name}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}_pbs%d{c.Pbs.BaseLog}x%d{c.Pbs.Level}_ks%d{c.Ks.BaseLog}x%d{c.Ks.Level}"
+          LweDimension = c.N
+          GlweDimension = c.K
+          PolynomialSize = c.BigN
+          LweNoise = Security.minimalNoise family c.N
+          GlweNoise = Security.minimalNoise family (c.K * c.BigN)
+          PbsBaseLog = c.Pbs.BaseLog
+          PbsLevel = c.Pbs.Level
+          KsBaseLog = c.Ks.BaseLog
+          KsLevel = c.Ks.Level
+          MessageModulus = 1 <<< precisionBits
+          CarryModulus = 1
+          MaxNoiseLevel = maxNoiseLevel
+          PublishedLog2PFail = 0.0
+          Order = PbsOrder.KeyswitchBootstrap
+          ModulusSwitch = ModulusSwitchKind.CenteredMean
+          Insecure = false }
 
-    let private search family precisionBits maxNoiseLevel log2PError =
-        let maxVariance = NoiseModel.maxVarianceForLog2PFail (1 <<< precisionBits) log2PError
-        let nu = float maxNoiseLevel
+    /// The cheapest candidate over the whole domain meeting every requirement at p_error 2^log2PError.
+    let private search family (requirements: LookupRequirement[]) log2PError (infeasible: string -> exn) =
+        let constraints =
+            requirements
+            |> Array.map (fun r ->
+                struct (r.PbsVarianceFactor, NoiseModel.maxVarianceForLog2PFail r.PlaintextModulus log2PError))
         let mutable best = ValueNone
         let mutable bestCost = Double.PositiveInfinity
         for k in glweDimensions do
             for logN in polynomialSizeLogs do
-                match searchGlwe family k (1 <<< logN) nu maxVariance bestCost with
+                match searchGlwe family k (1 <<< logN) constraints bestCost with
                 | ValueSome c ->
                     best <- ValueSome c
                     bestCost <- c.Cost
                 | ValueNone -> ()
         match best with
-        | ValueSome c -> toParameters family precisionBits maxNoiseLevel log2PError c
+        | ValueSome c -> c
         | ValueNone ->
+            let largestModulus = requirements |> Array.map _.PlaintextModulus |> Array.max
             raise (
-                InfeasibleParametersException(
-                    precisionBits,
-                    maxNoiseLevel,
-                    log2PError,
+                infeasible (
                     $"even the largest sets searched (N up to 2^%d{Array.last polynomialSizeLogs}, k up to %d{Array.last glweDimensions}, "
-                    + $"n up to %d{snd lweDimensionRange}) leave too much noise for a decoding bound of 1/%d{4 <<< precisionBits}"
+                    + $"n up to %d{snd lweDimensionRange}) leave too much noise for a decoding bound of 1/%d{4 * largestModulus}"
                 )
             )
+
+    let private checkLog2PError (log2PError: float) =
+        if not (log2PError < -1.0 && log2PError >= -1000.0) then
+            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, -1)"))
+
+    let private results = ConcurrentDictionary<struct (NoiseFamily * int * int * float), TfheParameters>()
 
     /// The cheapest secure KS-PBS set (Concrete's cost model) for lookups on `precisionBits`-bit plaintexts (plus a
     /// padding bit) whose input is a combination of bootstrap outputs of 2-norm at most ν, each failing with
@@ -197,12 +214,20 @@ module Optimizer =
         Guard.inRange "precisionBits" 1 8 precisionBits
         if not (Double.IsFinite nu && nu >= 1.0 && nu <= 1e9) then
             raise (ParameterOutOfRangeException("nu", nu, "a 2-norm in [1, 1e9]"))
-        if not (log2PError < -1.0 && log2PError >= -1000.0) then
-            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, -1)"))
+        checkLog2PError log2PError
         let maxNoiseLevel = int (Math.Ceiling nu)
         results.GetOrAdd(
             struct (family, precisionBits, maxNoiseLevel, log2PError),
-            fun _ -> search family precisionBits maxNoiseLevel log2PError
+            fun _ ->
+                let requirement =
+                    { PbsVarianceFactor = float maxNoiseLevel * float maxNoiseLevel
+                      PlaintextModulus = 1 <<< precisionBits }
+                let infeasible reason =
+                    InfeasibleParametersException(precisionBits, maxNoiseLevel, log2PError, reason) :> exn
+                let c = search family [| requirement |] log2PError infeasible
+                let name = $"OPT_%s{familyPrefix family}_P%d{precisionBits}_NU%d{maxNoiseLevel}_2M%.0f{-log2PError}"
+                let set = toParameters family name precisionBits maxNoiseLevel c
+                { set with PublishedLog2PFail = NoiseModel.log2PFailAtMaxNoiseLevel set }
         )
 
     /// optimizeWith TUniform noise, the optimizer's default family.
@@ -214,3 +239,41 @@ module Optimizer =
         if not (pError > 0.0 && pError < 0.5) then
             raise (ParameterOutOfRangeException("pError", pError, "a probability in (0, 0.5)"))
         optimizeLog2 precisionBits nu (Math.Log2 pError)
+
+    let private circuitResults =
+        ConcurrentDictionary<struct (NoiseFamily * LookupRequirement list * float), TfheParameters>()
+
+    /// The modelled log2 p_fail of a requirement with a parameter set.
+    let log2PFailOf (p: TfheParameters) (r: LookupRequirement) =
+        NoiseModel.log2PFailOfVariance
+            r.PlaintextModulus
+            (NoiseModel.blindRotationVariance p (r.PbsVarianceFactor * NoiseModel.pbsVariance p))
+
+    /// The cheapest secure KS-PBS set (Concrete's cost model) on which every lookup of a circuit fails with
+    /// probability at most 2^log2PError, one key set for the whole circuit. Its message modulus is the largest
+    /// plaintext modulus required; its PublishedLog2PFail the worst requirement's modelled log2 p_fail; its
+    /// MaxNoiseLevel the square root of the largest factor, rounded up. Cached per request. Raises
+    /// InfeasibleParametersException when no set of the domain meets them all.
+    let optimizeCircuit (family: NoiseFamily) (requirements: LookupRequirement list) (log2PError: float) =
+        if requirements.IsEmpty then
+            raise (InvalidShapeException("requirements", "is empty; a circuit needs at least one lookup to choose keys for"))
+        for r in requirements do
+            if not (Double.IsFinite r.PbsVarianceFactor && r.PbsVarianceFactor >= 1.0) then
+                raise (ParameterOutOfRangeException("PbsVarianceFactor", r.PbsVarianceFactor, "a finite factor >= 1"))
+            if r.PlaintextModulus < 1 || r.PlaintextModulus > (1 <<< 16) || (r.PlaintextModulus &&& (r.PlaintextModulus - 1)) <> 0 then
+                raise (ParameterOutOfRangeException("PlaintextModulus", r.PlaintextModulus, "a power of two in [1, 2^16]"))
+        checkLog2PError log2PError
+        let requirements = List.distinct requirements
+        circuitResults.GetOrAdd(
+            struct (family, requirements, log2PError),
+            fun _ ->
+                let reqs = Array.ofList requirements
+                let precisionBits = reqs |> Array.map (fun r -> Numerics.BitOperations.Log2(uint32 r.PlaintextModulus)) |> Array.max
+                let maxNoiseLevel = reqs |> Array.map (fun r -> Math.Ceiling(sqrt r.PbsVarianceFactor)) |> Array.max |> min 1e9 |> int
+                let infeasible reason =
+                    InfeasibleParametersException(precisionBits, maxNoiseLevel, log2PError, reason) :> exn
+                let c = search family reqs log2PError infeasible
+                let name = $"OPT_%s{familyPrefix family}_CIRCUIT_P%d{precisionBits}_2M%.0f{-log2PError}"
+                let set = toParameters family name precisionBits maxNoiseLevel c
+                { set with PublishedLog2PFail = reqs |> Array.map (log2PFailOf set) |> Array.max }
+        )

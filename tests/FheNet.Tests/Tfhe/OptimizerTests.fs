@@ -13,6 +13,13 @@ let private costOf bits nu log2PError =
     with :? InfeasibleParametersException ->
         infinity
 
+/// The circuit set, or None when no set of the domain meets the requirements.
+let private circuitSet requirements log2PError =
+    try
+        Some(Optimizer.optimizeCircuit NoiseFamily.TUniform requirements log2PError)
+    with :? InfeasibleParametersException ->
+        None
+
 let private request =
     gen {
         let! bits = Gen.choose (1, 7)
@@ -101,8 +108,46 @@ let tests =
               Expect.throwsT<FheNet.ParameterOutOfRangeException> (fun () -> Optimizer.optimize 4 5.0 0.0 |> ignore) "p_error 0"
           }
 
-          test "one request takes well under a second" {
-              let watch = Diagnostics.Stopwatch.StartNew()
-              Optimizer.optimizeLog2 7 33.0 -77.0 |> ignore
-              Expect.isLessThan watch.Elapsed.TotalSeconds 1.0 "seconds"
+          testProperty "a circuit with one requirement gets the single-lookup set"
+          <| forAll request (fun (bits, nu, target) ->
+              let circuit =
+                  circuitSet [ { PbsVarianceFactor = Math.Ceiling nu ** 2.0; PlaintextModulus = 1 <<< bits } ] target
+              match circuit with
+              | Some set ->
+                  let single = Optimizer.optimizeLog2 bits nu target
+                  Optimizer.cost set = Optimizer.cost single && set.LweDimension = single.LweDimension
+              | None -> Double.IsPositiveInfinity(costOf bits nu target))
+
+          testProperty "every requirement of a circuit meets p_error, and more requirements never cost less"
+          <| forAll
+              (gen {
+                  let! accumulatorBits = Gen.choose (4, 11)
+                  let! lutBits = Gen.choose (1, 6)
+                  let! nu = Gen.choose (1, 40)
+                  let! target = Gen.elements [ -40.0; -64.0; -20.0 ]
+                  return accumulatorBits, lutBits, float nu, target
+              })
+              (fun (b, p, nu, target) ->
+                  // Exact rounding of a b-bit accumulator: a sign lookup on the accumulator times 2^b, then the p-bit table.
+                  let sign = { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float b) * nu * nu; PlaintextModulus = 1 }
+                  let table = { PbsVarianceFactor = nu * nu + float b; PlaintextModulus = 1 <<< p }
+                  match circuitSet [ sign; table ] target, circuitSet [ table ] target with
+                  | Some both, Some tableOnly ->
+                      Optimizer.log2PFailOf both sign <= target
+                      && Optimizer.log2PFailOf both table <= target
+                      && both.PublishedLog2PFail <= target
+                      && (Security.check both).IsSecure
+                      && Optimizer.cost both >= Optimizer.cost tableOnly
+                  | Some _, None -> false
+                  | None, _ -> true)
+
+          test "circuit requirements are validated" {
+              Expect.throwsT<FheNet.InvalidShapeException>
+                  (fun () -> Optimizer.optimizeCircuit NoiseFamily.TUniform [] -40.0 |> ignore)
+                  "no lookups"
+              Expect.throwsT<FheNet.ParameterOutOfRangeException>
+                  (fun () ->
+                      Optimizer.optimizeCircuit NoiseFamily.TUniform [ { PbsVarianceFactor = 4.0; PlaintextModulus = 3 } ] -40.0
+                      |> ignore)
+                  "not a power of two"
           } ]
