@@ -1,0 +1,176 @@
+namespace FheNet.Tfhe
+
+open System
+
+/// Conversion of GGSW-based keys to the Fourier domain (TFHE-rs `fft64/crypto/bootstrap.rs::fill_with_forward_fourier`):
+/// every polynomial as a torus polynomial through the plan's forward transform, layout kept.
+module FourierConversion =
+
+    let private convert path (polynomialSize: int) (data: uint64[]) =
+        let plan = FftPlan.ForSize polynomialSize
+        let fourier = Array.zeroCreate<float> data.Length
+        for p in 0 .. data.Length / polynomialSize - 1 do
+            plan.ForwardTorus(path, ReadOnlySpan(data, p * polynomialSize, polynomialSize), fourier, p * polynomialSize)
+        fourier
+
+    /// The Fourier bootstrapping key.
+    let bootstrapKey (path: SimdPath) (key: LweBootstrapKey) : FourierBootstrapKey =
+        { InputDimension = key.InputDimension
+          GlweDimension = key.GlweDimension
+          PolynomialSize = key.PolynomialSize
+          Decomposer = key.Decomposer
+          Data = convert path key.PolynomialSize key.Data }
+
+    /// One GGSW in the Fourier domain, as a bootstrapping key of input dimension 1 (index 0).
+    let ggsw (path: SimdPath) (ggsw: GgswCiphertext) : FourierBootstrapKey =
+        { InputDimension = 1
+          GlweDimension = ggsw.GlweDimension
+          PolynomialSize = ggsw.PolynomialSize
+          Decomposer = ggsw.Decomposer
+          Data = convert path ggsw.PolynomialSize ggsw.Data }
+
+/// Buffers of one bootstrap, reused from call to call so the blind-rotation loop allocates nothing.
+/// One per thread.
+[<Sealed>]
+type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
+    let glweSize = (glweDimension + 1) * polynomialSize
+    /// The digits of one polynomial, ℓ·N.
+    member val Digits = Array.zeroCreate<int64> (level * polynomialSize)
+    /// The decomposed input in the Fourier domain, ℓ·(k+1)·N.
+    member val FourierDigits = Array.zeroCreate<float> (level * glweSize)
+    /// The k+1 Fourier accumulators of an external product.
+    member val FourierSum = Array.zeroCreate<float> glweSize
+    /// The CMux difference ACC·X^a - ACC.
+    member val Difference = Array.zeroCreate<uint64> glweSize
+    /// The blind-rotation accumulator.
+    member val Accumulator = Array.zeroCreate<uint64> glweSize
+    /// Whether this scratch fits a key of these dimensions.
+    member _.Fits(k: int, n: int, l: int) = k = glweDimension && n = polynomialSize && l = level
+
+/// The external product, the CMux, the blind rotation, sample extraction and the modulus switch
+/// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).
+module Bootstrap =
+
+    /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
+    /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
+    /// multiply-accumulate against the GGSW rows in the Fourier domain, transform the k+1 sums back.
+    let externalProductAdd
+        (path: SimdPath)
+        (key: FourierBootstrapKey)
+        (index: int)
+        (input: uint64[])
+        (output: uint64[])
+        (scratch: BootstrapScratch)
+        =
+        let k, n = key.GlweDimension, key.PolynomialSize
+        let decomposer = key.Decomposer
+        let level = decomposer.Level
+        let plan = FftPlan.ForSize n
+        let digits = scratch.Digits
+        let fourierDigits = scratch.FourierDigits
+        for r in 0..k do
+            decomposer.DecomposePolynomial(ReadOnlySpan(input, r * n, n), digits)
+            for i in 0 .. level - 1 do
+                plan.ForwardInteger(path, digits, i * n, fourierDigits, (i * (k + 1) + r) * n)
+        let sum = scratch.FourierSum
+        Array.Clear sum
+        let ggswBase = index * level * (k + 1) * (k + 1) * n
+        for c in 0..k do
+            for row in 0 .. level * (k + 1) - 1 do
+                FftPlan.MultiplyAccumulate(path, sum, c * n, fourierDigits, row * n, key.Data, ggswBase + (row * (k + 1) + c) * n, n)
+        for c in 0..k do
+            plan.BackwardAddTorus(path, sum, c * n, output, c * n)
+
+    /// ct0 ← ct0 + GGSW(b) ⊡ (ct1 - ct0): ct1 when b = 1, ct0 when b = 0 (plus noise).
+    let cmux (path: SimdPath) (key: FourierBootstrapKey) (index: int) (ct0: uint64[]) (ct1: uint64[]) (scratch: BootstrapScratch) =
+        let diff = scratch.Difference
+        for i in 0 .. ct0.Length - 1 do
+            diff[i] <- ct1[i] - ct0[i]
+        externalProductAdd path key index diff ct0 scratch
+
+    /// log2(2N).
+    let inline private log2TwoN (polynomialSize: int) = Numerics.BitOperations.Log2(uint32 polynomialSize) + 1
+
+    /// Switches an LWE ciphertext (n + 1 values) to the modulus 2N: every value rounded to the nearest multiple of
+    /// q/2N. CenteredMean first adds to the body half the sum of the mask rounding errors (their mean contribution
+    /// for a uniform binary key) minus half a slot (TFHE-rs `lwe_ciphertext_centered_binary_modulus_switch`).
+    let modulusSwitch (kind: ModulusSwitchKind) (polynomialSize: int) (input: ReadOnlySpan<uint64>) (switched: Span<int>) =
+        let bits = log2TwoN polynomialSize
+        let shift = 64 - bits
+        let n = input.Length - 1
+        let mutable errorSum = 0L
+        for i in 0 .. n - 1 do
+            let r = Torus.roundToBits bits input[i]
+            switched[i] <- int r
+            errorSum <- errorSum + int64 ((r <<< shift) - input[i])
+        let body =
+            match kind with
+            | ModulusSwitchKind.Standard -> input[n]
+            | ModulusSwitchKind.CenteredMean -> input[n] + uint64 (errorSum / 2L) - (1UL <<< (shift - 1))
+        switched[n] <- int (Torus.roundToBits bits body)
+
+    /// Rotates the test polynomial by the switched ciphertext: ACC = LUT·X^(-b̃), then for every i with ã_i ≠ 0 a
+    /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.Accumulator`, is
+    /// LUT·X^(-(b̃ - Σ ã_i·s_i)).
+    let blindRotate (path: SimdPath) (key: FourierBootstrapKey) (lut: uint64[]) (switched: ReadOnlySpan<int>) (scratch: BootstrapScratch) =
+        let k, n = key.GlweDimension, key.PolynomialSize
+        let acc = scratch.Accumulator
+        let diff = scratch.Difference
+        let b = switched[key.InputDimension]
+        let back = (2 * n - b) % (2 * n)
+        for r in 0..k do
+            Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
+        for i in 0 .. key.InputDimension - 1 do
+            let a = switched[i]
+            if a <> 0 then
+                for r in 0..k do
+                    Polynomial.monomialMulMinusSelf (ReadOnlySpan(acc, r * n, n)) a (Span(diff, r * n, n))
+                externalProductAdd path key i diff acc scratch
+
+    /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
+    /// mask j becomes [a_0, -a_{N-1}, …, -a_1], the body is B[0].
+    let sampleExtractInto (glweDimension: int) (polynomialSize: int) (glwe: ReadOnlySpan<uint64>) (output: Span<uint64>) =
+        let n = polynomialSize
+        for j in 0 .. glweDimension - 1 do
+            output[j * n] <- glwe[j * n]
+            for i in 1 .. n - 1 do
+                output[j * n + i] <- 0UL - glwe[j * n + n - i]
+        output[glweDimension * n] <- glwe[glweDimension * n]
+
+    /// Programmable bootstrap of an LWE ciphertext under the small key (n + 1 values) into `output` (k·N + 1
+    /// values): modulus switch, blind rotation of the test polynomial `lut` ((k+1)·N values), sample extraction.
+    let programmableBootstrapInto
+        (path: SimdPath)
+        (key: FourierBootstrapKey)
+        (modulusSwitchKind: ModulusSwitchKind)
+        (lut: uint64[])
+        (input: ReadOnlySpan<uint64>)
+        (output: Span<uint64>)
+        (switched: int[])
+        (scratch: BootstrapScratch)
+        =
+        modulusSwitch modulusSwitchKind key.PolynomialSize input (Span switched)
+        blindRotate path key lut (ReadOnlySpan switched) scratch
+        sampleExtractInto key.GlweDimension key.PolynomialSize (ReadOnlySpan scratch.Accumulator) output
+
+/// Test polynomials (TFHE-rs `fill_accumulator_with_encoding`).
+module LookupTablePolynomial =
+
+    /// The trivial GLWE ((k+1)·N values, zero masks) whose body holds f(i)·Δ_out on box i (box size N/p), negated
+    /// on the first half box and rotated left by half a box, so that a phase m·(N/p) ± noise lands inside box m.
+    /// Outputs are encoded with `EncodeWrapping` (negative values as two's complement modulo 2·p_out).
+    let build (glweDimension: int) (polynomialSize: int) (inputModulus: int) (output: Encoding) (table: int64[]) =
+        let n = polynomialSize
+        let box = n / inputModulus
+        let half = box / 2
+        let body = Array.zeroCreate<uint64> n
+        for i in 0 .. inputModulus - 1 do
+            let v = output.EncodeWrapping table[i]
+            for c in i * box .. (i + 1) * box - 1 do
+                body[c] <- v
+        for c in 0 .. half - 1 do
+            body[c] <- 0UL - body[c]
+        let result = Array.zeroCreate<uint64> ((glweDimension + 1) * n)
+        for c in 0 .. n - 1 do
+            result[glweDimension * n + c] <- body[(c + half) % n]
+        result

@@ -1,0 +1,519 @@
+namespace FheNet.Tfhe
+
+open System
+open System.Runtime.CompilerServices
+open System.Runtime.Intrinsics
+open System.Runtime.Intrinsics.X86
+
+/// Which instruction set a kernel runs on. Every path computes the same transform; tests call each explicitly.
+[<RequireQualifiedAccess>]
+type SimdPath =
+    /// Portable scalar code (with fused multiply-add).
+    | Scalar
+    /// AVX2 + FMA, 4 doubles per vector.
+    | Vector256
+    /// AVX-512 F/DQ, 8 doubles per vector.
+    | Vector512
+
+/// Detection of the SIMD paths this machine runs.
+module SimdPath =
+
+    /// Whether `path` can run here (the JIT honours DOTNET_EnableAVX512=0 and friends).
+    let isSupported path =
+        match path with
+        | SimdPath.Scalar -> true
+        | SimdPath.Vector256 -> Avx2.IsSupported && Fma.IsSupported
+        | SimdPath.Vector512 -> Avx512F.IsSupported && Avx512DQ.IsSupported && Vector512.IsHardwareAccelerated
+
+    /// The widest supported path.
+    let best =
+        if isSupported SimdPath.Vector512 then SimdPath.Vector512
+        elif isSupported SimdPath.Vector256 then SimdPath.Vector256
+        else SimdPath.Scalar
+
+    /// The supported paths, widest first.
+    let supported = [ SimdPath.Vector512; SimdPath.Vector256; SimdPath.Scalar ] |> List.filter isSupported
+
+/// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
+/// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
+/// polynomial is N doubles, the N/2 real parts then the N/2 imaginary parts, in bit-reversed order: the forward
+/// transform is a radix-2 decimation in frequency without reordering and the backward one a decimation in time that
+/// reads that order, so no permutation is ever done. Only pointwise products happen in between, so the order is
+/// invisible to callers; keys converted with one plan must be used with a plan of the same size.
+[<Sealed; AllowNullLiteral>]
+type FftPlan(polynomialSize: int) =
+    do
+        if polynomialSize < 16 || polynomialSize > (1 <<< 20) || not (Numerics.BitOperations.IsPow2 polynomialSize) then
+            raise (
+                FheNet.ParameterOutOfRangeException(
+                    "polynomialSize",
+                    polynomialSize,
+                    "a power of two between 16 and 2^20"
+                )
+            )
+
+    let half = polynomialSize / 2
+    // Stage twiddles: span s (pairs i, i+s in blocks of 2s) uses e^{-2πi j/(2s)}, j < s, stored at index s + j.
+    let twiddleRe = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in Double.CosPi(float (i - s) / float s))
+    let twiddleIm = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in -Double.SinPi(float (i - s) / float s))
+    let twistRe = Array.init half (fun j -> Double.CosPi(float j / float polynomialSize))
+    let twistIm = Array.init half (fun j -> Double.SinPi(float j / float polynomialSize))
+    // The backward transform's untwist conj(w_j) with the 1/(N/2) normalisation folded in.
+    let untwistRe = Array.init half (fun j -> twistRe[j] / float half)
+    let untwistIm = Array.init half (fun j -> -twistIm[j] / float half)
+
+    // Lanes of an in-register butterfly of span s: the partner lane (l xor s), the sign (+1 for the lower lane of
+    // a pair, -1 for the upper) and the twiddle (1 on lower lanes, e^{-2πi j/(2s)} on upper lane j mod s).
+    let laneTwiddle width s conj =
+        let re = Array.init width (fun l -> if l &&& s = 0 then 1.0 else Double.CosPi(float (l &&& (s - 1)) / float s))
+        let im =
+            Array.init width (fun l ->
+                if l &&& s = 0 then 0.0
+                else (if conj then 1.0 else -1.0) * Double.SinPi(float (l &&& (s - 1)) / float s))
+        re, im
+    let laneSign width s = Array.init width (fun l -> if l &&& s = 0 then 1.0 else -1.0)
+    let v512 (a: float[]) = Vector512.Create<float>(ReadOnlySpan a)
+    let v256 (a: float[]) = Vector256.Create<float>(ReadOnlySpan a)
+    let perm512 s = Vector512.Create<int64>(ReadOnlySpan(Array.init 8 (fun l -> int64 (l ^^^ s))))
+    let fwd512 =
+        [| for s in [ 4; 2; 1 ] ->
+               let re, im = laneTwiddle 8 s false
+               struct (perm512 s, v512 (laneSign 8 s), v512 re, v512 im) |]
+    let bwd512 =
+        [| for s in [ 1; 2; 4 ] ->
+               let re, im = laneTwiddle 8 s true
+               struct (perm512 s, v512 (laneSign 8 s), v512 re, v512 im) |]
+    let fwd256 =
+        [| for s in [ 2; 1 ] ->
+               let re, im = laneTwiddle 4 s false
+               struct (v256 (laneSign 4 s), v256 re, v256 im) |]
+    let bwd256 =
+        [| for s in [ 1; 2 ] ->
+               let re, im = laneTwiddle 4 s true
+               struct (v256 (laneSign 4 s), v256 re, v256 im) |]
+
+    static let two64 = 18446744073709551616.0
+    static let magic = 6755399441055744.0 // 2^52 + 2^51: adding it puts a small integer in the low mantissa bits
+
+    // ---------------------------------------------------------------- scalar kernels
+
+    let difScalar (d: float[]) (off: int) (smallestSpan: int) =
+        let im = off + half
+        let mutable s = half / 2
+        while s >= smallestSpan do
+            let mutable b = 0
+            while b < half do
+                for j in 0 .. s - 1 do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let ur, ui, vr, vi = d[off + i0], d[im + i0], d[off + i1], d[im + i1]
+                    d[off + i0] <- ur + vr
+                    d[im + i0] <- ui + vi
+                    let dr, di = ur - vr, ui - vi
+                    let wr, wi = twiddleRe[s + j], twiddleIm[s + j]
+                    d[off + i1] <- Math.FusedMultiplyAdd(dr, wr, -(di * wi))
+                    d[im + i1] <- Math.FusedMultiplyAdd(dr, wi, di * wr)
+                b <- b + 2 * s
+            s <- s / 2
+
+    let ditScalar (d: float[]) (off: int) (firstSpan: int) =
+        let im = off + half
+        let mutable s = firstSpan
+        while s < half do
+            let mutable b = 0
+            while b < half do
+                for j in 0 .. s - 1 do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let wr, wi = twiddleRe[s + j], -twiddleIm[s + j]
+                    let xr, xi = d[off + i1], d[im + i1]
+                    let vr = Math.FusedMultiplyAdd(xr, wr, -(xi * wi))
+                    let vi = Math.FusedMultiplyAdd(xr, wi, xi * wr)
+                    let ur, ui = d[off + i0], d[im + i0]
+                    d[off + i0] <- ur + vr
+                    d[im + i0] <- ui + vi
+                    d[off + i1] <- ur - vr
+                    d[im + i1] <- ui - vi
+                b <- b + 2 * s
+            s <- s * 2
+
+    // ---------------------------------------------------------------- AVX-512 kernels
+
+    let difV512 (d: float[]) (off: int) =
+        let im = off + half
+        let mutable s = half / 2
+        while s >= 8 do
+            let mutable b = 0
+            while b < half do
+                let mutable j = 0
+                while j < s do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let ur = Vector512.LoadUnsafe(&d[off + i0])
+                    let ui = Vector512.LoadUnsafe(&d[im + i0])
+                    let vr = Vector512.LoadUnsafe(&d[off + i1])
+                    let vi = Vector512.LoadUnsafe(&d[im + i1])
+                    let wr = Vector512.LoadUnsafe(&twiddleRe[s + j])
+                    let wi = Vector512.LoadUnsafe(&twiddleIm[s + j])
+                    Vector512.StoreUnsafe(ur + vr, &d[off + i0])
+                    Vector512.StoreUnsafe(ui + vi, &d[im + i0])
+                    let dr = ur - vr
+                    let di = ui - vi
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplySubtract(dr, wr, di * wi), &d[off + i1])
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(dr, wi, di * wr), &d[im + i1])
+                    j <- j + 8
+                b <- b + 2 * s
+            s <- s / 2
+        // Spans 4, 2, 1 stay inside one vector: butterfly a lane with its permuted partner.
+        let struct (p4, s4, w4r, w4i) = fwd512[0]
+        let struct (p2, s2, w2r, w2i) = fwd512[1]
+        let struct (p1, s1, _, _) = fwd512[2]
+        let mutable i = 0
+        while i < half do
+            let mutable xr = Vector512.LoadUnsafe(&d[off + i])
+            let mutable xi = Vector512.LoadUnsafe(&d[im + i])
+            let tr = Avx512F.FusedMultiplyAdd(s4, xr, Avx512F.PermuteVar8x64(xr, p4))
+            let ti = Avx512F.FusedMultiplyAdd(s4, xi, Avx512F.PermuteVar8x64(xi, p4))
+            xr <- Avx512F.FusedMultiplySubtract(tr, w4r, ti * w4i)
+            xi <- Avx512F.FusedMultiplyAdd(tr, w4i, ti * w4r)
+            let tr = Avx512F.FusedMultiplyAdd(s2, xr, Avx512F.PermuteVar8x64(xr, p2))
+            let ti = Avx512F.FusedMultiplyAdd(s2, xi, Avx512F.PermuteVar8x64(xi, p2))
+            xr <- Avx512F.FusedMultiplySubtract(tr, w2r, ti * w2i)
+            xi <- Avx512F.FusedMultiplyAdd(tr, w2i, ti * w2r)
+            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s1, xr, Avx512F.PermuteVar8x64(xr, p1)), &d[off + i])
+            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s1, xi, Avx512F.PermuteVar8x64(xi, p1)), &d[im + i])
+            i <- i + 8
+
+    let ditV512 (d: float[]) (off: int) =
+        let im = off + half
+        let struct (p1, s1, _, _) = bwd512[0]
+        let struct (p2, s2, w2r, w2i) = bwd512[1]
+        let struct (p4, s4, w4r, w4i) = bwd512[2]
+        let mutable i = 0
+        while i < half do
+            let mutable xr = Vector512.LoadUnsafe(&d[off + i])
+            let mutable xi = Vector512.LoadUnsafe(&d[im + i])
+            let yr = Avx512F.PermuteVar8x64(xr, p1)
+            let yi = Avx512F.PermuteVar8x64(xi, p1)
+            xr <- Avx512F.FusedMultiplyAdd(s1, xr, yr)
+            xi <- Avx512F.FusedMultiplyAdd(s1, xi, yi)
+            let tr = Avx512F.FusedMultiplySubtract(xr, w2r, xi * w2i)
+            let ti = Avx512F.FusedMultiplyAdd(xr, w2i, xi * w2r)
+            xr <- Avx512F.FusedMultiplyAdd(s2, tr, Avx512F.PermuteVar8x64(tr, p2))
+            xi <- Avx512F.FusedMultiplyAdd(s2, ti, Avx512F.PermuteVar8x64(ti, p2))
+            let tr = Avx512F.FusedMultiplySubtract(xr, w4r, xi * w4i)
+            let ti = Avx512F.FusedMultiplyAdd(xr, w4i, xi * w4r)
+            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s4, tr, Avx512F.PermuteVar8x64(tr, p4)), &d[off + i])
+            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s4, ti, Avx512F.PermuteVar8x64(ti, p4)), &d[im + i])
+            i <- i + 8
+        let mutable s = 8
+        while s < half do
+            let mutable b = 0
+            while b < half do
+                let mutable j = 0
+                while j < s do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let wr = Vector512.LoadUnsafe(&twiddleRe[s + j])
+                    let wi = Vector512.LoadUnsafe(&twiddleIm[s + j])
+                    let xr = Vector512.LoadUnsafe(&d[off + i1])
+                    let xi = Vector512.LoadUnsafe(&d[im + i1])
+                    // v = x·conj(w)
+                    let vr = Avx512F.FusedMultiplyAdd(xr, wr, xi * wi)
+                    let vi = Avx512F.FusedMultiplySubtract(xi, wr, xr * wi)
+                    let ur = Vector512.LoadUnsafe(&d[off + i0])
+                    let ui = Vector512.LoadUnsafe(&d[im + i0])
+                    Vector512.StoreUnsafe(ur + vr, &d[off + i0])
+                    Vector512.StoreUnsafe(ui + vi, &d[im + i0])
+                    Vector512.StoreUnsafe(ur - vr, &d[off + i1])
+                    Vector512.StoreUnsafe(ui - vi, &d[im + i1])
+                    j <- j + 8
+                b <- b + 2 * s
+            s <- s * 2
+
+    // ---------------------------------------------------------------- AVX2 kernels
+
+    let difV256 (d: float[]) (off: int) =
+        let im = off + half
+        let mutable s = half / 2
+        while s >= 4 do
+            let mutable b = 0
+            while b < half do
+                let mutable j = 0
+                while j < s do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let ur = Vector256.LoadUnsafe(&d[off + i0])
+                    let ui = Vector256.LoadUnsafe(&d[im + i0])
+                    let vr = Vector256.LoadUnsafe(&d[off + i1])
+                    let vi = Vector256.LoadUnsafe(&d[im + i1])
+                    let wr = Vector256.LoadUnsafe(&twiddleRe[s + j])
+                    let wi = Vector256.LoadUnsafe(&twiddleIm[s + j])
+                    Vector256.StoreUnsafe(ur + vr, &d[off + i0])
+                    Vector256.StoreUnsafe(ui + vi, &d[im + i0])
+                    let dr = ur - vr
+                    let di = ui - vi
+                    Vector256.StoreUnsafe(Fma.MultiplySubtract(dr, wr, di * wi), &d[off + i1])
+                    Vector256.StoreUnsafe(Fma.MultiplyAdd(dr, wi, di * wr), &d[im + i1])
+                    j <- j + 4
+                b <- b + 2 * s
+            s <- s / 2
+        let struct (s2, w2r, w2i) = fwd256[0]
+        let struct (s1, _, _) = fwd256[1]
+        let mutable i = 0
+        while i < half do
+            let mutable xr = Vector256.LoadUnsafe(&d[off + i])
+            let mutable xi = Vector256.LoadUnsafe(&d[im + i])
+            let tr = Fma.MultiplyAdd(s2, xr, Avx2.Permute4x64(xr, 0x4Euy))
+            let ti = Fma.MultiplyAdd(s2, xi, Avx2.Permute4x64(xi, 0x4Euy))
+            xr <- Fma.MultiplySubtract(tr, w2r, ti * w2i)
+            xi <- Fma.MultiplyAdd(tr, w2i, ti * w2r)
+            Vector256.StoreUnsafe(Fma.MultiplyAdd(s1, xr, Avx2.Permute4x64(xr, 0xB1uy)), &d[off + i])
+            Vector256.StoreUnsafe(Fma.MultiplyAdd(s1, xi, Avx2.Permute4x64(xi, 0xB1uy)), &d[im + i])
+            i <- i + 4
+
+    let ditV256 (d: float[]) (off: int) =
+        let im = off + half
+        let struct (s1, _, _) = bwd256[0]
+        let struct (s2, w2r, w2i) = bwd256[1]
+        let mutable i = 0
+        while i < half do
+            let mutable xr = Vector256.LoadUnsafe(&d[off + i])
+            let mutable xi = Vector256.LoadUnsafe(&d[im + i])
+            xr <- Fma.MultiplyAdd(s1, xr, Avx2.Permute4x64(xr, 0xB1uy))
+            xi <- Fma.MultiplyAdd(s1, xi, Avx2.Permute4x64(xi, 0xB1uy))
+            let tr = Fma.MultiplySubtract(xr, w2r, xi * w2i)
+            let ti = Fma.MultiplyAdd(xr, w2i, xi * w2r)
+            Vector256.StoreUnsafe(Fma.MultiplyAdd(s2, tr, Avx2.Permute4x64(tr, 0x4Euy)), &d[off + i])
+            Vector256.StoreUnsafe(Fma.MultiplyAdd(s2, ti, Avx2.Permute4x64(ti, 0x4Euy)), &d[im + i])
+            i <- i + 4
+        let mutable s = 4
+        while s < half do
+            let mutable b = 0
+            while b < half do
+                let mutable j = 0
+                while j < s do
+                    let i0 = b + j
+                    let i1 = i0 + s
+                    let wr = Vector256.LoadUnsafe(&twiddleRe[s + j])
+                    let wi = Vector256.LoadUnsafe(&twiddleIm[s + j])
+                    let xr = Vector256.LoadUnsafe(&d[off + i1])
+                    let xi = Vector256.LoadUnsafe(&d[im + i1])
+                    let vr = Fma.MultiplyAdd(xr, wr, xi * wi)
+                    let vi = Fma.MultiplySubtract(xi, wr, xr * wi)
+                    let ur = Vector256.LoadUnsafe(&d[off + i0])
+                    let ui = Vector256.LoadUnsafe(&d[im + i0])
+                    Vector256.StoreUnsafe(ur + vr, &d[off + i0])
+                    Vector256.StoreUnsafe(ui + vi, &d[im + i0])
+                    Vector256.StoreUnsafe(ur - vr, &d[off + i1])
+                    Vector256.StoreUnsafe(ui - vi, &d[im + i1])
+                    j <- j + 4
+                b <- b + 2 * s
+            s <- s * 2
+
+    let checkPath path =
+        if not (SimdPath.isSupported path) then
+            raise (PlatformNotSupportedException $"The %A{path} FFT path is not supported on this machine.")
+
+    let dif path d off =
+        match path with
+        | SimdPath.Vector512 -> difV512 d off
+        | SimdPath.Vector256 -> difV256 d off
+        | SimdPath.Scalar -> difScalar d off 1
+
+    let dit path d off =
+        match path with
+        | SimdPath.Vector512 -> ditV512 d off
+        | SimdPath.Vector256 -> ditV256 d off
+        | SimdPath.Scalar -> ditScalar d off 1
+
+    /// A torus coefficient as a signed real in [-1/2, 1/2).
+    static let torusToReal (x: uint64) = float (int64 x) * (1.0 / two64)
+
+    /// N.
+    member _.PolynomialSize = polynomialSize
+
+    /// Forward transform of a polynomial of small signed integers (decomposition digits, exact in f64):
+    /// `fourier[offset .. offset + N)` receives the N doubles of its Fourier form.
+    member _.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
+        checkPath path
+        let im = offset + half
+        let c = coefficientOffset
+        match path with
+        | SimdPath.Vector512 ->
+            let mutable j = 0
+            while j < half do
+                let a = Avx512DQ.ConvertToVector512Double(Vector512.LoadUnsafe(&coefficients[c + j]))
+                let b = Avx512DQ.ConvertToVector512Double(Vector512.LoadUnsafe(&coefficients[c + half + j]))
+                let wr = Vector512.LoadUnsafe(&twistRe[j])
+                let wi = Vector512.LoadUnsafe(&twistIm[j])
+                Vector512.StoreUnsafe(Avx512F.FusedMultiplySubtract(a, wr, b * wi), &fourier[offset + j])
+                Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(a, wi, b * wr), &fourier[im + j])
+                j <- j + 8
+        | SimdPath.Vector256 ->
+            let magicBits = Vector256.Create(BitConverter.DoubleToInt64Bits magic)
+            let magicV = Vector256.Create magic
+            let toDouble (v: Vector256<int64>) = (v + magicBits).AsDouble() - magicV
+            let mutable j = 0
+            while j < half do
+                let a = toDouble (Vector256.LoadUnsafe(&coefficients[c + j]))
+                let b = toDouble (Vector256.LoadUnsafe(&coefficients[c + half + j]))
+                let wr = Vector256.LoadUnsafe(&twistRe[j])
+                let wi = Vector256.LoadUnsafe(&twistIm[j])
+                Vector256.StoreUnsafe(Fma.MultiplySubtract(a, wr, b * wi), &fourier[offset + j])
+                Vector256.StoreUnsafe(Fma.MultiplyAdd(a, wi, b * wr), &fourier[im + j])
+                j <- j + 4
+        | SimdPath.Scalar ->
+            for j in 0 .. half - 1 do
+                let a, b = float coefficients[c + j], float coefficients[c + half + j]
+                fourier[offset + j] <- Math.FusedMultiplyAdd(a, twistRe[j], -(b * twistIm[j]))
+                fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
+        dif path fourier offset
+
+    /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
+    /// conversion, so the twist is scalar and only the FFT follows `path`.
+    member _.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
+        checkPath path
+        if coefficients.Length <> polynomialSize then
+            raise (DimensionMismatchException("coefficients", "the polynomial size", polynomialSize, coefficients.Length))
+        let im = offset + half
+        for j in 0 .. half - 1 do
+            let a, b = torusToReal coefficients[j], torusToReal coefficients[j + half]
+            fourier[offset + j] <- Math.FusedMultiplyAdd(a, twistRe[j], -(b * twistIm[j]))
+            fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
+        dif path fourier offset
+
+    /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
+    /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
+    member _.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
+        checkPath path
+        dit path fourier offset
+        let im = offset + half
+        let o = outputOffset
+        match path with
+        | SimdPath.Vector512 ->
+            let scale = Vector512.Create two64
+            let mutable j = 0
+            while j < half do
+                let zr = Vector512.LoadUnsafe(&fourier[offset + j])
+                let zi = Vector512.LoadUnsafe(&fourier[im + j])
+                let wr = Vector512.LoadUnsafe(&untwistRe[j])
+                let wi = Vector512.LoadUnsafe(&untwistIm[j])
+                let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
+                let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
+                // fract·2^64 rounds to nearest; exactly +2^63 converts to the integer indefinite 2^63, the same torus element.
+                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + j]) + ir, &output[o + j])
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + j]) + ii, &output[o + half + j])
+                j <- j + 8
+        | SimdPath.Vector256 ->
+            // AVX2 has no f64 → i64 conversion: split fract·2^64 into two 32-bit halves, each exact via the magic constant.
+            let two32 = Vector256.Create 4294967296.0
+            let magicBits = Vector256.Create(BitConverter.DoubleToInt64Bits magic)
+            let magicV = Vector256.Create magic
+            let toInt (x: Vector256<float>) = (x + magicV).AsInt64() - magicBits
+            let toTorus (x: Vector256<float>) =
+                let f = (x - Avx.RoundToNearestInteger x) * two32
+                let hi = Avx.RoundToNearestInteger f
+                let lo = (f - hi) * two32
+                (Avx2.ShiftLeftLogical(toInt hi, 32uy) + toInt lo).AsUInt64()
+            let mutable j = 0
+            while j < half do
+                let zr = Vector256.LoadUnsafe(&fourier[offset + j])
+                let zi = Vector256.LoadUnsafe(&fourier[im + j])
+                let wr = Vector256.LoadUnsafe(&untwistRe[j])
+                let wi = Vector256.LoadUnsafe(&untwistIm[j])
+                let xr = Fma.MultiplySubtract(zr, wr, zi * wi)
+                let xi = Fma.MultiplyAdd(zr, wi, zi * wr)
+                Vector256.StoreUnsafe(Vector256.LoadUnsafe(&output[o + j]) + toTorus xr, &output[o + j])
+                Vector256.StoreUnsafe(Vector256.LoadUnsafe(&output[o + half + j]) + toTorus xi, &output[o + half + j])
+                j <- j + 4
+        | SimdPath.Scalar ->
+            for j in 0 .. half - 1 do
+                let zr, zi = fourier[offset + j], fourier[im + j]
+                let xr = Math.FusedMultiplyAdd(zr, untwistRe[j], -(zi * untwistIm[j]))
+                let xi = Math.FusedMultiplyAdd(zr, untwistIm[j], zi * untwistRe[j])
+                output[o + j] <- output[o + j] + Torus.ofReal xr
+                output[o + half + j] <- output[o + half + j] + Torus.ofReal xi
+
+    /// acc += a ⊙ b, pointwise complex multiply-accumulate of two Fourier polynomials (N doubles each).
+    static member MultiplyAccumulate
+        (path: SimdPath, acc: float[], accOffset: int, a: float[], aOffset: int, b: float[], bOffset: int, polynomialSize: int)
+        =
+        let half = polynomialSize / 2
+        match path with
+        | SimdPath.Vector512 ->
+            let mutable j = 0
+            while j < half do
+                let ar = Vector512.LoadUnsafe(&a[aOffset + j])
+                let ai = Vector512.LoadUnsafe(&a[aOffset + half + j])
+                let br = Vector512.LoadUnsafe(&b[bOffset + j])
+                let bi = Vector512.LoadUnsafe(&b[bOffset + half + j])
+                let cr = Vector512.LoadUnsafe(&acc[accOffset + j])
+                let ci = Vector512.LoadUnsafe(&acc[accOffset + half + j])
+                Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, cr)), &acc[accOffset + j])
+                Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, ci)), &acc[accOffset + half + j])
+                j <- j + 8
+        | SimdPath.Vector256 ->
+            let mutable j = 0
+            while j < half do
+                let ar = Vector256.LoadUnsafe(&a[aOffset + j])
+                let ai = Vector256.LoadUnsafe(&a[aOffset + half + j])
+                let br = Vector256.LoadUnsafe(&b[bOffset + j])
+                let bi = Vector256.LoadUnsafe(&b[bOffset + half + j])
+                let cr = Vector256.LoadUnsafe(&acc[accOffset + j])
+                let ci = Vector256.LoadUnsafe(&acc[accOffset + half + j])
+                Vector256.StoreUnsafe(Fma.MultiplyAdd(ar, br, Fma.MultiplyAddNegated(ai, bi, cr)), &acc[accOffset + j])
+                Vector256.StoreUnsafe(Fma.MultiplyAdd(ar, bi, Fma.MultiplyAdd(ai, br, ci)), &acc[accOffset + half + j])
+                j <- j + 4
+        | SimdPath.Scalar ->
+            for j in 0 .. half - 1 do
+                let ar, ai = a[aOffset + j], a[aOffset + half + j]
+                let br, bi = b[bOffset + j], b[bOffset + half + j]
+                acc[accOffset + j] <- Math.FusedMultiplyAdd(ar, br, Math.FusedMultiplyAdd(-ai, bi, acc[accOffset + j]))
+                acc[accOffset + half + j] <- Math.FusedMultiplyAdd(ar, bi, Math.FusedMultiplyAdd(ai, br, acc[accOffset + half + j]))
+
+    /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
+    /// the external product computes it (one forward per operand, one pointwise product, one backward).
+    member p.NegacyclicProduct(path: SimdPath, torus: uint64[], integers: int64[]) =
+        if integers.Length <> polynomialSize then
+            raise (DimensionMismatchException("integers", "the polynomial size", polynomialSize, integers.Length))
+        let ft = Array.zeroCreate<float> polynomialSize
+        let fi = Array.zeroCreate<float> polynomialSize
+        let acc = Array.zeroCreate<float> polynomialSize
+        p.ForwardTorus(path, ReadOnlySpan torus, ft, 0)
+        p.ForwardInteger(path, integers, 0, fi, 0)
+        FftPlan.MultiplyAccumulate(path, acc, 0, ft, 0, fi, 0, polynomialSize)
+        let result = Array.zeroCreate<uint64> polynomialSize
+        p.BackwardAddTorus(path, acc, 0, result, 0)
+        result
+
+    /// The exact negacyclic product of a torus polynomial `a` by a polynomial `small` of tiny integers (a binary
+    /// key), added to `result`. `a` is cut into four 16-bit limbs so that every partial product stays an integer below
+    /// 2^(16 + log2 N + 1), far inside f64's exact range, and is rounded back exactly (requires Σ|small_i| ≤ 2^20).
+    /// `smallFourier` is `small` already through ForwardInteger; `scratch` holds 2N doubles and N int64.
+    member p.ExactProductAccumulate
+        (path: SimdPath, a: ReadOnlySpan<uint64>, smallFourier: float[], smallOffset: int, result: Span<uint64>, scratch: float[], limb: int64[])
+        =
+        for l in 0..3 do
+            for c in 0 .. polynomialSize - 1 do
+                limb[c] <- int64 ((a[c] >>> (16 * l)) &&& 0xFFFFUL)
+            p.ForwardInteger(path, limb, 0, scratch, 0)
+            Array.Clear(scratch, polynomialSize, polynomialSize)
+            FftPlan.MultiplyAccumulate(path, scratch, polynomialSize, scratch, 0, smallFourier, smallOffset, polynomialSize)
+            dit path scratch polynomialSize
+            let im = polynomialSize + half
+            for j in 0 .. half - 1 do
+                let zr, zi = scratch[polynomialSize + j], scratch[im + j]
+                let xr = zr * untwistRe[j] - zi * untwistIm[j]
+                let xi = zr * untwistIm[j] + zi * untwistRe[j]
+                result[j] <- result[j] + (uint64 (int64 (Math.Round xr)) <<< (16 * l))
+                result[j + half] <- result[j + half] + (uint64 (int64 (Math.Round xi)) <<< (16 * l))
+
+    /// One plan per polynomial size, shared (a plan is immutable).
+    static member ForSize(polynomialSize: int) = FftPlanCache.Get polynomialSize
+
+and [<AbstractClass; Sealed>] private FftPlanCache private () =
+    static let plans = Collections.Concurrent.ConcurrentDictionary<int, FftPlan>()
+    static member Get(size: int) = plans.GetOrAdd(size, fun s -> FftPlan s)

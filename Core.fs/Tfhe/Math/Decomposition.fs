@@ -1,0 +1,70 @@
+namespace FheNet.Tfhe
+
+open System
+
+/// The signed gadget decomposition with rounding of TFHE-rs: x ≈ Σ_{j=1..ℓ} d_j · 2^(64 - β·j) with every digit
+/// d_j in [-B/2, B/2] (B = 2^β). Only the top R = β·ℓ bits are represented; x is first rounded to them (half up).
+/// Digits come out least-significant first: level ℓ, then ℓ-1, …, 1 — the order GGSW levels and KSK blocks use.
+[<Struct>]
+type Decomposer =
+    { BaseLog: int
+      Level: int }
+
+    /// β·ℓ: the number of represented bits.
+    member d.RepresentedBits = d.BaseLog * d.Level
+
+    /// A decomposer of base 2^baseLog with `level` levels; raises unless 1 ≤ baseLog, 1 ≤ level, baseLog·level < 64.
+    static member Create(baseLog: int, level: int) =
+        FheNet.Guard.inRange "baseLog" 1 63 baseLog
+        FheNet.Guard.inRange "level" 1 63 level
+        if baseLog * level >= 64 then
+            raise (FheNet.ParameterOutOfRangeException("baseLog * level", baseLog * level, "at most 63 represented bits"))
+        { BaseLog = baseLog; Level = level }
+
+    /// The closest value that the decomposition represents: x rounded (half up) to a multiple of 2^(64 - β·ℓ).
+    member d.ClosestRepresentable(x: uint64) =
+        let shift = 64 - d.RepresentedBits
+        (((x >>> (shift - 1)) + 1UL) >>> 1) <<< shift
+
+    /// The balanced state before digit extraction: x rounded to R bits, in (-2^(R-1), 2^(R-1)] as two's complement.
+    member inline d.InitState(x: uint64) =
+        let r = d.RepresentedBits
+        let res = x >>> (64 - r - 1)
+        let roundingBit = res &&& 1UL
+        let res = ((res + 1UL) >>> 1) &&& ((1UL <<< r) - 1UL)
+        // res > 2^(R-1), or res = 2^(R-1) with the rounding bit set, goes negative.
+        let needBalance = ((((res - 1UL) ||| (roundingBit <<< (r - 1))) &&& res) >>> (r - 1))
+        res - (needBalance <<< r)
+
+    /// The next digit (least significant remaining level) and the updated state; ties break towards an even state.
+    member inline d.NextDigit(state: byref<uint64>) =
+        let beta = d.BaseLog
+        let digit = state &&& ((1UL <<< beta) - 1UL)
+        state <- uint64 (int64 state >>> beta)
+        let carry = (((digit - 1UL) ||| state) &&& digit) >>> (beta - 1)
+        state <- state + carry
+        int64 (digit - (carry <<< beta))
+
+    /// The ℓ digits of x, level ℓ first.
+    member d.Decompose(x: uint64) =
+        let mutable state = d.InitState x
+        let digits = Array.zeroCreate<int64> d.Level
+        for i in 0 .. d.Level - 1 do
+            digits[i] <- d.NextDigit(&state)
+        digits
+
+    /// Σ d_j · 2^(64 - β·j) for digits given level ℓ first (the inverse of Decompose on representable values).
+    member d.Recompose(digits: int64[]) =
+        let mutable sum = 0UL
+        for i in 0 .. digits.Length - 1 do
+            let level = d.Level - i
+            sum <- sum + (uint64 digits[i] <<< (64 - d.BaseLog * level))
+        sum
+
+    /// Decomposes every coefficient of a polynomial: digits[(i · N) + c] is digit i (level ℓ - i) of coefficient c.
+    member d.DecomposePolynomial(coefficients: ReadOnlySpan<uint64>, digits: int64[]) =
+        let n = coefficients.Length
+        for c in 0 .. n - 1 do
+            let mutable state = d.InitState coefficients[c]
+            for i in 0 .. d.Level - 1 do
+                digits[i * n + c] <- d.NextDigit(&state)

@@ -1,0 +1,188 @@
+module FheNet.Tests.Tfhe.MathTests
+
+open System
+open Expecto
+open FsCheck.FSharp
+open FheNet
+open FheNet.Tfhe
+open FheNet.Tests.Generators
+
+let private u64 = Gen.choose (0, Int32.MaxValue) |> Gen.two |> Gen.map (fun (a, b) -> (uint64 a <<< 33) ^^^ (uint64 b <<< 2) ^^^ uint64 (a &&& 3))
+
+let private aesHex (path: bool) (key: string) (plain: string) =
+    let rk = Aes128.expandKey (ReadOnlySpan(Convert.FromHexString key))
+    let input = Convert.FromHexString plain
+    if path then
+        let out = Aes128.encryptBlockHardware (Aes128.hardwareRoundKeys rk) (Runtime.Intrinsics.Vector128.Create<byte>(ReadOnlySpan input))
+        let bytes = Array.zeroCreate<byte> 16
+        Runtime.Intrinsics.Vector128.CopyTo(out, Span bytes)
+        Convert.ToHexString bytes
+    else
+        let out = Array.zeroCreate<byte> 16
+        Aes128.encryptBlockPortable rk (ReadOnlySpan input) (Span out)
+        Convert.ToHexString out
+
+let private sampleVariance (samples: float[]) =
+    let mean = Array.average samples
+    samples |> Array.averageBy (fun x -> (x - mean) ** 2.0)
+
+[<Tests>]
+let tests =
+    testList
+        "Tfhe.Math"
+        [ testList
+              "torus and encoding"
+              [ testProperty "decode(encode m + e) = m for |e| < Δ/2, every p"
+                <| forAll
+                    (Gen.zip3 (Gen.choose (1, 12)) (Gen.choose (0, Int32.MaxValue)) (Gen.choose (-1_000_000, 1_000_000)))
+                    (fun (bits, m, e) ->
+                        let enc = Encoding.WithPadding(1 <<< bits)
+                        let m = int64 m % int64 enc.PlaintextModulus
+                        let noise = int64 (float e / 1_000_001.0 * float (enc.Delta / 2UL))
+                        enc.Decode(enc.Encode m + uint64 noise) = m && enc.Error(enc.Encode m + uint64 noise) = noise)
+                testProperty "signed values wrap modulo 2p and decode back"
+                <| forAll (Gen.zip (Gen.choose (1, 8)) (Gen.choose (-1000, 1000))) (fun (bits, m) ->
+                    let enc = Encoding.WithPadding(1 <<< bits)
+                    let p = int64 enc.PlaintextModulus
+                    let m = int64 m % p
+                    enc.DecodeSigned(enc.EncodeWrapping m) = m)
+                test "Δ = 2^64 / 2p" {
+                    Expect.equal (Encoding.WithPadding(16).Delta) (1UL <<< 59) "M2C2: Δ = 2^59"
+                    Expect.equal (Encoding.WithPadding(4).Delta) (1UL <<< 61) "M1C1: Δ = 2^61"
+                }
+                test "a message outside [0, p) or a non-power-of-two space is refused" {
+                    let enc = Encoding.WithPadding 16
+                    Expect.throwsT<ParameterOutOfRangeException> (fun () -> enc.Encode 16L |> ignore) "16 is outside [0, 16)"
+                    Expect.throwsT<ParameterOutOfRangeException> (fun () -> enc.Encode -1L |> ignore) "-1 is outside [0, 16)"
+                    Expect.throwsT<ParameterOutOfRangeException> (fun () -> Encoding.WithPadding 12 |> ignore) "12 is not a power of two"
+                }
+                testProperty "ofReal inverts toReal"
+                <| forAll u64 (fun x -> Torus.ofReal (Torus.toReal x) - x + 1024UL <= 2048UL) ]
+          testList
+              "AES-128-CTR"
+              [ test "FIPS-197 appendix C.1, portable" {
+                    Expect.equal (aesHex false "000102030405060708090A0B0C0D0E0F" "00112233445566778899AABBCCDDEEFF") "69C4E0D86A7B0430D8CDB78070B4C55A" "C.1"
+                    Expect.equal (aesHex false "2B7E151628AED2A6ABF7158809CF4F3C" "3243F6A8885A308D313198A2E0370734") "3925841D02DC09FBDC118597196A0B32" "appendix B"
+                }
+                test "FIPS-197 appendix C.1, AES-NI" {
+                    if Aes128.hardwareSupported then
+                        Expect.equal (aesHex true "000102030405060708090A0B0C0D0E0F" "00112233445566778899AABBCCDDEEFF") "69C4E0D86A7B0430D8CDB78070B4C55A" "C.1"
+                    else
+                        skiptest "AES-NI not available"
+                }
+                test "the stream depends only on the seed; both paths agree" {
+                    let seed = { Low = 0x0123456789ABCDEFUL; High = 42UL }
+                    let draw (g: AesCtrGenerator) = Array.init 100 (fun _ -> g.NextUInt64())
+                    let portable = draw (AesCtrGenerator(seed, false))
+                    Expect.equal (draw (AesCtrGenerator(seed, false))) portable "same seed, same stream"
+                    if Aes128.hardwareSupported then
+                        Expect.equal (draw (AesCtrGenerator(seed, true))) portable "AES-NI = portable"
+                    Expect.notEqual (draw (AesCtrGenerator { seed with Low = 1UL })) portable "another seed, another stream"
+                    // Block 0 is AES_seed(counter 0): its first 8 bytes, little-endian.
+                    let block = Array.zeroCreate<byte> 16
+                    Aes128.encryptBlockPortable (Aes128.expandKey (ReadOnlySpan(seed.ToBytes()))) (ReadOnlySpan(Array.zeroCreate<byte> 16)) (Span block)
+                    Expect.equal portable[0] (BitConverter.ToUInt64(block, 0)) "counter mode from 0"
+                } ]
+          testList
+              "noise"
+              [ test "TUniform(b): support [-2^b, 2^b], variance (2^(2b+1)+1)/6 within 3 %" {
+                    let rng = AesCtrGenerator.Secret()
+                    for b in [ 3; 10 ] do
+                        let samples = Array.init 200_000 (fun _ -> float (int64 (Noise.sampleTUniform b rng)))
+                        Expect.isTrue (samples |> Array.forall (fun x -> abs x <= float (1 <<< b))) "bounded"
+                        Expect.equal (Array.max samples) (float (1 <<< b)) "reaches the bound"
+                        let expected = Noise.varianceInteger (NoiseDistribution.TUniform b)
+                        Expect.floatClose { absolute = 0.0; relative = 0.03 } (sampleVariance samples) expected $"variance b=%d{b}"
+                }
+                test "Gaussian(σ): variance (σ·2^64)² within 3 %, mean 0" {
+                    let rng = AesCtrGenerator.Secret()
+                    let sigma = 2.845267479601915e-15
+                    let samples = Array.init 200_000 (fun _ -> float (int64 (Noise.sampleGaussian sigma rng)))
+                    let expected = Noise.varianceInteger (NoiseDistribution.Gaussian sigma)
+                    Expect.floatClose { absolute = 0.0; relative = 0.03 } (sampleVariance samples) expected "variance"
+                    Expect.isLessThan (abs (Array.average samples)) (4.0 * sqrt (expected / 200_000.0)) "mean"
+                } ]
+          testList
+              "decomposition"
+              [ testProperty "recompose(decompose x) is the closest representable value; digits in [-B/2, B/2]"
+                <| forAll
+                    (gen {
+                        let! beta = Gen.choose (1, 30)
+                        let! level = Gen.choose (1, 63 / beta)
+                        let! x = u64
+                        return beta, level, x
+                     })
+                    (fun (beta, level, x) ->
+                        let d = Decomposer.Create(beta, level)
+                        let digits = d.Decompose x
+                        let closest = d.ClosestRepresentable x
+                        let shift = 64 - beta * level
+                        // closest is a multiple of 2^shift at distance at most 2^(shift-1) from x
+                        d.Recompose digits = closest
+                        && closest % (1UL <<< shift) = 0UL
+                        && (x - closest + (1UL <<< (shift - 1))) <= (1UL <<< shift)
+                        && digits |> Array.forall (fun g -> abs g <= (1L <<< (beta - 1))))
+                test "hand-computed digits follow TFHE-rs's rounding and balancing" {
+                    // β = 4, ℓ = 1: top bits 1000.1 round up to 1001 = 9 > B/2, balanced to 9 - 16 = -7.
+                    Expect.equal (Decomposer.Create(4, 1).Decompose(0x88UL <<< 56)) [| -7L |] "0x88 → -7"
+                    // β = 2, ℓ = 2: 0110 → level 2 digit 2 (= B/2, kept since bit β-1 of the rest is 0), level 1 digit 1.
+                    Expect.equal (Decomposer.Create(2, 2).Decompose(0x6UL <<< 60)) [| 2L; 1L |] "0110 → (2, 1)"
+                    Expect.throwsT<ParameterOutOfRangeException> (fun () -> Decomposer.Create(8, 8) |> ignore) "64 bits is too many"
+                } ]
+          testList
+              "negacyclic FFT"
+              [ testProperty "FFT product = schoolbook within 2^(11 + β - 1 + log2 N), every SIMD path"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 11)
+                        let! beta = Gen.choose (1, 23)
+                        let n = 1 <<< logN
+                        let! torus = Gen.arrayOfLength n u64
+                        let! digits = Gen.arrayOfLength n (Gen.choose (-(1 <<< (beta - 1)), 1 <<< (beta - 1)))
+                        return n, beta, torus, Array.map int64 digits
+                     })
+                    (fun (n, beta, torus, digits) ->
+                        let exact = Polynomial.negacyclicProduct (ReadOnlySpan torus) (ReadOnlySpan(Array.map uint64 digits))
+                        let bound = Math.Pow(2.0, float (11 + beta - 1) + Math.Log2(float n))
+                        SimdPath.supported
+                        |> List.forall (fun path ->
+                            let fft = FftPlan.ForSize(n).NegacyclicProduct(path, torus, digits)
+                            Array.forall2 (fun (a: uint64) (b: uint64) -> abs (float (int64 (a - b))) <= bound) fft exact))
+                test "all three paths are exercised here and agree to rounding" {
+                    Expect.contains SimdPath.supported SimdPath.Scalar "scalar always runs"
+                    let n = 2048
+                    let rng = AesCtrGenerator.Secret()
+                    let torus = Array.init n (fun _ -> rng.NextUInt64())
+                    let digits = Array.init n (fun _ -> int64 (rng.NextUInt64() % (1UL <<< 23)) - (1L <<< 22))
+                    let plan = FftPlan.ForSize n
+                    let scalar = plan.NegacyclicProduct(SimdPath.Scalar, torus, digits)
+                    for path in SimdPath.supported do
+                        let r = plan.NegacyclicProduct(path, torus, digits)
+                        let worst = Array.map2 (fun (a: uint64) (b: uint64) -> abs (float (int64 (a - b)))) r scalar |> Array.max
+                        Expect.isLessThan worst (Math.Pow(2.0, 40.0)) $"%A{path} vs scalar"
+                }
+                testProperty "the limb-split product with a binary polynomial is exact"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 11)
+                        let n = 1 <<< logN
+                        let! a = Gen.arrayOfLength n u64
+                        let! bits = Gen.arrayOfLength n (Gen.choose (0, 1))
+                        return n, a, Array.map int64 bits
+                     })
+                    (fun (n, a, bits) ->
+                        let plan = FftPlan.ForSize n
+                        let exact = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan(Array.map uint64 bits))
+                        let fourier = Array.zeroCreate<float> n
+                        plan.ForwardInteger(SimdPath.Scalar, bits, 0, fourier, 0)
+                        let result = Array.zeroCreate<uint64> n
+                        plan.ExactProductAccumulate(SimdPath.best, ReadOnlySpan a, fourier, 0, Span result, Array.zeroCreate (2 * n), Array.zeroCreate n)
+                        result = exact)
+                testProperty "monomial products: X^d·X^(2N-d) = 1 and X^N = -1"
+                <| forAll (Gen.zip (Gen.choose (0, 63)) (Gen.arrayOfLength 32 u64)) (fun (d, a) ->
+                    let once = Array.zeroCreate<uint64> 32
+                    let back = Array.zeroCreate<uint64> 32
+                    Polynomial.monomialMul (ReadOnlySpan a) d (Span once)
+                    Polynomial.monomialMul (ReadOnlySpan once) ((64 - d) % 64) (Span back)
+                    let xd = Array.init 32 (fun i -> if d < 32 && i = d then 1UL elif d >= 32 && i = d - 32 then UInt64.MaxValue else 0UL)
+                    back = a && once = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan xd)) ] ]
