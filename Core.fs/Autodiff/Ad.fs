@@ -1,0 +1,298 @@
+namespace FheNet.Autodiff
+
+open System
+open System.Numerics.Tensors
+open FheNet
+open FheNet.Numerics
+
+/// A value in a differentiated computation. Parameters and intermediate results that depend on them carry a
+/// gradient buffer, allocated on first use and accumulated into by the backward pass.
+[<AllowNullLiteral>]
+type Var(value: Tensor, requiresGrad: bool) =
+    let mutable grad: float32[] = Array.empty
+
+    /// The forward value.
+    member _.Value = value
+    /// True when the backward pass must compute this value's gradient.
+    member _.RequiresGrad = requiresGrad
+    /// The accumulated gradient (same shape as the value); zeros until the backward pass writes it.
+    member _.Grad =
+        if grad.Length <> value.Length then
+            grad <- Array.zeroCreate value.Length
+        grad
+    /// Sets the gradient back to zero (before the next step).
+    member _.ZeroGrad() =
+        if grad.Length = value.Length then
+            Array.Clear grad
+
+/// Records the backward closures of one forward pass; <c>Backward</c> runs them in reverse order.
+/// <c>threads</c> bounds the parallelism of the matrix products (results never depend on it).
+type Tape(threads: int) =
+    let steps = ResizeArray<unit -> unit>()
+    /// The thread bound of the kernels.
+    member _.Threads = threads
+    /// Records a backward closure.
+    member _.Record(step: unit -> unit) = steps.Add step
+    /// Seeds d(loss)/d(loss) = 1 and propagates gradients to every variable that requires one.
+    member _.Backward(loss: Var) =
+        if loss.Value.Length <> 1 then
+            raise (InvalidShapeException("loss", "must be a 1 × 1 scalar to start the backward pass"))
+        loss.Grad[0] <- 1.0f
+        for i in steps.Count - 1 .. -1 .. 0 do
+            steps[i] ()
+
+/// Scales are parametrised by their base-2 logarithm θ: s = 2^θ, or 2^round(θ) for power-of-two scales (the
+/// gradient flows through the rounding unchanged, a straight-through estimator). One function computes them,
+/// shared by training and the integer model so that both use the very same float32 values.
+module Exp2Scale =
+
+    /// The scale 2^θ as float32; with <c>powerOfTwo</c> the exponent is round-half-even(θ) and the value is exact.
+    let value (powerOfTwo: bool) (log2Scale: float32) : float32 =
+        if powerOfTwo then
+            MathF.ScaleB(1.0f, int (MathF.Round log2Scale))
+        else
+            float32 (Math.Pow(2.0, float log2Scale))
+
+    /// The product of several scales, multiplied left to right in float32.
+    let product (powerOfTwo: bool) (log2Scales: float32 list) : float32 =
+        log2Scales |> List.fold (fun acc t -> acc * value powerOfTwo t) 1.0f
+
+/// Rounding of a real code value to an integer: the tie rule is part of the integer model's specification.
+[<RequireQualifiedAccess>]
+type Rounding =
+    /// floor(v + 1/2): ties go up (towards +∞), as an arithmetic right shift with a rounding bit does.
+    | HalfUp
+    /// Ties to the even neighbour (IEEE default).
+    | HalfEven
+
+/// The integer code range and rounding of one quantizer.
+type CodeSpec =
+    { QMin: int
+      QMax: int
+      Rounding: Rounding }
+
+module CodeSpec =
+    /// clip(round(v), qmin, qmax) as float32 (an exact small integer).
+    let code (spec: CodeSpec) (v: float32) : float32 =
+        let r =
+            match spec.Rounding with
+            | Rounding.HalfUp -> MathF.Floor(v + 0.5f)
+            | Rounding.HalfEven -> MathF.Round v
+        Math.Clamp(r, float32 spec.QMin, float32 spec.QMax)
+
+/// Differentiable operations. Each computes its value now and records how to push gradients back.
+module Ad =
+
+    /// A value that needs no gradient (inputs, targets, masks).
+    let constant (t: Tensor) = Var(t, false)
+
+    /// A trainable value.
+    let parameter (t: Tensor) = Var(t, true)
+
+    let private needs (vars: Var list) = vars |> List.exists (fun v -> v.RequiresGrad)
+
+    let private accumulate (target: Var) (delta: float32[]) =
+        let g = target.Grad
+        TensorPrimitives.Add(ReadOnlySpan delta, ReadOnlySpan g, Span g)
+
+    let private sameShape (name: string) (a: Tensor) (b: Tensor) =
+        if a.Rows <> b.Rows || a.Cols <> b.Cols then
+            raise (InvalidShapeException(name, $"is %d{b.Rows} × %d{b.Cols} but %d{a.Rows} × %d{a.Cols} was expected"))
+
+    /// A·B.
+    let matmul (tape: Tape) (a: Var) (b: Var) =
+        let out = Var(Tensor.matmul tape.Threads a.Value b.Value, needs [ a; b ])
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = Tensor.ofArray out.Value.Rows out.Value.Cols out.Grad
+                if a.RequiresGrad then
+                    accumulate a (Tensor.matmul tape.Threads g (Tensor.transpose b.Value)).Data
+                if b.RequiresGrad then
+                    accumulate b (Tensor.matmul tape.Threads (Tensor.transpose a.Value) g).Data)
+        out
+
+    /// Aᵀ.
+    let transpose (tape: Tape) (a: Var) =
+        let out = Var(Tensor.transpose a.Value, a.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () -> accumulate a (Tensor.transpose (Tensor.ofArray out.Value.Rows out.Value.Cols out.Grad)).Data)
+        out
+
+    /// Broadcast index of b for element k of a: b has a's shape, or is one row (1 × cols) repeated down the rows.
+    let private broadcastIndex (a: Tensor) (b: Tensor) =
+        if b.Rows = a.Rows && b.Cols = a.Cols then id
+        else if b.Rows = 1 && b.Cols = a.Cols then fun k -> k % a.Cols
+        else
+            raise (
+                InvalidShapeException("b", $"is %d{b.Rows} × %d{b.Cols}; expected %d{a.Rows} × %d{a.Cols} or 1 × %d{a.Cols}")
+            )
+
+    /// A + B, where B has A's shape or is one row broadcast down A's rows.
+    let add (tape: Tape) (a: Var) (b: Var) =
+        let index = broadcastIndex a.Value b.Value
+        let data = Array.init a.Value.Length (fun k -> a.Value.Data[k] + b.Value.Data[index k])
+        let out = Var(Tensor.ofArray a.Value.Rows a.Value.Cols data, needs [ a; b ])
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = out.Grad
+                if a.RequiresGrad then accumulate a g
+                if b.RequiresGrad then
+                    let gb = b.Grad
+                    for k in 0 .. g.Length - 1 do
+                        gb[index k] <- gb[index k] + g[k])
+        out
+
+    /// A ⊙ B (element-wise), where B has A's shape or is one row broadcast down A's rows.
+    let mul (tape: Tape) (a: Var) (b: Var) =
+        let index = broadcastIndex a.Value b.Value
+        let data = Array.init a.Value.Length (fun k -> a.Value.Data[k] * b.Value.Data[index k])
+        let out = Var(Tensor.ofArray a.Value.Rows a.Value.Cols data, needs [ a; b ])
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = out.Grad
+                if a.RequiresGrad then
+                    accumulate a (Array.init g.Length (fun k -> g[k] * b.Value.Data[index k]))
+                if b.RequiresGrad then
+                    let gb = b.Grad
+                    for k in 0 .. g.Length - 1 do
+                        gb[index k] <- gb[index k] + g[k] * a.Value.Data[k])
+        out
+
+    /// The sum of all elements (1 × 1), added in index order.
+    let sum (tape: Tape) (a: Var) =
+        let mutable s = 0.0f
+        for v in a.Value.Data do
+            s <- s + v
+        let out = Var(Tensor.scalar s, a.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () -> accumulate a (Array.create a.Value.Length out.Grad[0]))
+        out
+
+    /// The mean of all elements (1 × 1).
+    let mean (tape: Tape) (a: Var) =
+        let n = float32 a.Value.Length
+        let s = sum tape a
+        let out = Var(Tensor.scalar (s.Value.Data[0] / n), s.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () -> s.Grad[0] <- s.Grad[0] + out.Grad[0] / n)
+        out
+
+    /// The activation applied element-wise.
+    let activation (tape: Tape) (act: Activation) (a: Var) =
+        let out = Var(Tensor.map (Activation.value act) a.Value, a.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = out.Grad
+                accumulate a (Array.init g.Length (fun k -> g[k] * Activation.derivative act a.Value.Data[k])))
+        out
+
+    /// Softmax probabilities of each row of logits, in float64 for stability, rounded to float32.
+    let softmaxRows (logits: Tensor) =
+        let p = Array.zeroCreate logits.Length
+        for i in 0 .. logits.Rows - 1 do
+            let o = i * logits.Cols
+            let mutable m = Double.NegativeInfinity
+            for j in 0 .. logits.Cols - 1 do
+                m <- max m (float logits.Data[o + j])
+            let mutable z = 0.0
+            for j in 0 .. logits.Cols - 1 do
+                z <- z + exp (float logits.Data[o + j] - m)
+            for j in 0 .. logits.Cols - 1 do
+                p[o + j] <- float32 (exp (float logits.Data[o + j] - m) / z)
+        Tensor.ofArray logits.Rows logits.Cols p
+
+    /// Softmax cross-entropy of each row against its class label, weighted like PyTorch's CrossEntropyLoss:
+    /// Σᵢ w[yᵢ]·(−log pᵢ[yᵢ]) / Σᵢ w[yᵢ]. Pass weights of 1 for the unweighted mean.
+    let softmaxCrossEntropy (tape: Tape) (logits: Var) (labels: int[]) (classWeights: float32[]) =
+        let t = logits.Value
+        Guard.sameLength "labels" t.Rows labels.Length
+        Guard.sameLength "classWeights" t.Cols classWeights.Length
+        let p = softmaxRows t
+        let mutable total = 0.0
+        let mutable weightSum = 0.0
+        for i in 0 .. t.Rows - 1 do
+            let o = i * t.Cols
+            let mutable m = Double.NegativeInfinity
+            for j in 0 .. t.Cols - 1 do
+                m <- max m (float t.Data[o + j])
+            let mutable z = 0.0
+            for j in 0 .. t.Cols - 1 do
+                z <- z + exp (float t.Data[o + j] - m)
+            let w = float classWeights[labels[i]]
+            total <- total + w * (log z + m - float t.Data[o + labels[i]])
+            weightSum <- weightSum + w
+        let out = Var(Tensor.scalar (float32 (total / weightSum)), logits.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let scale = float out.Grad[0] / weightSum
+                let g = Array.zeroCreate t.Length
+                for i in 0 .. t.Rows - 1 do
+                    let w = float classWeights[labels[i]] * scale
+                    for j in 0 .. t.Cols - 1 do
+                        let k = i * t.Cols + j
+                        let target = if j = labels[i] then 1.0 else 0.0
+                        g[k] <- float32 (w * (float p.Data[k] - target))
+                accumulate logits g)
+        out
+
+    /// Mean squared error over all elements: mean((prediction − target)²).
+    let meanSquaredError (tape: Tape) (prediction: Var) (target: Tensor) =
+        sameShape "target" prediction.Value target
+        let n = prediction.Value.Length
+        let mutable s = 0.0
+        for k in 0 .. n - 1 do
+            let d = float (prediction.Value.Data[k] - target.Data[k])
+            s <- s + d * d
+        let out = Var(Tensor.scalar (float32 (s / float n)), prediction.RequiresGrad)
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let c = 2.0f * out.Grad[0] / float32 n
+                accumulate prediction (Array.init n (fun k -> c * (prediction.Value.Data[k] - target.Data[k]))))
+        out
+
+    /// x · Π 2^θᵢ (each θᵢ a 1 × 1 variable), the step back from integer codes to real values.
+    /// ∂/∂x = s; ∂/∂θᵢ = ln 2 · s · Σ g·x.
+    let scaleExp2 (tape: Tape) (powerOfTwo: bool) (x: Var) (log2Scales: Var list) =
+        let s = Exp2Scale.product powerOfTwo (log2Scales |> List.map (fun v -> v.Value.Data[0]))
+        let out = Var(Tensor.map (fun v -> v * s) x.Value, needs (x :: log2Scales))
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = out.Grad
+                if x.RequiresGrad then
+                    accumulate x (Array.init g.Length (fun k -> g[k] * s))
+                if needs log2Scales then
+                    let mutable gx = 0.0
+                    for k in 0 .. g.Length - 1 do
+                        gx <- gx + float g[k] * float x.Value.Data[k]
+                    let d = float32 (Math.Log 2.0 * float s * gx)
+                    for t in log2Scales do
+                        if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
+        out
+
+    /// Integer codes q = clip(round(x / s), qmin, qmax) with s = Π 2^θᵢ, as float32.
+    /// Straight-through gradients (LSQ): inside the range ∂q/∂x = 1/s and ∂q/∂θᵢ = −ln 2 · x/s; outside, both 0.
+    /// Followed by <c>scaleExp2</c> with the same scales this is fake quantization with the LSQ scale gradient.
+    let quantize (tape: Tape) (powerOfTwo: bool) (spec: CodeSpec) (x: Var) (log2Scales: Var list) =
+        let s = Exp2Scale.product powerOfTwo (log2Scales |> List.map (fun v -> v.Value.Data[0]))
+        let out = Var(Tensor.map (fun v -> CodeSpec.code spec (v / s)) x.Value, needs (x :: log2Scales))
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = out.Grad
+                let lo, hi = float32 spec.QMin, float32 spec.QMax
+                let inside k =
+                    let v = x.Value.Data[k] / s
+                    v >= lo && v <= hi
+                if x.RequiresGrad then
+                    accumulate x (Array.init g.Length (fun k -> if inside k then g[k] / s else 0.0f))
+                if needs log2Scales then
+                    let mutable d = 0.0
+                    for k in 0 .. g.Length - 1 do
+                        if inside k then
+                            d <- d - float g[k] * float (x.Value.Data[k] / s)
+                    let d = float32 (Math.Log 2.0 * d)
+                    for t in log2Scales do
+                        if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
+        out
+
+    /// The same value with no gradient flowing back (a constant copy).
+    let detach (x: Var) = constant x.Value

@@ -1,0 +1,486 @@
+namespace FheNet.Estimators
+
+open System
+open System.Text.Json
+open FheNet
+open FheNet.Numerics
+open FheNet.Autodiff
+open FheNet.Nn
+open FheNet.Integer
+
+/// A trained network with what prediction needs: the integer model (None for a float twin) and, for a regressor,
+/// the target standardization.
+type FittedNetwork =
+    { Network: Network
+      Integer: IntegerModel option
+      History: EpochReport list
+      TargetMean: float[]
+      TargetStd: float[] }
+
+/// Checks and training shared by both estimators.
+module internal Fitting =
+
+    let checkFeatures (name: string) (x: float32[][]) (expected: int option) =
+        Guard.nonEmpty name x.Length
+        let width = match expected with Some d -> d | None -> x[0].Length
+        if width = 0 then raise (InvalidShapeException(name, "has rows with no features"))
+        x
+        |> Array.iteri (fun i row ->
+            if isNull (box row) then raise (InvalidShapeException($"%s{name}[%d{i}]", "is null"))
+            if row.Length <> width then
+                let what = if expected.IsSome then "the model was fitted on" else "row 0 has"
+                raise (
+                    InvalidShapeException(
+                        $"%s{name}[%d{i}]",
+                        $"has %d{row.Length} features but %s{what} %d{width}; pass rows of %d{width} features"
+                    )
+                )
+            Guard.allFinite $"%s{name}[%d{i}]" (ReadOnlySpan row))
+
+    let toSingle (x: float[][]) : float32[][] =
+        x |> Array.map (fun r -> if isNull (box r) then r |> Array.map float32 else Array.map float32 r)
+
+    let batchSize (s: NeuralNetSettings) (rows: int) =
+        match s.BatchSize with
+        | Some b -> b
+        | None -> Math.Clamp(rows / 50, 4, 64)
+
+    let networkConfig (s: NeuralNetSettings) (inputDim: int) (outputs: int) (quantized: bool) =
+        { InputDim = inputDim
+          Hidden = max 1 (int (float inputDim * s.HiddenMultiplier))
+          Outputs = outputs
+          Layers = s.Layers
+          Activation = s.Activation
+          Quant =
+            if quantized then
+                Some
+                    { WeightBits = s.WeightBits
+                      ActivationBits = s.ActivationBits
+                      AccumulatorBits = s.AccumulatorBits
+                      PowerOfTwo = s.PowerOfTwoScaling }
+            else
+                None }
+
+    let trainConfig (s: NeuralNetSettings) (rows: int) (log: EpochReport -> unit) =
+        { Epochs = s.MaxEpochs
+          LearningRate = s.Lr
+          BatchSize = batchSize s rows
+          Optimizer = s.Optimizer
+          Momentum = s.Momentum
+          WeightDecay = s.WeightDecay
+          Shuffle = s.Shuffle
+          Patience = s.Patience
+          Threads = max 1 s.Threads
+          Seed = s.Seed
+          OnEpoch = log }
+
+    let epochLogger (s: NeuralNetSettings) =
+        fun (r: EpochReport) ->
+            if s.Verbose then
+                let opt (v: float option) = v |> Option.map (sprintf "%.4f") |> Option.defaultValue "-"
+                printfn "epoch %3d  train_loss %.4f  valid_loss %s  valid_metric %s  %.3fs" r.Epoch r.TrainLoss (opt r.ValidLoss) (opt r.ValidMetric) r.Seconds
+            s.OnEpoch |> Option.iter (fun f -> f r)
+
+    /// Splits rows into (train, validation) index sets: a seeded shuffle, the last fraction held out.
+    let split (s: NeuralNetSettings) (rows: int) =
+        if s.ValidationFraction = 0.0 then
+            Array.init rows id, [||]
+        else
+            let order = TrainingRng(uint64 s.Seed + 7UL).Permutation rows
+            let valid = max 1 (int (float rows * s.ValidationFraction))
+            if valid >= rows then
+                raise (ParameterOutOfRangeException("validation_fraction", s.ValidationFraction, "a fraction that leaves training rows"))
+            Array.sort order[.. rows - valid - 1], Array.sort order[rows - valid ..]
+
+    let subsetTargets (targets: Targets) (rows: int[]) =
+        match targets with
+        | Targets.Classes(labels, w) -> Targets.Classes(rows |> Array.map (fun i -> labels[i]), w)
+        | Targets.Values t -> Targets.Values(Tensor.gatherRows t (ReadOnlySpan rows))
+
+    /// Trains a network (quantized or its float twin) from scratch, or continues from <c>start</c>.
+    let train (s: NeuralNetSettings) (x: float32[][]) (targets: Targets) (outputs: int) (quantized: bool) (start: Network option) =
+        let xs = Tensor.ofRows x
+        let trainRows, validRows = split s x.Length
+        let xt = Tensor.gatherRows xs (ReadOnlySpan trainRows)
+        let validation =
+            if validRows.Length = 0 then None
+            else Some(Tensor.gatherRows xs (ReadOnlySpan validRows), subsetTargets targets validRows)
+        let threads = max 1 s.Threads
+        let net =
+            match start with
+            | Some n -> n
+            | None ->
+                let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
+                let calibrationRows = Array.init (min 512 xt.Rows) id
+                Network.calibrateScales threads n (Tensor.gatherRows xt (ReadOnlySpan calibrationRows))
+                n
+        let history = Training.train (trainConfig s xt.Rows (epochLogger s)) net xt (subsetTargets targets trainRows) validation
+        net, history
+
+    let fitted (net: Network) history mean std =
+        { Network = net
+          Integer = (if net.Config.Quant.IsSome then Some(IntegerModel.ofNetwork net) else None)
+          History = history
+          TargetMean = mean
+          TargetStd = std }
+
+    /// Real outputs (logits, or standardized values) of a fitted network: the integer model when quantized.
+    let outputs (s: NeuralNetSettings) (f: FittedNetwork) (fhe: FheMode) (x: float32[][]) : float32[][] =
+        if fhe <> FheMode.Disable then raise (FheNotAvailableException fhe)
+        checkFeatures "X" x (Some f.Network.Config.InputDim)
+        match f.Integer with
+        | Some model -> IntegerModel.predict (max 1 s.Threads) model x
+        | None ->
+            let out = Network.predict (max 1 s.Threads) f.Network (Tensor.ofRows x)
+            Array.init out.Rows (Tensor.row out)
+
+    /// Removes the given fraction of hidden neurons (by L2 norm of their incoming weights) from every hidden layer.
+    let pruneNeurons (net: Network) (fraction: float) : Network =
+        let hidden = net.Config.Hidden
+        let remove = int (float hidden * fraction)
+        let keepCount = hidden - remove
+        let mutable layers = Array.map id net.Layers
+        let clone (t: Tensor) = Ad.parameter t
+        for l in 0 .. net.Layers.Length - 2 do
+            let p = layers[l]
+            let w = p.Weight.Value
+            let norms = Array.init w.Rows (fun i -> Tensor.row w i |> Array.sumBy (fun v -> float v * float v))
+            let kept =
+                Array.init w.Rows id
+                |> Array.sortWith (fun i j -> compare (norms[j], i) (norms[i], j))
+                |> Array.take keepCount
+                |> Array.sort
+            let rows (t: Tensor) = Tensor.gatherRows t (ReadOnlySpan kept)
+            let maskOf (mask: float32[]) (t: Tensor) =
+                if mask.Length = 0 then mask else (rows (Tensor.ofArray t.Rows t.Cols mask)).Data
+            layers[l] <-
+                { p with
+                    Weight = clone (rows w)
+                    Bias = clone (Tensor.ofArray 1 keepCount (kept |> Array.map (fun i -> p.Bias.Value.Data[i])))
+                    Mask = maskOf p.Mask w }
+            let next = layers[l + 1]
+            let nw = next.Weight.Value
+            let columns (t: Tensor) = Tensor.transpose (rows (Tensor.transpose t))
+            layers[l + 1] <-
+                { next with
+                    Weight = clone (columns nw)
+                    Mask = if next.Mask.Length = 0 then next.Mask else (columns (Tensor.ofArray nw.Rows nw.Cols next.Mask)).Data }
+        Network.copy { Config = { net.Config with Hidden = keepCount }; Layers = layers }
+
+    let checkFraction (fraction: float) =
+        if not (fraction >= 0.0 && fraction < 1.0) then
+            raise (ParameterOutOfRangeException("fraction", fraction, "a fraction of hidden neurons in [0, 1)"))
+
+/// The serialized form of a fitted model (System.Text.Json, versioned).
+type ModelDocument =
+    { Format: string
+      Version: int
+      Kind: string
+      Settings: (string * string)[]
+      Classes: string[]
+      InputDim: int
+      Hidden: int
+      Outputs: int
+      Quantized: bool
+      Weights: float32[][]
+      Biases: float32[][]
+      InputLog2Scales: float32[]
+      WeightLog2Scales: float32[]
+      Masks: float32[][]
+      TargetMean: float[]
+      TargetStd: float[] }
+
+module internal Documents =
+
+    [<Literal>]
+    let FormatName = "FheNet.NeuralNet"
+
+    [<Literal>]
+    let CurrentVersion = 1
+
+    let settingsPairs (s: NeuralNetSettings) =
+        [| "module__n_layers", string s.Layers
+           "module__n_hidden_neurons_multiplier", s.HiddenMultiplier.ToString("R", Globalization.CultureInfo.InvariantCulture)
+           "module__activation_function", Activation.name s.Activation
+           "module__n_w_bits", string s.WeightBits
+           "module__n_a_bits", string s.ActivationBits
+           "module__n_accum_bits", (s.AccumulatorBits |> Option.map string |> Option.defaultValue "none")
+           "module__power_of_two_scaling", string s.PowerOfTwoScaling
+           "max_epochs", string s.MaxEpochs
+           "lr", s.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture)
+           "batch_size", (s.BatchSize |> Option.map string |> Option.defaultValue "none")
+           "random_state", string s.Seed |]
+
+    let dump (kind: string) (s: NeuralNetSettings) (classes: string[]) (f: FittedNetwork) =
+        let net = f.Network
+        let doc =
+            { Format = FormatName
+              Version = CurrentVersion
+              Kind = kind
+              Settings = settingsPairs s
+              Classes = classes
+              InputDim = net.Config.InputDim
+              Hidden = net.Config.Hidden
+              Outputs = net.Config.Outputs
+              Quantized = net.Config.Quant.IsSome
+              Weights = net.Layers |> Array.map (fun p -> p.Weight.Value.Data)
+              Biases = net.Layers |> Array.map (fun p -> p.Bias.Value.Data)
+              InputLog2Scales = net.Layers |> Array.map (fun p -> p.InputLog2Scale.Value.Data[0])
+              WeightLog2Scales = net.Layers |> Array.map (fun p -> p.WeightLog2Scale.Value.Data[0])
+              Masks = net.Layers |> Array.map (fun p -> p.Mask)
+              TargetMean = f.TargetMean
+              TargetStd = f.TargetStd }
+        JsonSerializer.Serialize doc
+
+    let load (kind: string) (json: string) =
+        let doc =
+            try
+                match JsonSerializer.Deserialize<ModelDocument> json with
+                | null -> raise (InvalidShapeException("json", "is null"))
+                | d -> d
+            with :? JsonException as e ->
+                raise (InvalidShapeException("json", $"is not a dumped model: %s{e.Message}"))
+        if doc.Format <> FormatName then
+            raise (InvalidShapeException("json", $"is not a %s{FormatName} document"))
+        if doc.Version <> CurrentVersion then
+            raise (ParameterOutOfRangeException("json.Version", doc.Version, $"format version %d{CurrentVersion}"))
+        if doc.Kind <> kind then
+            raise (InvalidShapeException("json", $"holds a %s{doc.Kind}, not a %s{kind}"))
+        let settings =
+            NeuralNetSettings.setMany (doc.Settings |> Array.map (fun (k, v: string) -> k, (v :> obj))) NeuralNetSettings.defaults
+        let config = Fitting.networkConfig settings doc.InputDim doc.Outputs doc.Quantized
+        let config = { config with Hidden = doc.Hidden }
+        let widths = config.Widths
+        let net =
+            { Config = config
+              Layers =
+                Array.init config.Layers (fun l ->
+                    { Weight = Ad.parameter (Tensor.ofArray widths[l + 1] widths[l] doc.Weights[l])
+                      Bias = Ad.parameter (Tensor.ofArray 1 widths[l + 1] doc.Biases[l])
+                      InputLog2Scale = Ad.parameter (Tensor.scalar doc.InputLog2Scales[l])
+                      WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
+                      Mask = doc.Masks[l] }) }
+        settings, doc.Classes, Fitting.fitted net [] doc.TargetMean doc.TargetStd
+
+/// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).
+/// Labels may be of any type with equality and ordering; predict returns them. Not thread-safe while fitting.
+type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSettings) =
+    do NeuralNetSettings.validate settings
+    let mutable state: (FittedNetwork * 'Label[]) option = None
+
+    let fittedState (what: string) =
+        match state with
+        | Some s -> s
+        | None -> raise (NotFittedException what)
+
+    /// An estimator with the documented defaults.
+    new() = NeuralNetClassifier<'Label>(NeuralNetSettings.defaults)
+
+    /// The settings.
+    member _.Settings = settings
+
+    /// The sorted class labels seen by fit.
+    member _.Classes = snd (fittedState "Classes")
+
+    /// The integer model (None for a float twin).
+    member _.IntegerModel = (fst (fittedState "IntegerModel")).Integer
+
+    /// The trained network (float values, scales, masks).
+    member _.Network = (fst (fittedState "Network")).Network
+
+    /// The training log.
+    member _.History = (fst (fittedState "History")).History
+
+    /// True after fit or load.
+    member _.IsFitted = state.IsSome
+
+    member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: Network option) =
+        Fitting.checkFeatures "X" x None
+        if isNull (box y) then raise (InvalidShapeException("y", "is null"))
+        Guard.sameLength "y" x.Length y.Length
+        let classes = Array.distinct y |> Array.sort
+        if classes.Length < 2 then
+            raise (InvalidShapeException("y", $"has %d{classes.Length} class; a classifier needs at least 2 classes"))
+        let labels = y |> Array.map (fun v -> Array.BinarySearch(classes, v))
+        let weights =
+            match settings.ClassWeights with
+            | ClassWeights.Uniform -> Array.create classes.Length 1.0f
+            | ClassWeights.Balanced ->
+                let counts = Array.countBy id labels |> Map.ofArray
+                Array.init classes.Length (fun c -> float32 (float y.Length / float classes.Length / float counts[c]))
+            | ClassWeights.Explicit w ->
+                Guard.sameLength "criterion__weight" classes.Length w.Length
+                w |> Array.iteri (fun i v -> if not (v >= 0.0 && Double.IsFinite v) then raise (ParameterOutOfRangeException($"criterion__weight[%d{i}]", v, "a finite weight >= 0")))
+                w |> Array.map float32
+        let net, history = Fitting.train settings x (Targets.Classes(labels, weights)) classes.Length quantized start
+        state <- Some(Fitting.fitted net history [||] [||], classes)
+
+    /// Trains on rows of features and their labels; returns this estimator.
+    member this.Fit(x: float32[][], y: 'Label[]) =
+        this.FitCore(x, y, true, None)
+        this
+
+    /// Trains on float64 features.
+    member this.Fit(x: float[][], y: 'Label[]) = this.Fit(Fitting.toSingle x, y)
+
+    /// Class probabilities (rows sum to 1; the softmax of the dequantized outputs).
+    member _.PredictProba(x: float32[][], ?fhe: FheMode) : float[][] =
+        let f, _ = fittedState "PredictProba"
+        let out = Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        let p = Ad.softmaxRows (Tensor.ofRows out)
+        Array.init p.Rows (fun i -> Tensor.row p i |> Array.map float)
+
+    /// Predicted labels: the class of the largest output.
+    member _.Predict(x: float32[][], ?fhe: FheMode) : 'Label[] =
+        let f, classes = fittedState "Predict"
+        Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        |> Array.map (fun r -> classes[Array.IndexOf(r, Array.max r)])
+
+    /// Predicted labels for float64 features.
+    member this.Predict(x: float[][], ?fhe: FheMode) = this.Predict(Fitting.toSingle x, defaultArg fhe FheMode.Disable)
+
+    /// Accuracy on (x, y).
+    member this.Score(x: float32[][], y: 'Label[]) =
+        let p = this.Predict x
+        Guard.sameLength "y" p.Length y.Length
+        float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 p y) / float y.Length
+
+    /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
+    member _.BitWidths(x: float32[][]) =
+        match (fst (fittedState "BitWidths")).Integer with
+        | Some m -> IntegerModel.bitWidths m x
+        | None -> raise (InvalidOperationException "A float twin has no integer model.")
+
+    /// Fits this quantized model and its float twin (same settings, no quantization or pruning); returns both.
+    member this.FitBenchmark(x: float32[][], y: 'Label[]) =
+        this.Fit(x, y) |> ignore
+        let twin = NeuralNetClassifier<'Label>(settings)
+        twin.FitCore(x, y, false, None)
+        this, twin
+
+    /// A new classifier with the given fraction of every hidden layer's neurons removed (smallest L2 norm first),
+    /// fine-tuned on (x, y) for max_epochs.
+    member _.Prune(x: float32[][], y: 'Label[], fraction: float) =
+        Fitting.checkFraction fraction
+        let f, _ = fittedState "Prune"
+        let pruned = Fitting.pruneNeurons f.Network fraction
+        let result = NeuralNetClassifier<'Label>(settings)
+        result.FitCore(x, y, f.Network.Config.Quant.IsSome, Some pruned)
+        result
+
+    /// The fitted model as JSON (labels are stored as JSON values).
+    member _.Dump() =
+        let f, classes = fittedState "Dump"
+        Documents.dump "classifier" settings (classes |> Array.map (fun c -> JsonSerializer.Serialize c)) f
+
+    member internal _.Restore(f: FittedNetwork, classes: 'Label[]) = state <- Some(f, classes)
+
+    /// A classifier restored from <c>Dump</c>'s JSON.
+    static member Load(json: string) : NeuralNetClassifier<'Label> =
+        let settings, classes, f = Documents.load "classifier" json
+        let c = NeuralNetClassifier<'Label>(settings)
+        let label (text: string) : 'Label =
+            match JsonSerializer.Deserialize(text, typeof<'Label>) with
+            | null -> raise (InvalidShapeException("json", $"class label %s{text} does not read as the label type"))
+            | v -> unbox<'Label> v
+        c.Restore(f, classes |> Array.map label)
+        c
+
+/// A regressor trained with quantization-aware training on one or several targets (standardized internally);
+/// predicts with its integer model.
+type NeuralNetRegressor(settings: NeuralNetSettings) =
+    do NeuralNetSettings.validate settings
+    let mutable state: FittedNetwork option = None
+
+    let fittedState (what: string) =
+        match state with
+        | Some s -> s
+        | None -> raise (NotFittedException what)
+
+    /// An estimator with the documented defaults.
+    new() = NeuralNetRegressor(NeuralNetSettings.defaults)
+
+    member _.Settings = settings
+    member _.IntegerModel = (fittedState "IntegerModel").Integer
+    member _.Network = (fittedState "Network").Network
+    member _.History = (fittedState "History").History
+    member _.IsFitted = state.IsSome
+
+    member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: Network option) =
+        Fitting.checkFeatures "X" x None
+        if isNull (box y) then raise (InvalidShapeException("y", "is null"))
+        Guard.sameLength "y" x.Length y.Length
+        let outputs = y[0].Length
+        y
+        |> Array.iteri (fun i r ->
+            if r.Length <> outputs || outputs = 0 then
+                raise (InvalidShapeException($"y[%d{i}]", $"has %d{r.Length} targets but y[0] has %d{outputs}"))
+            r |> Array.iteri (fun j v -> Guard.finite $"y[%d{i}][%d{j}]" v))
+        let mean = Array.init outputs (fun j -> y |> Array.averageBy (fun r -> r[j]))
+        let std =
+            Array.init outputs (fun j ->
+                let s = sqrt (y |> Array.averageBy (fun r -> (r[j] - mean[j]) ** 2.0))
+                if s > 0.0 then s else 1.0)
+        let standardized = Tensor.init y.Length outputs (fun i j -> float32 ((y[i][j] - mean[j]) / std[j]))
+        let net, history = Fitting.train settings x (Targets.Values standardized) outputs quantized start
+        state <- Some(Fitting.fitted net history mean std)
+
+    /// Trains on rows of features and several targets per row; returns this estimator.
+    member this.Fit(x: float32[][], y: float[][]) =
+        this.FitCore(x, y, true, None)
+        this
+
+    /// Trains on rows of features and one target per row.
+    member this.Fit(x: float32[][], y: float[]) = this.Fit(x, y |> Array.map (fun v -> [| v |]))
+
+    /// Trains on float64 features and one target per row.
+    member this.Fit(x: float[][], y: float[]) = this.Fit(Fitting.toSingle x, y)
+
+    /// Predictions, one array of targets per row.
+    member _.PredictMulti(x: float32[][], ?fhe: FheMode) : float[][] =
+        let f = fittedState "Predict"
+        Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        |> Array.map (fun r -> r |> Array.mapi (fun j v -> float v * f.TargetStd[j] + f.TargetMean[j]))
+
+    /// Predictions of the first (or only) target.
+    member this.Predict(x: float32[][], ?fhe: FheMode) : float[] =
+        this.PredictMulti(x, defaultArg fhe FheMode.Disable) |> Array.map (fun r -> r[0])
+
+    /// R² of the first target on (x, y).
+    member this.Score(x: float32[][], y: float[]) =
+        let p = this.Predict x
+        Guard.sameLength "y" p.Length y.Length
+        let mean = Array.average y
+        let ssTot = y |> Array.sumBy (fun v -> (v - mean) ** 2.0)
+        let ssRes = Array.fold2 (fun acc a b -> acc + (a - b) ** 2.0) 0.0 p y
+        if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot
+
+    member _.BitWidths(x: float32[][]) =
+        match (fittedState "BitWidths").Integer with
+        | Some m -> IntegerModel.bitWidths m x
+        | None -> raise (InvalidOperationException "A float twin has no integer model.")
+
+    /// Fits this quantized model and its float twin; returns both.
+    member this.FitBenchmark(x: float32[][], y: float[]) =
+        this.Fit(x, y) |> ignore
+        let twin = NeuralNetRegressor(settings)
+        twin.FitCore(x, y |> Array.map (fun v -> [| v |]), false, None)
+        this, twin
+
+    /// A new regressor with the given fraction of hidden neurons removed, fine-tuned on (x, y).
+    member _.Prune(x: float32[][], y: float[], fraction: float) =
+        Fitting.checkFraction fraction
+        let f = fittedState "Prune"
+        let result = NeuralNetRegressor(settings)
+        result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction))
+        result
+
+    member _.Dump() = Documents.dump "regressor" settings [||] (fittedState "Dump")
+
+    static member Load(json: string) =
+        let settings, _, f = Documents.load "regressor" json
+        let r = NeuralNetRegressor(settings)
+        r.Restore f
+        r
+
+    member internal _.Restore(f: FittedNetwork) = state <- Some f

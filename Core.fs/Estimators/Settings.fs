@@ -1,0 +1,236 @@
+namespace FheNet.Estimators
+
+open System
+open System.Collections
+open System.Globalization
+open FheNet
+open FheNet.Autodiff
+open FheNet.Quantization
+open FheNet.Nn
+
+/// How classes weigh in the cross-entropy.
+[<RequireQualifiedAccess>]
+type ClassWeights =
+    | Uniform
+    /// n_samples / (n_classes · count(class)), as scikit-learn's compute_class_weight("balanced").
+    | Balanced
+    /// One weight per class, in the order of the sorted class labels.
+    | Explicit of float[]
+
+/// Where predict runs: the integer model in the clear, its FHE simulation, or encrypted execution.
+[<RequireQualifiedAccess>]
+type FheMode =
+    | Disable
+    | Simulate
+    | Execute
+
+/// predict / score / dump before fit.
+type NotFittedException(what: string) =
+    inherit InvalidOperationException($"%s{what} needs a fitted model: call Fit first.")
+
+/// FHE modes before the model is compiled for FHE.
+type FheNotAvailableException(mode: FheMode) =
+    inherit
+        InvalidOperationException(
+            $"fhe = %A{mode} needs a model compiled for FHE: compile it first (FHE compilation is not available in this build); use FheMode.Disable for the integer model in the clear."
+        )
+
+/// Immutable estimator settings. Defaults are those documented by Concrete ML (3/3 bits, unbounded accumulator,
+/// power-of-two scales, 10 epochs, lr 0.001, ReLU, multiplier 4), plus the choices it leaves open, made so that
+/// these defaults train well: mini-batches small enough for at least ~50 steps per epoch, Adam, shuffling, and
+/// scales initialised by MSE-optimal calibration on the training data.
+type NeuralNetSettings =
+    { /// module__n_layers: linear layers (>= 1); 2 = one hidden layer.
+      Layers: int
+      /// module__n_hidden_neurons_multiplier: hidden width = int(n_features × multiplier).
+      HiddenMultiplier: float
+      /// module__activation_function.
+      Activation: Activation
+      /// module__n_w_bits.
+      WeightBits: int
+      /// module__n_a_bits.
+      ActivationBits: int
+      /// module__n_accum_bits; None = unbounded.
+      AccumulatorBits: int option
+      /// module__power_of_two_scaling.
+      PowerOfTwoScaling: bool
+      MaxEpochs: int
+      Lr: float
+      /// None = automatic: clamp(n_train / 50, 4, 64).
+      BatchSize: int option
+      Optimizer: Optimizer
+      /// optimizer__momentum (SGD only).
+      Momentum: float
+      /// optimizer__weight_decay.
+      WeightDecay: float
+      /// iterator_train__shuffle.
+      Shuffle: bool
+      /// Fraction of the fit data held out for per-epoch validation (0 = none).
+      ValidationFraction: float
+      /// Early stopping: epochs without improvement of the validation loss (needs ValidationFraction > 0).
+      Patience: int option
+      /// criterion__weight (classifier only).
+      ClassWeights: ClassWeights
+      /// random_state.
+      Seed: int
+      /// One line per epoch on standard output.
+      Verbose: bool
+      /// n_jobs: threads for training and prediction (results never depend on it).
+      Threads: int
+      /// Called after every epoch.
+      OnEpoch: (EpochReport -> unit) option }
+
+module NeuralNetSettings =
+
+    /// The documented defaults.
+    let defaults =
+        { Layers = 3
+          HiddenMultiplier = 4.0
+          Activation = Activation.ReLU
+          WeightBits = 3
+          ActivationBits = 3
+          AccumulatorBits = None
+          PowerOfTwoScaling = true
+          MaxEpochs = 10
+          Lr = 0.001
+          BatchSize = None
+          Optimizer = Optimizer.Adam
+          Momentum = 0.9
+          WeightDecay = 0.0
+          Shuffle = true
+          ValidationFraction = 0.0
+          Patience = None
+          ClassWeights = ClassWeights.Uniform
+          Seed = 0
+          Verbose = false
+          Threads = Environment.ProcessorCount
+          OnEpoch = None }
+
+    let private toInt (name: string) (value: obj) =
+        try
+            Convert.ToInt32(value, CultureInfo.InvariantCulture)
+        with :? FormatException | :? InvalidCastException | :? OverflowException ->
+            raise (ParameterOutOfRangeException(name, value, "an integer"))
+
+    let private toFloat (name: string) (value: obj) =
+        try
+            Convert.ToDouble(value, CultureInfo.InvariantCulture)
+        with :? FormatException | :? InvalidCastException ->
+            raise (ParameterOutOfRangeException(name, value, "a number"))
+
+    let private toBool (name: string) (value: obj) =
+        match value with
+        | :? bool as b -> b
+        | :? string as s when Boolean.TryParse s |> fst -> Boolean.Parse s
+        | :? int as i -> i <> 0
+        | _ -> raise (ParameterOutOfRangeException(name, value, "true or false"))
+
+    let private optionalInt (name: string) (value: obj) =
+        match value with
+        | _ when Object.ReferenceEquals(value, null) -> None
+        | :? string as s when s.Equals("none", StringComparison.OrdinalIgnoreCase) -> None
+        | v -> Some(toInt name v)
+
+    let private optimizerOf (value: obj) =
+        let text = string value
+        let bare = if text.Contains '.' then text.Substring(text.LastIndexOf '.' + 1) else text
+        match bare.ToLowerInvariant() with
+        | "adam" -> Optimizer.Adam
+        | "adamw" -> Optimizer.AdamW
+        | "sgd" -> Optimizer.SgdMomentum
+        | _ -> raise (ParameterOutOfRangeException("optimizer", value, "Adam, AdamW or SGD"))
+
+    let private classWeightsOf (value: obj) =
+        match value with
+        | _ when Object.ReferenceEquals(value, null) -> ClassWeights.Uniform
+        | :? string as s when s.Equals("balanced", StringComparison.OrdinalIgnoreCase) -> ClassWeights.Balanced
+        | :? ClassWeights as w -> w
+        | :? IEnumerable as items when not (value :? string) ->
+            ClassWeights.Explicit [| for v in items -> toFloat "criterion__weight" v |]
+        | _ -> raise (ParameterOutOfRangeException("criterion__weight", value, "a list of class weights or \"balanced\""))
+
+    /// The names accepted by <c>set</c> (Concrete ML / skorch spellings, and short forms).
+    let names =
+        [ "module__n_layers"; "module__n_hidden_neurons_multiplier"; "module__activation_function"
+          "module__n_w_bits"; "n_w_bits"; "module__n_a_bits"; "n_a_bits"; "module__n_accum_bits"; "n_accum_bits"
+          "module__power_of_two_scaling"; "power_of_two_scaling"; "max_epochs"; "lr"; "batch_size"; "optimizer"
+          "optimizer__momentum"; "optimizer__weight_decay"; "iterator_train__shuffle"; "validation_fraction"
+          "patience"; "criterion__weight"; "class_weight"; "random_state"; "verbose"; "n_jobs" ]
+
+    /// Sets one setting by its Concrete ML / skorch name (e.g. "module__n_layers", "max_epochs", "lr",
+    /// "criterion__weight"), for ported code and grid searches. Unknown names raise, listing the known ones.
+    let set (name: string) (value: obj) (s: NeuralNetSettings) : NeuralNetSettings =
+        match name with
+        | "module__n_layers" -> { s with Layers = toInt name value }
+        | "module__n_hidden_neurons_multiplier" -> { s with HiddenMultiplier = toFloat name value }
+        | "module__activation_function" ->
+            { s with
+                Activation =
+                    match value with
+                    | :? Activation as a -> a
+                    | v -> Activation.parse (string v) }
+        | "module__n_w_bits"
+        | "n_w_bits" -> { s with WeightBits = toInt name value }
+        | "module__n_a_bits"
+        | "n_a_bits" -> { s with ActivationBits = toInt name value }
+        | "module__n_accum_bits"
+        | "n_accum_bits" -> { s with AccumulatorBits = optionalInt name value }
+        | "module__power_of_two_scaling"
+        | "power_of_two_scaling" -> { s with PowerOfTwoScaling = toBool name value }
+        | "max_epochs" -> { s with MaxEpochs = toInt name value }
+        | "lr" -> { s with Lr = toFloat name value }
+        | "batch_size" -> { s with BatchSize = optionalInt name value }
+        | "optimizer" -> { s with Optimizer = optimizerOf value }
+        | "optimizer__momentum" -> { s with Momentum = toFloat name value }
+        | "optimizer__weight_decay" -> { s with WeightDecay = toFloat name value }
+        | "iterator_train__shuffle" -> { s with Shuffle = toBool name value }
+        | "validation_fraction" -> { s with ValidationFraction = toFloat name value }
+        | "patience" -> { s with Patience = optionalInt name value }
+        | "criterion__weight"
+        | "class_weight" -> { s with ClassWeights = classWeightsOf value }
+        | "random_state" -> { s with Seed = toInt name value }
+        | "verbose" -> { s with Verbose = toBool name value }
+        | "n_jobs" -> { s with Threads = max 1 (toInt name value) }
+        | _ ->
+            let known = String.concat ", " names
+            raise (ParameterOutOfRangeException("name", name, $"one of %s{known}"))
+
+    /// Applies several named settings in order.
+    let setMany (pairs: (string * obj) seq) (s: NeuralNetSettings) = pairs |> Seq.fold (fun acc (n, v) -> set n v acc) s
+
+    /// Checks every setting; raises a typed exception naming the first bad one.
+    let validate (s: NeuralNetSettings) =
+        Guard.inRange "module__n_layers" 1 64 s.Layers
+        Guard.inRange "module__n_w_bits" 2 16 s.WeightBits
+        Guard.inRange "module__n_a_bits" 2 16 s.ActivationBits
+        Guard.positiveFinite "module__n_hidden_neurons_multiplier" s.HiddenMultiplier
+        Guard.inRange "max_epochs" 1 1_000_000 s.MaxEpochs
+        Guard.positiveFinite "lr" s.Lr
+        s.BatchSize |> Option.iter (Guard.inRange "batch_size" 1 Int32.MaxValue)
+        if not (s.ValidationFraction >= 0.0 && s.ValidationFraction < 1.0) then
+            raise (ParameterOutOfRangeException("validation_fraction", s.ValidationFraction, "a fraction in [0, 1)"))
+        s.Patience |> Option.iter (Guard.inRange "patience" 1 Int32.MaxValue)
+        if s.Patience.IsSome && s.ValidationFraction = 0.0 then
+            raise (ParameterOutOfRangeException("patience", s.Patience.Value, "None unless validation_fraction > 0"))
+        if not (s.WeightDecay >= 0.0 && Double.IsFinite s.WeightDecay) then
+            raise (ParameterOutOfRangeException("optimizer__weight_decay", s.WeightDecay, "a finite number >= 0"))
+        if not (s.Momentum >= 0.0 && s.Momentum < 1.0) then
+            raise (ParameterOutOfRangeException("optimizer__momentum", s.Momentum, "a number in [0, 1)"))
+        match s.AccumulatorBits with
+        | None -> ()
+        | Some bits ->
+            Guard.inRange "module__n_accum_bits" 2 62 bits
+            // Every layer must hold at least one weight × input product beside a bias; the bias codes take a
+            // quarter of the budget, so test against the product limits with the rest.
+            let weights = Codes.range (Codes.weight s.WeightBits)
+            for signed in [ true; false ] do
+                let inputs = Codes.range (Codes.activation s.ActivationBits signed)
+                let smallest =
+                    seq { 3..62 }
+                    |> Seq.find (fun n ->
+                        try
+                            Pruning.maxFanIn weights inputs n (1L <<< (n - 2)) >= 1
+                        with :? AccumulatorTooSmallException ->
+                            false)
+                if bits < smallest then
+                    raise (AccumulatorTooSmallException(bits, smallest))

@@ -1,0 +1,226 @@
+namespace FheNet.Nn
+
+open System
+open FheNet
+open FheNet.Numerics
+open FheNet.Autodiff
+open FheNet.Quantization
+
+/// The quantization of a network (absent for its float twin).
+type QuantSettings =
+    { /// Weight bits (symmetric per tensor, signed codes).
+      WeightBits: int
+      /// Input and activation bits.
+      ActivationBits: int
+      /// Per-neuron accumulator budget enforced by pruning; None = unbounded.
+      AccumulatorBits: int option
+      /// Every scale a power of two: requantization after ReLU becomes an exact rounding shift.
+      PowerOfTwo: bool }
+
+/// Architecture and quantization of a multi-layer perceptron.
+type NetworkConfig =
+    { InputDim: int
+      /// Width of every hidden layer.
+      Hidden: int
+      Outputs: int
+      /// Number of linear layers (>= 1); the last has no activation.
+      Layers: int
+      Activation: Activation
+      Quant: QuantSettings option }
+
+    /// Fan-in of each layer followed by its fan-out: [input; hidden; …; hidden; outputs].
+    member c.Widths = Array.concat [ [| c.InputDim |]; Array.create (c.Layers - 1) c.Hidden; [| c.Outputs |] ]
+
+/// One linear layer's trainable values. Scales are base-2 logarithms (see Exp2Scale). The mask (1 kept, 0 pruned,
+/// same shape as the weight) is empty when nothing is pruned.
+type LayerParams =
+    { /// Out × in (one row per neuron).
+      Weight: Var
+      /// 1 × out.
+      Bias: Var
+      /// log2 of the scale of the layer's input codes.
+      InputLog2Scale: Var
+      /// log2 of the scale of the weight codes.
+      WeightLog2Scale: Var
+      mutable Mask: float32[] }
+
+/// A network under training: its configuration and its layers' values (updated in place by the optimizer).
+type Network = { Config: NetworkConfig; Layers: LayerParams[] }
+
+/// Code ranges of the quantized network: the single source for training, pruning and the integer model.
+module Codes =
+
+    /// Signed codes in [−2^(b−1), 2^(b−1) − 1] or unsigned codes in [0, 2^b − 1], rounded half up.
+    let activation (bits: int) (signed: bool) : CodeSpec =
+        if signed then
+            { QMin = -(1 <<< (bits - 1)); QMax = (1 <<< (bits - 1)) - 1; Rounding = Rounding.HalfUp }
+        else
+            { QMin = 0; QMax = (1 <<< bits) - 1; Rounding = Rounding.HalfUp }
+
+    /// Signed weight codes in [−2^(b−1), 2^(b−1) − 1], rounded half to even.
+    let weight (bits: int) : CodeSpec =
+        { QMin = -(1 <<< (bits - 1)); QMax = (1 <<< (bits - 1)) - 1; Rounding = Rounding.HalfEven }
+
+    /// Bias codes at scale s_in·s_w: within a quarter of the accumulator budget (so that weights still fit), or
+    /// ±2^22 unbounded (float32 holds every accumulator exactly below 2^24).
+    let bias (accumulatorBits: int option) : CodeSpec =
+        let half =
+            match accumulatorBits with
+            | Some n -> 1 <<< (n - 2)
+            | None -> 1 <<< 22
+        { QMin = -half; QMax = half - 1; Rounding = Rounding.HalfUp }
+
+    /// True when layer <c>layer</c>'s inputs are signed: the network input, or the output of an activation that
+    /// can be negative.
+    let inputSigned (config: NetworkConfig) (layer: int) =
+        layer = 0 || not (Activation.isNonNegative config.Activation)
+
+    /// The code range entering layer <c>layer</c>.
+    let layerInput (config: NetworkConfig) (q: QuantSettings) (layer: int) =
+        activation q.ActivationBits (inputSigned config layer)
+
+    /// A code spec as the quantization core's centred range.
+    let range (spec: CodeSpec) : CodeRange = { Min = spec.QMin; Max = spec.QMax }
+
+/// The forward pass, shared by training (on a tape) and inference (the same code on detached values).
+type ForwardResult =
+    { /// Network output (logits or standardized regression values), batch × outputs.
+      Output: Var
+      /// Per layer, the integer accumulator Σ q_x·q_w + q_b as exact float32 integers (quantized networks only).
+      Accumulators: Var list }
+
+module Network =
+
+    /// Random initialisation: uniform weights with bound sqrt(6 / fan_in) (He), zero biases, scales 1.
+    let create (config: NetworkConfig) (rng: TrainingRng) : Network =
+        let w = config.Widths
+        let layers =
+            Array.init config.Layers (fun l ->
+                let fanIn, fanOut = w[l], w[l + 1]
+                let bound = sqrt (1.0 / float fanIn)
+                let weight =
+                    Tensor.init fanOut fanIn (fun _ _ -> float32 ((2.0 * rng.NextDouble() - 1.0) * bound))
+                { Weight = Ad.parameter weight
+                  Bias = Ad.parameter (Tensor.zeros 1 fanOut)
+                  InputLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
+                  WeightLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
+                  Mask = Array.empty })
+        { Config = config; Layers = layers }
+
+    /// The weights a forward pass uses: the trained values times the pruning mask.
+    let private maskedWeight (tape: Tape) (p: LayerParams) (weight: Var) =
+        if p.Mask.Length = 0 then weight
+        else Ad.mul tape weight (Ad.constant (Tensor.ofArray p.Weight.Value.Rows p.Weight.Value.Cols p.Mask))
+
+    /// Runs the network on a batch (rows × inputDim). With <c>training</c> false no gradient is recorded.
+    let forward (tape: Tape) (net: Network) (training: bool) (x: Tensor) : ForwardResult =
+        let param (v: Var) = if training then v else Ad.detach v
+        let config = net.Config
+        let mutable h = Ad.constant x
+        let accumulators = ResizeArray()
+        for l in 0 .. net.Layers.Length - 1 do
+            let p = net.Layers[l]
+            let weight = maskedWeight tape p (param p.Weight)
+            let y =
+                match config.Quant with
+                | None -> Ad.add tape (Ad.matmul tape h (Ad.transpose tape weight)) (param p.Bias)
+                | Some q ->
+                    let pot = q.PowerOfTwo
+                    let sIn, sW = param p.InputLog2Scale, param p.WeightLog2Scale
+                    let qx = Ad.quantize tape pot (Codes.layerInput config q l) h [ sIn ]
+                    let qw = Ad.quantize tape pot (Codes.weight q.WeightBits) weight [ sW ]
+                    let qb =
+                        Ad.quantize tape pot (Codes.bias q.AccumulatorBits) (param p.Bias) [ Ad.detach sIn; Ad.detach sW ]
+                    let acc = Ad.add tape (Ad.matmul tape qx (Ad.transpose tape qw)) qb
+                    accumulators.Add acc
+                    Ad.scaleExp2 tape pot acc [ sIn; sW ]
+            h <- if l < net.Layers.Length - 1 then Ad.activation tape config.Activation y else y
+        { Output = h; Accumulators = List.ofSeq accumulators }
+
+    /// The output on a batch, without recording gradients.
+    let predict (threads: int) (net: Network) (x: Tensor) : Tensor =
+        (forward (Tape threads) net false x).Output.Value
+
+    /// Integer weight codes of one layer (row per neuron) at the current scale, mask applied.
+    let weightCodes (net: Network) (layer: int) : int[][] =
+        let q = net.Config.Quant |> Option.get
+        let p = net.Layers[layer]
+        let s = Exp2Scale.value q.PowerOfTwo p.WeightLog2Scale.Value.Data[0]
+        let spec = Codes.weight q.WeightBits
+        let w = p.Weight.Value
+        Array.init w.Rows (fun i ->
+            Array.init w.Cols (fun j ->
+                let k = i * w.Cols + j
+                let kept = p.Mask.Length = 0 || p.Mask[k] <> 0.0f
+                if kept then int (CodeSpec.code spec (w.Data[k] / s)) else 0))
+
+    /// Integer bias codes of one layer at scale s_in·s_w.
+    let biasCodes (net: Network) (layer: int) : int64[] =
+        let q = net.Config.Quant |> Option.get
+        let p = net.Layers[layer]
+        let s =
+            Exp2Scale.product q.PowerOfTwo [ p.InputLog2Scale.Value.Data[0]; p.WeightLog2Scale.Value.Data[0] ]
+        let spec = Codes.bias q.AccumulatorBits
+        p.Bias.Value.Data |> Array.map (fun b -> int64 (CodeSpec.code spec (b / s)))
+
+    /// Values used to calibrate a scale: at most 4096, taken at a fixed stride (deterministic).
+    let private sample (values: float32[]) =
+        let stride = max 1 (values.Length / 4096)
+        Array.init (values.Length / stride) (fun i -> values[i * stride])
+
+    /// log2 of the scale that minimises the quantization MSE of <c>values</c> for codes in <c>spec</c>.
+    let private calibratedLog2Scale (bits: int) (signed: bool) (values: float32[]) =
+        let template = Quantizer.symmetric bits signed false (Scale.Real 1.0)
+        let threshold = Calibration.threshold (Calibrator.MinMse 64) template (sample values)
+        if threshold > 0.0 then float32 (Math.Log2(threshold / float template.QMax)) else 0.0f
+
+    /// Scale initialisation from data: each weight scale and each input scale is set to the MSE-optimal one for the
+    /// initial weights and for the values reaching that layer on <c>x</c> (earlier layers already quantized).
+    let calibrateScales (threads: int) (net: Network) (x: Tensor) =
+        match net.Config.Quant with
+        | None -> ()
+        | Some q ->
+            let config = net.Config
+            let mutable h = x
+            for l in 0 .. net.Layers.Length - 1 do
+                let p = net.Layers[l]
+                p.WeightLog2Scale.Value.Data[0] <- calibratedLog2Scale q.WeightBits true p.Weight.Value.Data
+                p.InputLog2Scale.Value.Data[0] <-
+                    calibratedLog2Scale q.ActivationBits (Codes.inputSigned config l) h.Data
+                if l < net.Layers.Length - 1 then
+                    let partial = { net with Layers = net.Layers[..l]; Config = { config with Layers = l + 1 } }
+                    let tape = Tape threads
+                    let r = forward tape partial false x
+                    let last = r.Accumulators |> List.last
+                    let s = Exp2Scale.product q.PowerOfTwo [ p.InputLog2Scale.Value.Data[0]; p.WeightLog2Scale.Value.Data[0] ]
+                    h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last.Value
+
+    /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
+    /// weights are kept while the exact accumulator range (bias included) fits the budget.
+    let updateMasks (net: Network) =
+        match net.Config.Quant with
+        | Some({ AccumulatorBits = Some bits } as q) ->
+            for l in 0 .. net.Layers.Length - 1 do
+                let p = net.Layers[l]
+                p.Mask <- Array.empty
+                let codes = weightCodes net l
+                let bias = biasCodes net l
+                let inputs = Codes.range (Codes.layerInput net.Config q l)
+                p.Mask <-
+                    Array.init codes.Length (fun i -> Pruning.budgetMask codes[i] bias[i] inputs bits)
+                    |> Array.concat
+                    |> Array.map (fun keep -> if keep then 1.0f else 0.0f)
+        | _ -> ()
+
+    /// A deep copy (values, scales and masks), independent of further training.
+    let copy (net: Network) : Network =
+        let clone (v: Var) = Ad.parameter (Tensor.ofArray v.Value.Rows v.Value.Cols (Array.copy v.Value.Data))
+        { net with
+            Layers =
+                net.Layers
+                |> Array.map (fun p ->
+                    { Weight = clone p.Weight
+                      Bias = clone p.Bias
+                      InputLog2Scale = clone p.InputLog2Scale
+                      WeightLog2Scale = clone p.WeightLog2Scale
+                      Mask = Array.copy p.Mask }) }

@@ -1,0 +1,190 @@
+namespace FheNet.Nn
+
+open System
+open System.Diagnostics
+open FheNet
+open FheNet.Numerics
+open FheNet.Autodiff
+
+/// The optimizers of training.
+[<RequireQualifiedAccess>]
+type Optimizer =
+    /// Adam; weight decay is added to the gradient (L2), as in PyTorch's Adam.
+    | Adam
+    /// Adam with decoupled weight decay.
+    | AdamW
+    /// Stochastic gradient descent with (heavy-ball) momentum.
+    | SgdMomentum
+
+/// What the network learns: class labels 0..k−1 with per-class loss weights, or real targets (rows × outputs).
+[<RequireQualifiedAccess>]
+type Targets =
+    | Classes of labels: int[] * classWeights: float32[]
+    | Values of Tensor
+
+/// One line of the training log.
+type EpochReport =
+    { Epoch: int
+      TrainLoss: float
+      ValidLoss: float option
+      /// Accuracy for classes, R² for values, on the validation split.
+      ValidMetric: float option
+      Seconds: float }
+
+/// Hyper-parameters of the training loop.
+type TrainConfig =
+    { Epochs: int
+      LearningRate: float
+      BatchSize: int
+      Optimizer: Optimizer
+      Momentum: float
+      WeightDecay: float
+      Shuffle: bool
+      /// Stop when the validation loss has not improved for this many epochs, keeping the best epoch's values.
+      Patience: int option
+      Threads: int
+      Seed: int
+      OnEpoch: EpochReport -> unit }
+
+module Training =
+
+    /// The loss of a batch of outputs against its targets (rows selected by <c>rows</c>).
+    let loss (tape: Tape) (output: Var) (targets: Targets) (rows: ReadOnlySpan<int>) =
+        match targets with
+        | Targets.Classes(labels, weights) ->
+            let batchLabels = Array.zeroCreate rows.Length
+            for i in 0 .. rows.Length - 1 do
+                batchLabels[i] <- labels[rows[i]]
+            Ad.softmaxCrossEntropy tape output batchLabels weights
+        | Targets.Values t -> Ad.meanSquaredError tape output (Tensor.gatherRows t rows)
+
+    /// Accuracy of argmax(outputs) for classes, R² (mean over outputs) for values.
+    let metric (output: Tensor) (targets: Targets) =
+        match targets with
+        | Targets.Classes(labels, _) ->
+            let correct =
+                labels
+                |> Array.mapi (fun i y ->
+                    let r = Tensor.row output i
+                    if Array.IndexOf(r, Array.max r) = y then 1 else 0)
+                |> Array.sum
+            float correct / float labels.Length
+        | Targets.Values t ->
+            Array.init t.Cols (fun j ->
+                let ys = Array.init t.Rows (fun i -> float t[i, j])
+                let mean = Array.average ys
+                let ssTot = ys |> Array.sumBy (fun y -> (y - mean) ** 2.0)
+                let ssRes = Array.init t.Rows (fun i -> (float output[i, j] - ys[i]) ** 2.0) |> Array.sum
+                if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot)
+            |> Array.average
+
+    /// The optimizer's per-parameter state; <c>Step</c> updates the values in place and clears the gradients.
+    type private OptimizerState(config: TrainConfig, parameters: (Var * bool)[]) =
+        let first = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float> v.Value.Length)
+        let second = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float> v.Value.Length)
+        let mutable t = 0
+        let beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+        member _.Step() =
+            t <- t + 1
+            let lr = config.LearningRate
+            let c1 = 1.0 - Math.Pow(beta1, float t)
+            let c2 = 1.0 - Math.Pow(beta2, float t)
+            for pi in 0 .. parameters.Length - 1 do
+                let v, decays = parameters[pi]
+                let w, g = v.Value.Data, v.Grad
+                let m, s = first[pi], second[pi]
+                let decay = if decays then config.WeightDecay else 0.0
+                for k in 0 .. w.Length - 1 do
+                    let wk = float w[k]
+                    match config.Optimizer with
+                    | Optimizer.Adam
+                    | Optimizer.AdamW ->
+                        let gk = float g[k] + (if config.Optimizer = Optimizer.Adam then decay * wk else 0.0)
+                        m[k] <- beta1 * m[k] + (1.0 - beta1) * gk
+                        s[k] <- beta2 * s[k] + (1.0 - beta2) * gk * gk
+                        let shrunk = if config.Optimizer = Optimizer.AdamW then wk * (1.0 - lr * decay) else wk
+                        w[k] <- float32 (shrunk - lr * (m[k] / c1) / (sqrt (s[k] / c2) + eps))
+                    | Optimizer.SgdMomentum ->
+                        let gk = float g[k] + decay * wk
+                        m[k] <- config.Momentum * m[k] + gk
+                        w[k] <- float32 (wk - lr * m[k])
+                v.ZeroGrad()
+
+    /// Every trainable value, flagged with whether weight decay applies (weights and biases, not scales).
+    let private trainable (net: Network) =
+        [| for p in net.Layers do
+               yield p.Weight, true
+               yield p.Bias, true
+               if net.Config.Quant.IsSome then
+                   yield p.InputLog2Scale, false
+                   yield p.WeightLog2Scale, false |]
+
+    let private evaluate (config: TrainConfig) (net: Network) (x: Tensor) (targets: Targets) =
+        let tape = Tape config.Threads
+        let r = Network.forward tape net false x
+        let all = Array.init x.Rows id
+        float (loss tape r.Output targets (ReadOnlySpan all)).Value.Data[0], metric r.Output.Value targets
+
+    /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch; with a validation
+    /// split and a patience, stops early and restores the best epoch. Deterministic for a given seed.
+    let train
+        (config: TrainConfig)
+        (net: Network)
+        (x: Tensor)
+        (targets: Targets)
+        (validation: (Tensor * Targets) option)
+        : EpochReport list =
+        let rng = TrainingRng(uint64 config.Seed * 0x9E3779B97F4A7C15UL + 1UL)
+        let parameters = trainable net
+        let optimizer = OptimizerState(config, parameters)
+        let reports = ResizeArray()
+        let mutable best = (Double.PositiveInfinity, Network.copy net)
+        let mutable sinceBest = 0
+        let mutable epoch = 0
+        Network.updateMasks net
+        while epoch < config.Epochs && (config.Patience.IsNone || sinceBest < config.Patience.Value) do
+            let watch = Stopwatch.StartNew()
+            let order = if config.Shuffle then rng.Permutation x.Rows else Array.init x.Rows id
+            let mutable lossSum = 0.0
+            let mutable start = 0
+            while start < x.Rows do
+                let rows = ReadOnlySpan(order, start, min config.BatchSize (x.Rows - start))
+                let tape = Tape config.Threads
+                let r = Network.forward tape net true (Tensor.gatherRows x rows)
+                let l = loss tape r.Output targets rows
+                tape.Backward l
+                optimizer.Step()
+                Network.updateMasks net
+                lossSum <- lossSum + float l.Value.Data[0] * float rows.Length
+                start <- start + rows.Length
+            let valid = validation |> Option.map (fun (vx, vt) -> evaluate config net vx vt)
+            let report =
+                { Epoch = epoch + 1
+                  TrainLoss = lossSum / float x.Rows
+                  ValidLoss = valid |> Option.map fst
+                  ValidMetric = valid |> Option.map snd
+                  Seconds = watch.Elapsed.TotalSeconds }
+            reports.Add report
+            config.OnEpoch report
+            match valid, config.Patience with
+            | Some(validLoss, _), Some _ ->
+                if validLoss < fst best then
+                    best <- (validLoss, Network.copy net)
+                    sinceBest <- 0
+                else
+                    sinceBest <- sinceBest + 1
+            | _ -> ()
+            epoch <- epoch + 1
+        if config.Patience.IsSome && validation.IsSome && not (Double.IsInfinity(fst best)) then
+            let restored = snd best
+            for l in 0 .. net.Layers.Length - 1 do
+                let target, source = net.Layers[l], restored.Layers[l]
+                for dst, src in
+                    [ target.Weight, source.Weight
+                      target.Bias, source.Bias
+                      target.InputLog2Scale, source.InputLog2Scale
+                      target.WeightLog2Scale, source.WeightLog2Scale ] do
+                    Array.blit src.Value.Data 0 dst.Value.Data 0 src.Value.Length
+                target.Mask <- Array.copy source.Mask
+        List.ofSeq reports

@@ -1,0 +1,191 @@
+namespace FheNet.Numerics
+
+open System
+open System.Numerics.Tensors
+open System.Threading.Tasks
+open FheNet
+
+/// A dense row-major float32 matrix. Vectors are 1 × n or n × 1 matrices; a scalar is 1 × 1.
+/// The array is shared, not copied: treat a tensor handed to another function as read-only.
+type Tensor =
+    { Rows: int
+      Cols: int
+      Data: float32[] }
+
+    /// Number of elements.
+    member t.Length = t.Data.Length
+
+    /// The element at (row, col).
+    member t.Item
+        with get (row: int, col: int) = t.Data[row * t.Cols + col]
+
+/// Construction and SIMD kernels. Every kernel has a simple reference next to it, tested one against the other.
+/// Results never depend on the thread count: parallel kernels split the output, and every output element is
+/// computed by the same sequence of operations whatever the split.
+module Tensor =
+
+    /// A tensor over an existing array (not copied).
+    let ofArray (rows: int) (cols: int) (data: float32[]) =
+        if rows < 0 || cols < 0 || rows * cols <> data.Length then
+            raise (InvalidShapeException("data", $"has %d{data.Length} values, expected %d{rows} × %d{cols}"))
+        { Rows = rows; Cols = cols; Data = data }
+
+    /// A zero tensor.
+    let zeros rows cols = ofArray rows cols (Array.zeroCreate (rows * cols))
+
+    /// A tensor whose (i, j) element is f i j.
+    let init rows cols (f: int -> int -> float32) =
+        ofArray rows cols (Array.init (rows * cols) (fun k -> f (k / cols) (k % cols)))
+
+    /// A tensor from rows of equal length.
+    let ofRows (rows: float32[][]) =
+        Guard.nonEmpty "rows" rows.Length
+        let cols = rows[0].Length
+        rows
+        |> Array.iteri (fun i r ->
+            if r.Length <> cols then
+                raise (InvalidShapeException($"rows[%d{i}]", $"has %d{r.Length} values but row 0 has %d{cols}")))
+        ofArray rows.Length cols (Array.concat rows)
+
+    /// A 1 × 1 tensor.
+    let scalar (v: float32) = ofArray 1 1 [| v |]
+
+    /// Row i as a new array.
+    let row (t: Tensor) i = Array.sub t.Data (i * t.Cols) t.Cols
+
+    /// The rows listed in <c>indices</c>, in that order.
+    let gatherRows (t: Tensor) (indices: ReadOnlySpan<int>) =
+        let data = Array.zeroCreate (indices.Length * t.Cols)
+        for r in 0 .. indices.Length - 1 do
+            Array.blit t.Data (indices[r] * t.Cols) data (r * t.Cols) t.Cols
+        ofArray indices.Length t.Cols data
+
+    /// The transpose, blocked for cache locality.
+    let transpose (t: Tensor) =
+        let out = Array.zeroCreate t.Data.Length
+        let block = 32
+        for i0 in 0..block .. t.Rows - 1 do
+            for j0 in 0..block .. t.Cols - 1 do
+                for i in i0 .. min (i0 + block) t.Rows - 1 do
+                    for j in j0 .. min (j0 + block) t.Cols - 1 do
+                        out[j * t.Rows + i] <- t.Data[i * t.Cols + j]
+        ofArray t.Cols t.Rows out
+
+    /// Reference product: plain triple loop, each element summed over k in increasing order.
+    let matmulReference (a: Tensor) (b: Tensor) =
+        if a.Cols <> b.Rows then
+            raise (InvalidShapeException("b", $"has %d{b.Rows} rows but a has %d{a.Cols} columns"))
+        init a.Rows b.Cols (fun i j ->
+            let mutable s = 0.0f
+            for k in 0 .. a.Cols - 1 do
+                s <- s + a[i, k] * b[k, j]
+            s)
+
+    /// Work (multiply-adds) below which a product runs on the calling thread only.
+    let private parallelThreshold = 1 <<< 17
+
+    /// Rows of the output per task: a fixed size, so the split does not depend on the thread count.
+    let private rowsPerTask = 8
+
+    /// C[rows lo..hi) = A·B. For each (i, k) adds a[i,k]·B[k,:] to C[i,:] (a SIMD multiply-add over the row, from
+    /// System.Numerics.Tensors), skipping a[i,k] = 0: quantized activations and ReLU gradients are mostly zeros.
+    /// Each C[i,j] is accumulated over k in increasing order, so rows computed on any thread are identical.
+    let private matmulRows (a: Tensor) (b: Tensor) (c: float32[]) (lo: int) (hi: int) =
+        let n = b.Cols
+        let kBlock = 256
+        for k0 in 0..kBlock .. a.Cols - 1 do
+            let k1 = min (k0 + kBlock) a.Cols - 1
+            for i in lo .. hi - 1 do
+                let cRow = Span<float32>(c, i * n, n)
+                let aOffset = i * a.Cols
+                for k in k0..k1 do
+                    let aik = a.Data[aOffset + k]
+                    if aik <> 0.0f then
+                        TensorPrimitives.MultiplyAdd(ReadOnlySpan<float32>(b.Data, k * n, n), aik, cRow, cRow)
+
+    /// The product A·B on up to <c>threads</c> threads; bit-identical whatever the thread count.
+    let matmul (threads: int) (a: Tensor) (b: Tensor) =
+        if a.Cols <> b.Rows then
+            raise (InvalidShapeException("b", $"has %d{b.Rows} rows but a has %d{a.Cols} columns"))
+        let c = Array.zeroCreate (a.Rows * b.Cols)
+        let work = int64 a.Rows * int64 a.Cols * int64 b.Cols
+        if threads <= 1 || work < int64 parallelThreshold then
+            matmulRows a b c 0 a.Rows
+        else
+            let tasks = (a.Rows + rowsPerTask - 1) / rowsPerTask
+            Parallel.For(
+                0,
+                tasks,
+                ParallelOptions(MaxDegreeOfParallelism = threads),
+                fun t -> matmulRows a b c (t * rowsPerTask) (min a.Rows ((t + 1) * rowsPerTask))
+            )
+            |> ignore
+        ofArray a.Rows b.Cols c
+
+    /// Element-wise map into a new tensor of the same shape.
+    let map (f: float32 -> float32) (t: Tensor) = ofArray t.Rows t.Cols (Array.map f t.Data)
+
+    /// Sum of each column (a 1 × cols tensor), rows added in increasing order.
+    let sumRows (t: Tensor) =
+        let out = Array.zeroCreate t.Cols
+        for i in 0 .. t.Rows - 1 do
+            let r = ReadOnlySpan<float32>(t.Data, i * t.Cols, t.Cols)
+            TensorPrimitives.Add(r, ReadOnlySpan<float32> out, Span<float32> out)
+        ofArray 1 t.Cols out
+
+/// A small seeded generator for training (initialisation, shuffling, splits): xoshiro256** seeded by SplitMix64.
+/// Not for secrets: keys and noise use a CSPRNG elsewhere.
+type TrainingRng(seed: uint64) =
+    let mutable s0 = 0UL
+    let mutable s1 = 0UL
+    let mutable s2 = 0UL
+    let mutable s3 = 0UL
+
+    do
+        let mutable z = seed
+        let next () =
+            z <- z + 0x9E3779B97F4A7C15UL
+            let mutable x = z
+            x <- (x ^^^ (x >>> 30)) * 0xBF58476D1CE4E5B9UL
+            x <- (x ^^^ (x >>> 27)) * 0x94D049BB133111EBUL
+            x ^^^ (x >>> 31)
+        s0 <- next ()
+        s1 <- next ()
+        s2 <- next ()
+        s3 <- next ()
+
+    let rotl (x: uint64) k = (x <<< k) ||| (x >>> (64 - k))
+
+    /// The next 64 random bits.
+    member _.NextUInt64() =
+        let result = rotl (s1 * 5UL) 7 * 9UL
+        let t = s1 <<< 17
+        s2 <- s2 ^^^ s0
+        s3 <- s3 ^^^ s1
+        s1 <- s1 ^^^ s2
+        s0 <- s0 ^^^ s3
+        s2 <- s2 ^^^ t
+        s3 <- rotl s3 45
+        result
+
+    /// Uniform in [0, 1) with 53 random bits.
+    member r.NextDouble() = float (r.NextUInt64() >>> 11) * (1.0 / 9007199254740992.0)
+
+    /// Uniform integer in [0, n).
+    member r.NextInt(n: int) = int (r.NextDouble() * float n)
+
+    /// Standard normal (Box–Muller).
+    member r.NextGaussian() =
+        let u1 = 1.0 - r.NextDouble()
+        let u2 = r.NextDouble()
+        sqrt (-2.0 * log u1) * cos (2.0 * Math.PI * u2)
+
+    /// A uniformly random permutation of 0..n-1 (Fisher–Yates).
+    member r.Permutation(n: int) =
+        let p = Array.init n id
+        for i in n - 1 .. -1 .. 1 do
+            let j = r.NextInt(i + 1)
+            let t = p[i]
+            p[i] <- p[j]
+            p[j] <- t
+        p

@@ -1,0 +1,86 @@
+// Trains a quantized network on a CSV split and scores it on another; the last line is one JSON object.
+// dotnet fsi Scripts/evaluate.fsx -- --train A.csv --test B.csv [--task classification|regression] [--layers 3]
+//   [--w-bits 3] [--a-bits 3] [--accum-bits N] [--epochs 10] [--lr 0.001] [--batch-size N] [--activation relu]
+//   [--multiplier 4] [--pot true|false] [--seed 0] [--fhe disable|simulate|execute] [--fhe-samples N]
+#load "prelude.fsx"
+
+open System
+open System.Diagnostics
+open System.Text.Json
+open Prelude
+open FheNet.Autodiff
+open FheNet.Estimators
+open FheNet.Integer
+
+let train = readCsv (argOr "train" (dataFile "iris_train.csv"))
+let test = readCsv (argOr "test" (dataFile "iris_test.csv"))
+
+/// Classification when every target is an integer and there are few distinct values.
+let task =
+    argOr
+        "task"
+        (if train.Target |> Array.forall (fun v -> v = round v) && (Array.distinct train.Target).Length <= 20 then
+             "classification"
+         else
+             "regression")
+
+// Standardize with the train split's statistics.
+let columns = train.Columns.Length
+let mean = Array.init columns (fun j -> train.Features |> Array.averageBy (fun r -> float r[j]))
+let std =
+    Array.init columns (fun j ->
+        let s = sqrt (train.Features |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0))
+        if s > 0.0 then s else 1.0)
+let standardize (rows: float32[][]) =
+    rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
+let xTrain, xTest = standardize train.Features, standardize test.Features
+
+let settings =
+    NeuralNetSettings.defaults
+    |> NeuralNetSettings.setMany
+        [ "module__n_layers", box (argOr "layers" "3")
+          "module__n_w_bits", box (argOr "w-bits" "3")
+          "module__n_a_bits", box (argOr "a-bits" "3")
+          "module__n_accum_bits", box (argOr "accum-bits" "none")
+          "max_epochs", box (argOr "epochs" "10")
+          "lr", box (argOr "lr" "0.001")
+          "batch_size", box (argOr "batch-size" "none")
+          "module__activation_function", box (argOr "activation" "relu")
+          "module__n_hidden_neurons_multiplier", box (argOr "multiplier" "4")
+          "module__power_of_two_scaling", box (argOr "pot" "true")
+          "random_state", box (argOr "seed" "0") ]
+
+let fhe =
+    match (argOr "fhe" "disable").ToLowerInvariant() with
+    | "disable" -> FheMode.Disable
+    | "simulate" -> FheMode.Simulate
+    | "execute" -> FheMode.Execute
+    | other -> failwith $"--fhe %s{other}: expected disable, simulate or execute"
+
+let watch = Stopwatch.StartNew()
+let score, floatScore, bitWidths, metric =
+    if task = "classification" then
+        let yTrain, yTest = train.Target |> Array.map int, test.Target |> Array.map int
+        let model, twin = NeuralNetClassifier<int>(settings).FitBenchmark(xTrain, yTrain)
+        let seconds = watch.Elapsed.TotalSeconds
+        let predicted = model.Predict(xTest, fhe)
+        let accuracy = float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 predicted yTest) / float yTest.Length
+        (accuracy, seconds), twin.Score(xTest, yTest), model.BitWidths xTrain, "accuracy"
+    else
+        let model, twin = NeuralNetRegressor(settings).FitBenchmark(xTrain, train.Target)
+        let seconds = watch.Elapsed.TotalSeconds
+        model.Predict(xTest, fhe) |> ignore
+        (model.Score(xTest, test.Target), seconds), twin.Score(xTest, test.Target), model.BitWidths xTrain, "r2"
+
+let result =
+    dict
+        [ "task", box task
+          "metric", box metric
+          "score", box (Math.Round(fst score, 4))
+          "float_score", box (Math.Round(floatScore, 4))
+          "train_seconds", box (Math.Round(snd score, 3))
+          "max_accumulator_bits", box (bitWidths |> List.map (fun b -> b.AccumulatorBits) |> List.max)
+          "max_tlu_input_bits", box (bitWidths |> List.choose (fun b -> b.LookupInputBits) |> List.fold max 0)
+          "train_rows", box xTrain.Length
+          "test_rows", box xTest.Length ]
+printfn "%s" (JsonSerializer.Serialize result)
