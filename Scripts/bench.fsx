@@ -65,4 +65,32 @@ let tfheAnalysisBench () =
               "log2_pfail", box (Math.Round(set.PublishedLog2PFail, 3)) ]
 
 quantizationBench ()
+
+/// Quantization-aware training speed: 10 epochs, batch 64, n_layers 3, 3/3 bits, on 1347 × 64 synthetic rows with
+/// 10 classes (hidden 256), the PyTorch peer's workload; plus the float twin and integer-model predict throughput.
+let trainingBench () =
+    let rng = FheNet.Numerics.TrainingRng 42UL
+    let classes = 10
+    let centres = Array.init classes (fun _ -> Array.init 64 (fun _ -> rng.NextGaussian()))
+    let y = Array.init 1347 (fun i -> i % classes)
+    let x = y |> Array.map (fun c -> Array.init 64 (fun j -> float32 (centres[c][j] + 2.0 * rng.NextGaussian())))
+    let settings threads =
+        { FheNet.Estimators.NeuralNetSettings.defaults with BatchSize = Some 64; Threads = threads }
+    let fit threads quantized () =
+        let model = FheNet.Estimators.NeuralNetClassifier<int>(settings threads)
+        if quantized then model.Fit(x, y) |> ignore else model.FitBenchmark(x, y) |> ignore
+    for threads in [ 1; 2 ] do
+        report $"train/qat-3bit/%d{threads}thread" (median 5 (fit threads true)) [ "epochs", box 10; "rows", box 1347 ]
+    // FitBenchmark trains both; the float twin's time is the difference.
+    let both = median 5 (fit 1 false)
+    let quantizedOnly = median 5 (fit 1 true)
+    report "train/float/1thread" (both - quantizedOnly) [ "epochs", box 10; "rows", box 1347 ]
+    let model = FheNet.Estimators.NeuralNetClassifier<int>(settings 1).Fit(x, y)
+    let integer = model.IntegerModel.Value
+    for threads in [ 1; 2 ] do
+        let ms = median 5 (fun () -> FheNet.Integer.IntegerModel.predict threads integer x |> ignore)
+        report $"predict/integer/%d{threads}thread" ms [ "rows_per_s", box (Math.Round(1347.0 / (ms / 1000.0))) ]
+
+
 tfheAnalysisBench ()
+trainingBench ()

@@ -118,44 +118,58 @@ module Ad =
             tape.Record(fun () -> accumulate a (Tensor.transpose (Tensor.ofArray out.Value.Rows out.Value.Cols out.Grad)).Data)
         out
 
-    /// Broadcast index of b for element k of a: b has a's shape, or is one row (1 × cols) repeated down the rows.
-    let private broadcastIndex (a: Tensor) (b: Tensor) =
-        if b.Rows = a.Rows && b.Cols = a.Cols then id
-        else if b.Rows = 1 && b.Cols = a.Cols then fun k -> k % a.Cols
+    /// True when b is one row (1 × cols) to broadcast down a's rows, false when it has a's shape.
+    let private isRowBroadcast (a: Tensor) (b: Tensor) =
+        if b.Rows = a.Rows && b.Cols = a.Cols then false
+        else if b.Rows = 1 && b.Cols = a.Cols then true
         else
             raise (
                 InvalidShapeException("b", $"is %d{b.Rows} × %d{b.Cols}; expected %d{a.Rows} × %d{a.Cols} or 1 × %d{a.Cols}")
             )
 
+    /// Applies f(a[k], b[k']) element-wise, with k' the broadcast index of k.
+    let private zipBroadcast (a: Tensor) (b: Tensor) (broadcast: bool) (f: float32 -> float32 -> float32) =
+        let data = Array.zeroCreate a.Length
+        let cols = a.Cols
+        for i in 0 .. a.Rows - 1 do
+            let o = i * cols
+            let ob = if broadcast then 0 else o
+            for j in 0 .. cols - 1 do
+                data[o + j] <- f a.Data[o + j] b.Data[ob + j]
+        data
+
+    /// Adds g[k]·a[k] (or g[k] when <c>factor</c> is empty) into the broadcast gradient of b.
+    let private reduceInto (target: float32[]) (g: float32[]) (factor: float32[]) (rows: int) (cols: int) (broadcast: bool) =
+        for i in 0 .. rows - 1 do
+            let o = i * cols
+            let ob = if broadcast then 0 else o
+            for j in 0 .. cols - 1 do
+                let v = if factor.Length = 0 then g[o + j] else g[o + j] * factor[o + j]
+                target[ob + j] <- target[ob + j] + v
+
     /// A + B, where B has A's shape or is one row broadcast down A's rows.
     let add (tape: Tape) (a: Var) (b: Var) =
-        let index = broadcastIndex a.Value b.Value
-        let data = Array.init a.Value.Length (fun k -> a.Value.Data[k] + b.Value.Data[index k])
+        let broadcast = isRowBroadcast a.Value b.Value
+        let data = zipBroadcast a.Value b.Value broadcast (+)
         let out = Var(Tensor.ofArray a.Value.Rows a.Value.Cols data, needs [ a; b ])
         if out.RequiresGrad then
             tape.Record(fun () ->
                 let g = out.Grad
                 if a.RequiresGrad then accumulate a g
-                if b.RequiresGrad then
-                    let gb = b.Grad
-                    for k in 0 .. g.Length - 1 do
-                        gb[index k] <- gb[index k] + g[k])
+                if b.RequiresGrad then reduceInto b.Grad g Array.empty a.Value.Rows a.Value.Cols broadcast)
         out
 
     /// A ⊙ B (element-wise), where B has A's shape or is one row broadcast down A's rows.
     let mul (tape: Tape) (a: Var) (b: Var) =
-        let index = broadcastIndex a.Value b.Value
-        let data = Array.init a.Value.Length (fun k -> a.Value.Data[k] * b.Value.Data[index k])
+        let broadcast = isRowBroadcast a.Value b.Value
+        let data = zipBroadcast a.Value b.Value broadcast (*)
         let out = Var(Tensor.ofArray a.Value.Rows a.Value.Cols data, needs [ a; b ])
         if out.RequiresGrad then
             tape.Record(fun () ->
                 let g = out.Grad
                 if a.RequiresGrad then
-                    accumulate a (Array.init g.Length (fun k -> g[k] * b.Value.Data[index k]))
-                if b.RequiresGrad then
-                    let gb = b.Grad
-                    for k in 0 .. g.Length - 1 do
-                        gb[index k] <- gb[index k] + g[k] * a.Value.Data[k])
+                    accumulate a (zipBroadcast (Tensor.ofArray a.Value.Rows a.Value.Cols g) b.Value broadcast (*))
+                if b.RequiresGrad then reduceInto b.Grad g a.Value.Data a.Value.Rows a.Value.Cols broadcast)
         out
 
     /// The sum of all elements (1 × 1), added in index order.
@@ -254,12 +268,16 @@ module Ad =
     /// ∂/∂x = s; ∂/∂θᵢ = ln 2 · s · Σ g·x.
     let scaleExp2 (tape: Tape) (powerOfTwo: bool) (x: Var) (log2Scales: Var list) =
         let s = Exp2Scale.product powerOfTwo (log2Scales |> List.map (fun v -> v.Value.Data[0]))
-        let out = Var(Tensor.map (fun v -> v * s) x.Value, needs (x :: log2Scales))
+        let data = Array.zeroCreate x.Value.Length
+        TensorPrimitives.Multiply(ReadOnlySpan x.Value.Data, s, Span data)
+        let out = Var(Tensor.ofArray x.Value.Rows x.Value.Cols data, needs (x :: log2Scales))
         if out.RequiresGrad then
             tape.Record(fun () ->
                 let g = out.Grad
                 if x.RequiresGrad then
-                    accumulate x (Array.init g.Length (fun k -> g[k] * s))
+                    let gx = x.Grad
+                    for k in 0 .. g.Length - 1 do
+                        gx[k] <- gx[k] + g[k] * s
                 if needs log2Scales then
                     let mutable gx = 0.0
                     for k in 0 .. g.Length - 1 do
@@ -274,21 +292,23 @@ module Ad =
     /// Followed by <c>scaleExp2</c> with the same scales this is fake quantization with the LSQ scale gradient.
     let quantize (tape: Tape) (powerOfTwo: bool) (spec: CodeSpec) (x: Var) (log2Scales: Var list) =
         let s = Exp2Scale.product powerOfTwo (log2Scales |> List.map (fun v -> v.Value.Data[0]))
-        let out = Var(Tensor.map (fun v -> CodeSpec.code spec (v / s)) x.Value, needs (x :: log2Scales))
+        let xs = x.Value.Data
+        let codes = Array.zeroCreate xs.Length
+        for k in 0 .. xs.Length - 1 do
+            codes[k] <- CodeSpec.code spec (xs[k] / s)
+        let out = Var(Tensor.ofArray x.Value.Rows x.Value.Cols codes, needs (x :: log2Scales))
         if out.RequiresGrad then
             tape.Record(fun () ->
                 let g = out.Grad
                 let lo, hi = float32 spec.QMin, float32 spec.QMax
-                let inside k =
-                    let v = x.Value.Data[k] / s
-                    v >= lo && v <= hi
-                if x.RequiresGrad then
-                    accumulate x (Array.init g.Length (fun k -> if inside k then g[k] / s else 0.0f))
+                let gx = if x.RequiresGrad then x.Grad else Array.empty
+                let mutable d = 0.0
+                for k in 0 .. g.Length - 1 do
+                    let v = xs[k] / s
+                    if v >= lo && v <= hi then
+                        if x.RequiresGrad then gx[k] <- gx[k] + g[k] / s
+                        d <- d - float g[k] * float v
                 if needs log2Scales then
-                    let mutable d = 0.0
-                    for k in 0 .. g.Length - 1 do
-                        if inside k then
-                            d <- d - float g[k] * float (x.Value.Data[k] / s)
                     let d = float32 (Math.Log 2.0 * d)
                     for t in log2Scales do
                         if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)

@@ -43,7 +43,7 @@ module internal Fitting =
     let batchSize (s: NeuralNetSettings) (rows: int) =
         match s.BatchSize with
         | Some b -> b
-        | None -> Math.Clamp(rows / 50, 4, 64)
+        | None -> Math.Clamp(rows / 100, 3, 64)
 
     let networkConfig (s: NeuralNetSettings) (inputDim: int) (outputs: int) (quantized: bool) =
         { InputDim = inputDim
@@ -247,7 +247,7 @@ module internal Documents =
         if doc.Kind <> kind then
             raise (InvalidShapeException("json", $"holds a %s{doc.Kind}, not a %s{kind}"))
         let settings =
-            NeuralNetSettings.setMany (doc.Settings |> Array.map (fun (k, v: string) -> k, (v :> obj))) NeuralNetSettings.defaults
+            NeuralNetSettings.setMany (doc.Settings |> Array.map (fun (k, v: string) -> k, (v :> objnull))) NeuralNetSettings.defaults
         let config = Fitting.networkConfig settings doc.InputDim doc.Outputs doc.Quantized
         let config = { config with Hidden = doc.Hidden }
         let widths = config.Widths

@@ -56,7 +56,7 @@ type NeuralNetSettings =
       PowerOfTwoScaling: bool
       MaxEpochs: int
       Lr: float
-      /// None = automatic: clamp(n_train / 50, 4, 64).
+      /// None = automatic: clamp(n_train / 100, 3, 64), i.e. about 100 steps per epoch on small data sets.
       BatchSize: int option
       Optimizer: Optimizer
       /// optimizer__momentum (SGD only).
@@ -106,48 +106,48 @@ module NeuralNetSettings =
           Threads = Environment.ProcessorCount
           OnEpoch = None }
 
-    let private toInt (name: string) (value: obj) =
+    let private toInt (name: string) (value: objnull) =
         try
             Convert.ToInt32(value, CultureInfo.InvariantCulture)
         with :? FormatException | :? InvalidCastException | :? OverflowException ->
-            raise (ParameterOutOfRangeException(name, value, "an integer"))
+            raise (ParameterOutOfRangeException(name, string value, "an integer"))
 
-    let private toFloat (name: string) (value: obj) =
+    let private toFloat (name: string) (value: objnull) =
         try
             Convert.ToDouble(value, CultureInfo.InvariantCulture)
         with :? FormatException | :? InvalidCastException ->
-            raise (ParameterOutOfRangeException(name, value, "a number"))
+            raise (ParameterOutOfRangeException(name, string value, "a number"))
 
-    let private toBool (name: string) (value: obj) =
+    let private toBool (name: string) (value: objnull) =
         match value with
         | :? bool as b -> b
         | :? string as s when Boolean.TryParse s |> fst -> Boolean.Parse s
         | :? int as i -> i <> 0
-        | _ -> raise (ParameterOutOfRangeException(name, value, "true or false"))
+        | _ -> raise (ParameterOutOfRangeException(name, string value, "true or false"))
 
-    let private optionalInt (name: string) (value: obj) =
+    let private optionalInt (name: string) (value: objnull) =
         match value with
         | _ when Object.ReferenceEquals(value, null) -> None
         | :? string as s when s.Equals("none", StringComparison.OrdinalIgnoreCase) -> None
         | v -> Some(toInt name v)
 
-    let private optimizerOf (value: obj) =
+    let private optimizerOf (value: objnull) =
         let text = string value
         let bare = if text.Contains '.' then text.Substring(text.LastIndexOf '.' + 1) else text
         match bare.ToLowerInvariant() with
         | "adam" -> Optimizer.Adam
         | "adamw" -> Optimizer.AdamW
         | "sgd" -> Optimizer.SgdMomentum
-        | _ -> raise (ParameterOutOfRangeException("optimizer", value, "Adam, AdamW or SGD"))
+        | _ -> raise (ParameterOutOfRangeException("optimizer", string value, "Adam, AdamW or SGD"))
 
-    let private classWeightsOf (value: obj) =
+    let private classWeightsOf (value: objnull) =
         match value with
         | _ when Object.ReferenceEquals(value, null) -> ClassWeights.Uniform
         | :? string as s when s.Equals("balanced", StringComparison.OrdinalIgnoreCase) -> ClassWeights.Balanced
         | :? ClassWeights as w -> w
         | :? IEnumerable as items when not (value :? string) ->
             ClassWeights.Explicit [| for v in items -> toFloat "criterion__weight" v |]
-        | _ -> raise (ParameterOutOfRangeException("criterion__weight", value, "a list of class weights or \"balanced\""))
+        | _ -> raise (ParameterOutOfRangeException("criterion__weight", string value, "a list of class weights or \"balanced\""))
 
     /// The names accepted by <c>set</c> (Concrete ML / skorch spellings, and short forms).
     let names =
@@ -159,7 +159,7 @@ module NeuralNetSettings =
 
     /// Sets one setting by its Concrete ML / skorch name (e.g. "module__n_layers", "max_epochs", "lr",
     /// "criterion__weight"), for ported code and grid searches. Unknown names raise, listing the known ones.
-    let set (name: string) (value: obj) (s: NeuralNetSettings) : NeuralNetSettings =
+    let set (name: string) (value: objnull) (s: NeuralNetSettings) : NeuralNetSettings =
         match name with
         | "module__n_layers" -> { s with Layers = toInt name value }
         | "module__n_hidden_neurons_multiplier" -> { s with HiddenMultiplier = toFloat name value }
@@ -196,7 +196,7 @@ module NeuralNetSettings =
             raise (ParameterOutOfRangeException("name", name, $"one of %s{known}"))
 
     /// Applies several named settings in order.
-    let setMany (pairs: (string * obj) seq) (s: NeuralNetSettings) = pairs |> Seq.fold (fun acc (n, v) -> set n v acc) s
+    let setMany (pairs: (string * objnull) seq) (s: NeuralNetSettings) = pairs |> Seq.fold (fun acc (n, v) -> set n v acc) s
 
     /// Checks every setting; raises a typed exception naming the first bad one.
     let validate (s: NeuralNetSettings) =

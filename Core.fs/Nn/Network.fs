@@ -91,7 +91,7 @@ type ForwardResult =
 
 module Network =
 
-    /// Random initialisation: uniform weights with bound sqrt(6 / fan_in) (He), zero biases, scales 1.
+    /// Random initialisation: uniform weights with bound 1/sqrt(fan_in) (PyTorch's default), zero biases, scales 1.
     let create (config: NetworkConfig) (rng: TrainingRng) : Network =
         let w = config.Widths
         let layers =

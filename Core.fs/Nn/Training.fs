@@ -95,17 +95,20 @@ module Training =
                 let w, g = v.Value.Data, v.Grad
                 let m, s = first[pi], second[pi]
                 let decay = if decays then config.WeightDecay else 0.0
-                for k in 0 .. w.Length - 1 do
-                    let wk = float w[k]
-                    match config.Optimizer with
-                    | Optimizer.Adam
-                    | Optimizer.AdamW ->
-                        let gk = float g[k] + (if config.Optimizer = Optimizer.Adam then decay * wk else 0.0)
+                match config.Optimizer with
+                | Optimizer.Adam
+                | Optimizer.AdamW ->
+                    let l2 = if config.Optimizer = Optimizer.Adam then decay else 0.0
+                    let shrink = if config.Optimizer = Optimizer.AdamW then 1.0 - lr * decay else 1.0
+                    for k in 0 .. w.Length - 1 do
+                        let wk = float w[k]
+                        let gk = float g[k] + l2 * wk
                         m[k] <- beta1 * m[k] + (1.0 - beta1) * gk
                         s[k] <- beta2 * s[k] + (1.0 - beta2) * gk * gk
-                        let shrunk = if config.Optimizer = Optimizer.AdamW then wk * (1.0 - lr * decay) else wk
-                        w[k] <- float32 (shrunk - lr * (m[k] / c1) / (sqrt (s[k] / c2) + eps))
-                    | Optimizer.SgdMomentum ->
+                        w[k] <- float32 (wk * shrink - lr * (m[k] / c1) / (sqrt (s[k] / c2) + eps))
+                | Optimizer.SgdMomentum ->
+                    for k in 0 .. w.Length - 1 do
+                        let wk = float w[k]
                         let gk = float g[k] + decay * wk
                         m[k] <- config.Momentum * m[k] + gk
                         w[k] <- float32 (wk - lr * m[k])

@@ -63,13 +63,21 @@ module Tensor =
     /// The transpose, blocked for cache locality.
     let transpose (t: Tensor) =
         let out = Array.zeroCreate t.Data.Length
+        let src = t.Data
+        let rows, cols = t.Rows, t.Cols
         let block = 32
-        for i0 in 0..block .. t.Rows - 1 do
-            for j0 in 0..block .. t.Cols - 1 do
-                for i in i0 .. min (i0 + block) t.Rows - 1 do
-                    for j in j0 .. min (j0 + block) t.Cols - 1 do
-                        out[j * t.Rows + i] <- t.Data[i * t.Cols + j]
-        ofArray t.Cols t.Rows out
+        let mutable i0 = 0
+        while i0 < rows do
+            let i1 = min (i0 + block) rows
+            let mutable j0 = 0
+            while j0 < cols do
+                let j1 = min (j0 + block) cols
+                for i in i0 .. i1 - 1 do
+                    for j in j0 .. j1 - 1 do
+                        out[j * rows + i] <- src[i * cols + j]
+                j0 <- j1
+            i0 <- i1
+        ofArray cols rows out
 
     /// Reference product: plain triple loop, each element summed over k in increasing order.
     let matmulReference (a: Tensor) (b: Tensor) =
@@ -93,15 +101,17 @@ module Tensor =
     let private matmulRows (a: Tensor) (b: Tensor) (c: float32[]) (lo: int) (hi: int) =
         let n = b.Cols
         let kBlock = 256
-        for k0 in 0..kBlock .. a.Cols - 1 do
-            let k1 = min (k0 + kBlock) a.Cols - 1
+        let mutable k0 = 0
+        while k0 < a.Cols do
+            let k1 = min (k0 + kBlock) a.Cols
             for i in lo .. hi - 1 do
                 let cRow = Span<float32>(c, i * n, n)
                 let aOffset = i * a.Cols
-                for k in k0..k1 do
+                for k in k0 .. k1 - 1 do
                     let aik = a.Data[aOffset + k]
                     if aik <> 0.0f then
                         TensorPrimitives.MultiplyAdd(ReadOnlySpan<float32>(b.Data, k * n, n), aik, cRow, cRow)
+            k0 <- k1
 
     /// The product A·B on up to <c>threads</c> threads; bit-identical whatever the thread count.
     let matmul (threads: int) (a: Tensor) (b: Tensor) =

@@ -1,0 +1,219 @@
+module FheNet.Tests.Estimators.NeuralNetTests
+
+open System
+open System.IO
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open FheNet
+open FheNet.Numerics
+open FheNet.Autodiff
+open FheNet.Quantization
+open FheNet.Nn
+open FheNet.Integer
+open FheNet.Estimators
+open FheNet.Tests.Generators
+
+/// A data file of the repository (features standardized with the train split's statistics by the caller).
+let private readCsv (name: string) =
+    let path = Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "..", "data", name)
+    let lines = File.ReadAllLines path |> Array.skip 1 |> Array.filter (fun l -> l <> "")
+    let rows = lines |> Array.map (fun l -> l.Split ',' |> Array.map (fun s -> Double.Parse(s, Globalization.CultureInfo.InvariantCulture)))
+    rows |> Array.map (fun r -> r[.. r.Length - 2]), rows |> Array.map (fun r -> r[r.Length - 1])
+
+let private standardized (train: float[][]) (rows: float[][]) =
+    let d = train[0].Length
+    let mean = Array.init d (fun j -> train |> Array.averageBy (fun r -> r[j]))
+    let std = Array.init d (fun j -> max 1e-12 (sqrt (train |> Array.averageBy (fun r -> (r[j] - mean[j]) ** 2.0))))
+    rows |> Array.map (fun r -> Array.init d (fun j -> float32 ((r[j] - mean[j]) / std[j])))
+
+let private iris =
+    lazy
+        (let xTrain, yTrain = readCsv "iris_train.csv"
+         let xTest, yTest = readCsv "iris_test.csv"
+         standardized xTrain xTrain, yTrain |> Array.map int, standardized xTrain xTest, yTest |> Array.map int)
+
+/// A small random quantized network with random biases, calibrated on random inputs.
+let private networkCase =
+    gen {
+        let! inputDim = Gen.choose (1, 5)
+        let! hidden = Gen.choose (1, 8)
+        let! layers = Gen.choose (1, 3)
+        let! wBits = Gen.choose (2, 6)
+        let! aBits = Gen.choose (2, 6)
+        let! act = Gen.elements Activation.all
+        let! pot = Gen.elements [ true; false ]
+        let! accumulator = Gen.elements [ None; Some 12; Some 16 ]
+        let! seed = Gen.choose (0, 1_000_000)
+        return
+            { InputDim = inputDim
+              Hidden = hidden
+              Outputs = 3
+              Layers = layers
+              Activation = act
+              Quant =
+                Some
+                    { WeightBits = wBits
+                      ActivationBits = aBits
+                      AccumulatorBits = accumulator
+                      PowerOfTwo = pot } },
+            seed
+    }
+
+let private randomNetwork (config: NetworkConfig) (seed: int) =
+    let rng = TrainingRng(uint64 seed)
+    let net = Network.create config rng
+    for p in net.Layers do
+        for k in 0 .. p.Bias.Value.Length - 1 do
+            p.Bias.Value.Data[k] <- float32 (rng.NextGaussian() * 0.5)
+    let x = Tensor.init 32 config.InputDim (fun _ _ -> float32 (rng.NextGaussian() * 1.5))
+    Network.calibrateScales 1 net x
+    Network.updateMasks net
+    net, x
+
+let private settings = { NeuralNetSettings.defaults with Threads = 1 }
+
+let private throws<'e when 'e :> exn> (f: unit -> unit) (message: string) = Expect.throwsT<'e> (f >> ignore) message
+
+[<Tests>]
+let tests =
+    testList
+        "Nn, Integer, Estimators"
+        [ testProperty "integer model accumulators equal the fake-quant forward pass bit for bit, every layer"
+          <| forAll networkCase (fun (config, seed) ->
+              let net, x = randomNetwork config seed
+              let model = IntegerModel.ofNetwork net
+              let r = Network.forward (Tape 1) net false x
+              let floatAcc = r.Accumulators |> List.map (fun v -> v.Value) |> Array.ofList
+              Seq.forall
+                  (fun i ->
+                      let trace = IntegerModel.trace model (IntegerModel.quantizeRow model (Tensor.row x i))
+                      let sameAcc =
+                          Array.forall2 (fun (t: Tensor) (acc: int64[]) -> Tensor.row t i = Array.map float32 acc) floatAcc trace
+                      sameAcc && IntegerModel.dequantize model (Array.last trace) = Tensor.row r.Output.Value i)
+                  [ 0 .. x.Rows - 1 ])
+
+          testProperty "pruned networks never exceed their accumulator budget for any input"
+          <| forAll networkCase (fun (config, seed) ->
+              let net, _ = randomNetwork config seed
+              let model = IntegerModel.ofNetwork net
+              match config.Quant.Value.AccumulatorBits with
+              | None -> true
+              | Some bits ->
+                  model.Layers
+                  |> Array.forall (fun l ->
+                      Array.forall2 (fun (w: int[]) b -> Pruning.fits (ReadOnlySpan w) b l.InputCodes bits) l.Weights l.Biases))
+
+          test "ReLU with power-of-two scales: the lookup is an exact rounding shift (t > 0), half up" {
+              let config, _ = Gen.sample 1 networkCase |> Seq.head
+              let config =
+                  { config with
+                      Layers = 2
+                      Hidden = 6
+                      Activation = Activation.ReLU
+                      Quant = Some { WeightBits = 3; ActivationBits = 3; AccumulatorBits = None; PowerOfTwo = true } }
+              let net, _ = randomNetwork config 3
+              let layer = (IntegerModel.ofNetwork net).Layers[0]
+              Expect.isGreaterThan layer.Shift 0 "accumulator bits are dropped"
+              let lookup = layer.Lookup.Value
+              for acc in -300L .. 300L do
+                  let r = IntegerModel.roundShift layer.Shift acc
+                  Expect.equal (int64 (Lookup.apply lookup r)) (Math.Clamp(r, 0L, 7L)) "clip(relu(r))"
+                  Expect.equal r (int64 (Math.Floor(float acc / float (1 <<< layer.Shift) + 0.5))) "half up"
+          }
+
+          test "iris at the documented defaults reaches 0.85 test accuracy" {
+              let xTrain, yTrain, xTest, yTest = iris.Value
+              let model = NeuralNetClassifier<int>(settings).Fit(xTrain, yTrain)
+              Expect.isGreaterThanOrEqual (model.Score(xTest, yTest)) 0.85 "accuracy"
+          }
+
+          test "a regressor at the defaults explains most of a noisy linear target" {
+              let rng = TrainingRng 11UL
+              let x = Array.init 300 (fun _ -> Array.init 3 (fun _ -> float32 (rng.NextGaussian())))
+              let y = x |> Array.map (fun r -> 2.0 * float r[0] - float r[1] + 0.1 * rng.NextGaussian() + 5.0)
+              let model = NeuralNetRegressor(settings).Fit(x, y)
+              Expect.isGreaterThan (model.Score(x, y)) 0.8 "R²"
+          }
+
+          test "same seed gives a bit-identical model on 1 and 2 threads" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let fit threads =
+                  NeuralNetClassifier<int>({ settings with Threads = threads; MaxEpochs = 3 }).Fit(xTrain, yTrain)
+              let one, two = fit 1, fit 2
+              Expect.equal (one.Dump().Replace("\"n_jobs\"", "")) (two.Dump().Replace("\"n_jobs\"", "")) "same document"
+          }
+
+          test "labels of any type are restored; probabilities sum to 1 (binary too); dump/load predicts the same" {
+              let xTrain, yTrain, xTest, _ = iris.Value
+              let names = [| "setosa"; "versicolor"; "virginica" |]
+              let binary = yTrain |> Array.map (fun y -> names[min y 1])
+              let model = NeuralNetClassifier<string>({ settings with MaxEpochs = 2 }).Fit(xTrain, binary)
+              Expect.equal model.Classes [| "setosa"; "versicolor" |] "sorted classes"
+              for p in model.PredictProba xTest do
+                  Expect.floatClose Accuracy.medium (Array.sum p) 1.0 "row sums to 1"
+              let loaded = NeuralNetClassifier<string>.Load(model.Dump())
+              Expect.equal (loaded.Predict xTest) (model.Predict xTest) "same predictions"
+              Expect.equal loaded.IntegerModel model.IntegerModel "same integer model"
+          }
+
+          test "the name-based setter accepts the reference's names" {
+              let pairs: (string * obj) list =
+                      [ "module__n_layers", (2 :> obj)
+                        "module__activation_function", ("nn.SELU" :> obj)
+                        "module__n_w_bits", (4 :> obj)
+                        "n_a_bits", ("5" :> obj)
+                        "module__n_accum_bits", (12 :> obj)
+                        "max_epochs", (7 :> obj)
+                        "lr", (0.01 :> obj)
+                        "criterion__weight", ([| 1.0; 2.0 |] :> obj)
+                        "optimizer", ("torch.optim.SGD" :> obj) ]
+              let s = pairs |> List.fold (fun acc (n, v) -> NeuralNetSettings.set n v acc) NeuralNetSettings.defaults
+              Expect.equal (s.Layers, s.Activation, s.WeightBits, s.ActivationBits, s.AccumulatorBits) (2, Activation.SELU, 4, 5, Some 12) "module"
+              Expect.equal (s.MaxEpochs, s.Lr, s.ClassWeights, s.Optimizer) (7, 0.01, ClassWeights.Explicit [| 1.0; 2.0 |], Optimizer.SgdMomentum) "training"
+              throws<ParameterOutOfRangeException> (fun () -> NeuralNetSettings.set "module__n_bits" (3 :> obj) s |> ignore) "unknown name"
+          }
+
+          test "accumulator budget: the integer model respects it and the bit-width report stays within it" {
+              let xTrain, yTrain, xTest, yTest = iris.Value
+              let model = NeuralNetClassifier<int>({ settings with AccumulatorBits = Some 8 }).Fit(xTrain, yTrain)
+              for b in model.BitWidths xTrain do
+                  Expect.isLessThanOrEqual b.AccumulatorBits 8 $"layer %d{b.Layer}"
+              Expect.isGreaterThan (model.Score(xTest, yTest)) 0.6 "still learns"
+          }
+
+          test "prune removes hidden neurons and fine-tunes" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let model = NeuralNetClassifier<int>({ settings with MaxEpochs = 2 }).Fit(xTrain, yTrain)
+              let pruned = model.Prune(xTrain, yTrain, 0.5)
+              Expect.equal pruned.Network.Config.Hidden 8 "16 → 8 neurons"
+              Expect.equal pruned.IntegerModel.Value.Layers[0].Weights.Length 8 "integer model is smaller"
+              throws<ParameterOutOfRangeException> (fun () -> model.Prune(xTrain, yTrain, 1.0) |> ignore) "fraction < 1"
+          }
+
+          test "bad input raises typed exceptions" {
+              let xTrain, yTrain, xTest, _ = iris.Value
+              let c () = NeuralNetClassifier<int>({ settings with MaxEpochs = 1 })
+              let nan = xTrain |> Array.mapi (fun i r -> if i = 3 then Array.append [| nanf |] r[1..] else r)
+              throws<ParameterOutOfRangeException> (fun () -> c().Fit(nan, yTrain) |> ignore) "NaN"
+              let inf = xTrain |> Array.mapi (fun i r -> if i = 0 then Array.append [| infinityf |] r[1..] else r)
+              throws<ParameterOutOfRangeException> (fun () -> c().Fit(inf, yTrain) |> ignore) "infinity"
+              let ragged = xTrain |> Array.mapi (fun i r -> if i = 5 then r[1..] else r)
+              throws<InvalidShapeException> (fun () -> c().Fit(ragged, yTrain) |> ignore) "ragged rows"
+              throws<InvalidShapeException> (fun () -> c().Fit(xTrain, yTrain[1..]) |> ignore) "row count mismatch"
+              throws<InvalidShapeException> (fun () -> c().Fit(xTrain, Array.zeroCreate yTrain.Length) |> ignore) "one class"
+              throws<NotFittedException> (fun () -> c().Predict xTest |> ignore) "predict before fit"
+              let fitted = c().Fit(xTrain, yTrain)
+              throws<InvalidShapeException> (fun () -> fitted.Predict(xTest |> Array.map (fun r -> r[1..])) |> ignore) "feature count"
+              throws<FheNotAvailableException> (fun () -> fitted.Predict(xTest, FheMode.Simulate) |> ignore) "FHE not compiled"
+              throws<ParameterOutOfRangeException> (fun () -> NeuralNetClassifier<int>({ settings with Layers = 0 }) |> ignore) "n_layers < 1"
+              throws<ParameterOutOfRangeException> (fun () -> NeuralNetClassifier<int>({ settings with WeightBits = 1 }) |> ignore) "w bits < 2"
+              throws<ParameterOutOfRangeException> (fun () -> NeuralNetClassifier<int>({ settings with ActivationBits = 17 }) |> ignore) "a bits > 16"
+              let tooSmall =
+                  Expect.throwsC (fun () -> NeuralNetClassifier<int>({ settings with AccumulatorBits = Some 6 }) |> ignore) id
+              match tooSmall with
+              | :? AccumulatorTooSmallException as e -> Expect.equal e.SmallestThatWorks 7 "3/3 bits need 7 accumulator bits"
+              | e -> failtest $"unexpected %s{e.GetType().Name}"
+              NeuralNetClassifier<int>({ settings with AccumulatorBits = Some 7; MaxEpochs = 1 }).Fit(xTrain, yTrain) |> ignore
+              throws<NotFittedException> (fun () -> NeuralNetRegressor(settings).Predict xTest |> ignore) "regressor before fit"
+          } ]
