@@ -1,6 +1,8 @@
 // Shared by every script: loads the built FheNet library. Build it first with `dotnet fsi build.fsx build`
 // (the build.fsx targets `quickstart` and `bench` do that for you).
 #r "../Core.fs/bin/Release/net10.0/FheNet.Core.dll"
+// FheNet.Core's own dependencies are not copied next to it; the noise model calls MathNet at run time.
+#r "nuget: MathNet.Numerics, 5.0.0"
 
 open System
 open System.Globalization

@@ -8,6 +8,12 @@ type NoiseDistribution =
     /// A centred Gaussian with standard deviation σ as a fraction of q.
     | Gaussian of stdDev: float
 
+    /// The variance, normalized to q = 2^64: σ², or (2^(2b+1) + 1)/6 integer units squared for TUniform(b).
+    member d.Variance =
+        match d with
+        | Gaussian sigma -> sigma * sigma
+        | TUniform b -> (System.Math.Pow(2.0, float (2 * b + 1)) + 1.0) / 6.0 * System.Math.Pow(2.0, -128.0)
+
 /// Where ciphertexts live between bootstraps and which operation comes first.
 [<RequireQualifiedAccess>]
 type PbsOrder =
@@ -176,13 +182,57 @@ module Presets =
           gaussian "M7C1" 128 2 1099 1 65536 3.673257191405497e-08 2.168404344971009e-19 (15, 2) (3, 7) (-130.375)
           gaussian "M8C0" 256 1 1098 1 65536 3.73718341270979e-08 2.168404344971009e-19 (15, 2) (3, 7) (-129.169) ]
 
-    /// Every preset, TUniform first.
+    /// Every published 128-bit preset, TUniform first.
     let all = tuniform2M128 @ gaussian2M128
 
-    /// The preset with the given name; raises with the list of names when there is none.
+    /// INSECURE (k·N = 512, n = 128), for quick functional tests only: 2-bit plaintext (message 2, carry 2, ν = 3),
+    /// KS-PBS with centered-mean modulus switch. The noise model gives p_fail ≈ 2^-1079 at ν = 3: the PBS output
+    /// noise (2^-27.2) comes from the bootstrapping key's noise, the lookup's from the modulus switch (2^-18.6).
+    let testFast =
+        { make
+              "TEST_FAST_INSECURE_M1C1"
+              2
+              2
+              128
+              1
+              512
+              (NoiseDistribution.TUniform 42)
+              (NoiseDistribution.TUniform 32)
+              (12, 2)
+              (5, 3)
+              (-1078.974)
+              PbsOrder.KeyswitchBootstrap
+              ModulusSwitchKind.CenteredMean with
+            Insecure = true }
+
+    /// INSECURE (n = 64, k·N = 256), for measuring failure rates: 2-bit plaintext (message 4, no carry, ν = 1), the
+    /// keyswitching key's Gaussian noise chosen so that the model predicts p_fail = 0.0100 per KS-PBS, for a fresh
+    /// input as for a bootstrap output (the keyswitch noise, 2^-10.74, dwarfs every other term). 10,000 lookups
+    /// show about 100 failures.
+    let weakForFailureRate =
+        { make
+              "WEAK_PFAIL_1E-2_INSECURE_M2C0"
+              4
+              1
+              64
+              1
+              256
+              (NoiseDistribution.Gaussian 1.879e-4)
+              (NoiseDistribution.TUniform 20)
+              (15, 2)
+              (4, 3)
+              (-6.644)
+              PbsOrder.KeyswitchBootstrap
+              ModulusSwitchKind.CenteredMean with
+            Insecure = true }
+
+    /// The presets below 128-bit security, for tests (Insecure = true); not part of `all`.
+    let testing = [ testFast; weakForFailureRate ]
+
+    /// The preset with the given name (published or testing); raises with the list of names when there is none.
     let byName (name: string) =
-        match all |> List.tryFind (fun p -> p.Name = name) with
+        match all @ testing |> List.tryFind (fun p -> p.Name = name) with
         | Some p -> p
         | None ->
-            let names = all |> List.map _.Name |> String.concat ", "
+            let names = all @ testing |> List.map _.Name |> String.concat ", "
             raise (System.ArgumentException($"No TFHE parameter preset named '%s{name}'. Known presets: %s{names}.", "name"))

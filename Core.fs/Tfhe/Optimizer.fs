@@ -1,0 +1,216 @@
+namespace FheNet.Tfhe
+
+open System
+open System.Collections.Concurrent
+open FheNet
+
+/// No secure KS-PBS parameter set in the optimizer's domain meets the request. The message names the request, why
+/// it fails and what to change.
+type InfeasibleParametersException(precisionBits: int, maxNoiseLevel: int, log2PError: float, reason: string) =
+    inherit
+        Exception(
+            $"No secure KS-PBS parameter set for %d{precisionBits}-bit lookups at 2-norm ν = %d{maxNoiseLevel} and "
+            + $"p_error = 2^%.2f{log2PError}: %s{reason}. Lower the lookup's precision, reduce ν (smaller weights or "
+            + "fewer terms between two lookups), or accept a larger p_error."
+        )
+
+    /// The requested plaintext precision, in bits.
+    member _.PrecisionBits = precisionBits
+    /// The requested 2-norm ν, rounded up.
+    member _.MaxNoiseLevel = maxNoiseLevel
+    /// The requested log2 p_error per lookup.
+    member _.Log2PError = log2PError
+
+/// Searches the cheapest secure KS-PBS parameter set for one lookup precision, as Concrete's optimizer does: noise
+/// fixed to the security minimum of TFHE-rs's curve, Concrete's cost model, every (k, N, n) of the domain, and for
+/// each the Pareto fronts (cost, noise) of the bootstrapping and keyswitching decompositions.
+///
+/// TUniform is the default family rather than Gaussian: it is TFHE-rs's current default, its sampler is exact
+/// integer arithmetic (no floating-point tails to get wrong, constant time), and its sets compare directly with
+/// TFHE-rs's default sets. Gaussian is available (optimizeWith) to cross-check against the 36 Gaussian presets.
+module Optimizer =
+
+    /// Concrete's cost of one CMux: (k+1)·ℓ forward FFTs and k+1 inverse FFTs of N log2 N + N each, and
+    /// (k+1)²·ℓ·N multiply-adds in the Fourier domain.
+    let cmuxCost (k: int) (polynomialSize: int) (level: int) =
+        let bigN, glweSize, levelF = float polynomialSize, float (k + 1), float level
+        let fft = bigN * Math.Log2 bigN + bigN
+        glweSize * levelF * fft + glweSize * fft + glweSize * glweSize * levelF * bigN
+
+    /// Concrete's cost of a keyswitch from dimension nIn to nOut with ℓ levels: decompositions, multiplications
+    /// and additions.
+    let keyswitchCost (nIn: int) (nOut: int) (level: int) =
+        let terms = float nIn * float level
+        let outSize = float (nOut + 1)
+        terms + terms * outSize + (terms - 1.0) * outSize + 1.0
+
+    /// Concrete's cost of one KS-PBS lookup with a parameter set: the keyswitch and n CMuxes. (The linear combination
+    /// before it is left out: it depends on the circuit, not on the set.)
+    let cost (p: TfheParameters) =
+        keyswitchCost p.BigLweDimension p.LweDimension p.KsLevel
+        + float p.LweDimension * cmuxCost p.GlweDimension p.PolynomialSize p.PbsLevel
+
+    /// GLWE dimensions k searched.
+    let glweDimensions = [| 1..6 |]
+
+    /// log2 of the polynomial sizes N searched (256 … 131072).
+    let polynomialSizeLogs = [| 8..17 |]
+
+    /// Small LWE dimensions n searched (the security curve starts at 450).
+    let lweDimensionRange = 450, 2047
+
+    /// A decomposition (base log, levels) on a Pareto front, with its noise and its cost per unit.
+    [<Struct>]
+    type private Decomposition = { BaseLog: int; Level: int; Noise: float; Cost: float }
+
+    /// Keeps, among candidates sorted by increasing cost, those whose noise is strictly below every cheaper one's.
+    let private paretoFront (candidates: Decomposition seq) =
+        let front = ResizeArray()
+        for c in candidates do
+            if front.Count = 0 || c.Noise < front[front.Count - 1].Noise then
+                front.Add c
+        front.ToArray()
+
+    /// For each level, the base with the least noise; βℓ never beyond the 64 bits of the torus.
+    let private bestPerLevel (noise: int -> int -> float) (levelCost: int -> float) =
+        seq {
+            for level in 1..64 do
+                let best = seq { 1 .. 64 / level } |> Seq.minBy (fun b -> noise b level)
+                yield { BaseLog = best; Level = level; Noise = noise best level; Cost = levelCost level }
+        }
+        |> paretoFront
+
+    /// Bootstrapping decompositions of (k, N) with the family's minimal GLWE noise: noise and cost of one CMux.
+    let private pbsFronts = ConcurrentDictionary<struct (NoiseFamily * int * int), Decomposition[]>()
+
+    let private pbsFront family k polynomialSize =
+        pbsFronts.GetOrAdd(
+            struct (family, k, polynomialSize),
+            fun _ ->
+                let glwe = (Security.minimalNoise family (k * polynomialSize)).Variance
+                bestPerLevel (NoiseModel.cmuxVariance k polynomialSize glwe) (cmuxCost k polynomialSize)
+        )
+
+    /// Keyswitching decompositions into a small key with the given noise: noise per input coefficient; the cost is
+    /// the level count (the keyswitch cost grows with it). TUniform keys share one front per bound.
+    let private ksFronts = ConcurrentDictionary<NoiseDistribution, Decomposition[]>()
+
+    let private ksFront lweNoise =
+        ksFronts.GetOrAdd(
+            lweNoise,
+            fun (noise: NoiseDistribution) -> bestPerLevel (NoiseModel.keyswitchVariancePerInput noise.Variance) float
+        )
+
+    /// The cheapest choice found so far.
+    [<Struct>]
+    type private Candidate =
+        { N: int; K: int; BigN: int; Pbs: Decomposition; Ks: Decomposition; Cost: float }
+
+    /// Cheapest feasible (n, decompositions) for one (k, N), or none; `bound` prunes choices costing more.
+    let private searchGlwe family (k: int) (polynomialSize: int) (nu: float) (maxVariance: float) (bound: float) =
+        let pbs = pbsFront family k polynomialSize
+        let bigN = k * polynomialSize
+        let nMin, nMax = lweDimensionRange
+        let mutable best = ValueNone
+        let mutable bestCost = bound
+        let mutable n = nMin
+        // Every cost grows with n: stop at the first n whose cheapest conceivable lookup costs more than the best.
+        while n <= nMax && float n * pbs[0].Cost + keyswitchCost bigN n 1 < bestCost do
+            let ms = NoiseModel.modulusSwitchVarianceOf ModulusSwitchKind.CenteredMean n polynomialSize
+            let ks = ksFront (Security.minimalNoise family n)
+            let mutable i = 0
+            while i < pbs.Length && float n * pbs[i].Cost < bestCost do
+                let budget = maxVariance - nu * nu * float n * pbs[i].Noise - ms
+                if budget > 0.0 then
+                    // The cheapest keyswitch that fits the remaining budget (fronts are sorted by cost).
+                    match ks |> Array.tryFind (fun d -> float bigN * d.Noise <= budget) with
+                    | Some d ->
+                        let c = float n * pbs[i].Cost + keyswitchCost bigN n d.Level
+                        if c < bestCost then
+                            bestCost <- c
+                            best <- ValueSome { N = n; K = k; BigN = polynomialSize; Pbs = pbs[i]; Ks = d; Cost = c }
+                    | None -> ()
+                i <- i + 1
+            n <- n + 1
+        best
+
+    let private toParameters family precisionBits maxNoiseLevel log2PError (c: Candidate) =
+        let prefix =
+            match family with
+            | NoiseFamily.TUniform -> "TU"
+            | NoiseFamily.Gaussian -> "GA"
+        let set =
+            { Name =
+                $"OPT_%s{prefix}_P%d{precisionBits}_NU%d{maxNoiseLevel}_2M%.0f{-log2PError}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}"
+                + $"_pbs%d{c.Pbs.BaseLog}x%d{c.Pbs.Level}_ks%d{c.Ks.BaseLog}x%d{c.Ks.Level}"
+              LweDimension = c.N
+              GlweDimension = c.K
+              PolynomialSize = c.BigN
+              LweNoise = Security.minimalNoise family c.N
+              GlweNoise = Security.minimalNoise family (c.K * c.BigN)
+              PbsBaseLog = c.Pbs.BaseLog
+              PbsLevel = c.Pbs.Level
+              KsBaseLog = c.Ks.BaseLog
+              KsLevel = c.Ks.Level
+              MessageModulus = 1 <<< precisionBits
+              CarryModulus = 1
+              MaxNoiseLevel = maxNoiseLevel
+              PublishedLog2PFail = 0.0
+              Order = PbsOrder.KeyswitchBootstrap
+              ModulusSwitch = ModulusSwitchKind.CenteredMean
+              Insecure = false }
+        { set with PublishedLog2PFail = NoiseModel.log2PFailAtMaxNoiseLevel set }
+
+    let private results = ConcurrentDictionary<struct (NoiseFamily * int * int * float), TfheParameters>()
+
+    let private search family precisionBits maxNoiseLevel log2PError =
+        let maxVariance = NoiseModel.maxVarianceForLog2PFail (1 <<< precisionBits) log2PError
+        let nu = float maxNoiseLevel
+        let mutable best = ValueNone
+        let mutable bestCost = Double.PositiveInfinity
+        for k in glweDimensions do
+            for logN in polynomialSizeLogs do
+                match searchGlwe family k (1 <<< logN) nu maxVariance bestCost with
+                | ValueSome c ->
+                    best <- ValueSome c
+                    bestCost <- c.Cost
+                | ValueNone -> ()
+        match best with
+        | ValueSome c -> toParameters family precisionBits maxNoiseLevel log2PError c
+        | ValueNone ->
+            raise (
+                InfeasibleParametersException(
+                    precisionBits,
+                    maxNoiseLevel,
+                    log2PError,
+                    $"even the largest sets searched (N up to 2^%d{Array.last polynomialSizeLogs}, k up to %d{Array.last glweDimensions}, "
+                    + $"n up to %d{snd lweDimensionRange}) leave too much noise for a decoding bound of 1/%d{4 <<< precisionBits}"
+                )
+            )
+
+    /// The cheapest secure KS-PBS set (Concrete's cost model) for lookups on `precisionBits`-bit plaintexts (plus a
+    /// padding bit) whose input is a combination of bootstrap outputs of 2-norm at most ν, each failing with
+    /// probability at most 2^log2PError. ν is rounded up to an integer (the set's MaxNoiseLevel); the set's
+    /// PublishedLog2PFail is its modelled log2 p_fail at that ν. Results are cached per request.
+    /// Raises InfeasibleParametersException when no set of the domain qualifies.
+    let optimizeWith (family: NoiseFamily) (precisionBits: int) (nu: float) (log2PError: float) =
+        Guard.inRange "precisionBits" 1 8 precisionBits
+        if not (Double.IsFinite nu && nu >= 1.0 && nu <= 1e9) then
+            raise (ParameterOutOfRangeException("nu", nu, "a 2-norm in [1, 1e9]"))
+        if not (log2PError < -1.0 && log2PError >= -1000.0) then
+            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, -1)"))
+        let maxNoiseLevel = int (Math.Ceiling nu)
+        results.GetOrAdd(
+            struct (family, precisionBits, maxNoiseLevel, log2PError),
+            fun _ -> search family precisionBits maxNoiseLevel log2PError
+        )
+
+    /// optimizeWith TUniform noise, the optimizer's default family.
+    let optimizeLog2 (precisionBits: int) (nu: float) (log2PError: float) =
+        optimizeWith NoiseFamily.TUniform precisionBits nu log2PError
+
+    /// optimizeLog2 with p_error given as a probability in (0, 0.5), e.g. 2^-128 ≈ 2.9e-39.
+    let optimize (precisionBits: int) (nu: float) (pError: float) =
+        if not (pError > 0.0 && pError < 0.5) then
+            raise (ParameterOutOfRangeException("pError", pError, "a probability in (0, 0.5)"))
+        optimizeLog2 precisionBits nu (Math.Log2 pError)
