@@ -63,6 +63,7 @@ module ClientKey =
     /// 128-bit security check unless it is marked Insecure.
     let generate (parameters: TfheParameters) : ClientKey =
         Parameters.validate parameters
+        Security.ensureSecure parameters
         let rng = AesCtrGenerator.Secret()
         { Parameters = parameters
           SmallKey = SecretKeys.generateLwe parameters.LweDimension rng

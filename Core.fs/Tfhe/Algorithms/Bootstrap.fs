@@ -68,8 +68,9 @@ module Bootstrap =
         let plan = FftPlan.ForSize n
         let digits = scratch.Digits
         let fourierDigits = scratch.FourierDigits
+        let vectorized = path = SimdPath.Vector512
         for r in 0..k do
-            decomposer.DecomposePolynomial(ReadOnlySpan(input, r * n, n), digits)
+            decomposer.DecomposePolynomialInto(vectorized, input, r * n, n, digits)
             for i in 0 .. level - 1 do
                 plan.ForwardInteger(path, digits, i * n, fourierDigits, (i * (k + 1) + r) * n)
         let sum = scratch.FourierSum
@@ -124,7 +125,7 @@ module Bootstrap =
             let a = switched[i]
             if a <> 0 then
                 for r in 0..k do
-                    Polynomial.monomialMulMinusSelf (ReadOnlySpan(acc, r * n, n)) a (Span(diff, r * n, n))
+                    Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc (r * n) n a diff (r * n)
                 externalProductAdd path key i diff acc scratch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
