@@ -96,7 +96,7 @@ module CompressedServerKey =
     /// Expands the seeds and converts the bootstrapping key to the Fourier domain.
     let decompress (key: CompressedServerKey) : ServerKey =
         { Parameters = key.Parameters
-          Bootstrap = FourierConversion.bootstrapKey SimdPath.best (BootstrapKeyGeneration.expand key.Bootstrap)
+          Bootstrap = FourierConversion.ofSeeded SimdPath.best key.Bootstrap
           Keyswitch = KeyswitchKeyGeneration.expand key.Keyswitch }
 
 /// Evaluation-key generation.

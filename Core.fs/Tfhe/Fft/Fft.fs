@@ -259,6 +259,7 @@ type FftPlan(polynomialSize: int) =
         let rec go s = if s >= 16 then s :: go (s / 4) else [ s ]
         go (half / 2) |> Array.ofList
 
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member private p.DifV512(d: float[], off: int) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
@@ -339,6 +340,7 @@ type FftPlan(polynomialSize: int) =
                     st xi &base0 (im + b)
                     b <- b + 8
 
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member private p.DitV512(d: float[], off: int) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
@@ -434,6 +436,7 @@ type FftPlan(polynomialSize: int) =
 
     /// Forward transform of a polynomial of small signed integers (decomposition digits, exact in f64):
     /// `fourier[offset .. offset + N)` receives the N doubles of its Fourier form.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
         checkPath path
         let im = offset + half
@@ -484,6 +487,7 @@ type FftPlan(polynomialSize: int) =
 
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
         checkPath path
         p.Dit(path, fourier, offset)
@@ -537,6 +541,7 @@ type FftPlan(polynomialSize: int) =
                 output[o + half + j] <- output[o + half + j] + Torus.ofReal xi
 
     /// acc += a ⊙ b, pointwise complex multiply-accumulate of two Fourier polynomials (N doubles each).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyAccumulate
         (path: SimdPath, acc: float[], accOffset: int, a: float[], aOffset: int, b: float[], bOffset: int, polynomialSize: int)
         =
