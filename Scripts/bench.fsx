@@ -64,6 +64,70 @@ let tfheAnalysisBench () =
               "cost_millions", box (Math.Round(Optimizer.cost set / 1e6, 2))
               "log2_pfail", box (Math.Round(set.PublishedLog2PFail, 3)) ]
 
+/// `median` after at least a second of warm-up calls, so the JIT has promoted every method on the path.
+let warmedMedian runs (work: unit -> unit) =
+    let warm = Stopwatch.StartNew()
+    while warm.Elapsed.TotalSeconds < 1.0 do
+        work ()
+    median runs work
+
+/// TFHE engine: FFT, key generation and sizes, keyswitch, PBS and KS-PBS per preset (one thread), PBS throughput on
+/// every core. Anchors: TFHE-rs 1.7.0 native, one thread, AMD EPYC 9R45 (Zen 5) (TFHE.md §4.1).
+let tfheEngineBench (all: bool) =
+    let plan = FftPlan.ForSize 2048
+    let rng = AesCtrGenerator.Secret()
+    let digits = Array.init 2048 (fun _ -> int64 (rng.NextUInt64() % (1UL <<< 23)) - (1L <<< 22))
+    let fourier = Array.zeroCreate<float> 2048
+    let torus = Array.zeroCreate<uint64> 2048
+    for path in SimdPath.supported do
+        // One call is far below the timer's resolution: time batches of 1000. The backward transform overwrites its
+        // input, so it is timed as forward + backward minus forward.
+        let perCall work = warmedMedian 21 (fun () -> for _ in 1..1000 do work ()) / 1000.0
+        let fwd = perCall (fun () -> plan.ForwardInteger(path, digits, 0, fourier, 0))
+        let roundTrip = perCall (fun () -> plan.ForwardInteger(path, digits, 0, fourier, 0); plan.BackwardAddTorus(path, fourier, 0, torus, 0))
+        report $"fft-1024/forward/%A{path}" fwd [ "us", box (Math.Round(fwd * 1000.0, 3)); "note", box "N=2048 negacyclic = 1024-point complex FFT, incl. i64->f64 and twist" ]
+        report $"fft-1024/backward/%A{path}" (roundTrip - fwd) [ "us", box (Math.Round((roundTrip - fwd) * 1000.0, 3)); "note", box "incl. untwist, f64->torus and add" ]
+    let presets =
+        [ "2bit", Presets.tuniformM1C1, (4.55, 5.72)
+          "4bit", Presets.tuniformM2C2, (5.64, 7.28) ]
+        @ (if all then [ "6bit", Presets.tuniformM3C3, (52.9, 60.8); "8bit", Presets.tuniformM4C4, (773.0, 870.0) ] else [])
+    for label, p, (nativePbs, nativeKsPbs) in presets do
+        let total = Stopwatch.StartNew()
+        let ck = ClientKey.generate p
+        let compressed = CompressedServerKey.generate ck
+        let generated = total.Elapsed.TotalMilliseconds
+        let sk = CompressedServerKey.decompress compressed
+        let keygenMs = total.Elapsed.TotalMilliseconds
+        report $"keygen/%s{label}" keygenMs [ "compressed_ms", box (Math.Round(generated, 1)); "decompress_ms", box (Math.Round(keygenMs - generated, 1)); "runs", box 1 ]
+        report
+            $"key-size/%s{label}"
+            0.0
+            [ "server_key_bytes", box sk.SizeBytes
+              "compressed_server_key_bytes", box compressed.SizeBytes
+              "fourier_bsk_bytes", box (8L * int64 sk.Bootstrap.Data.Length)
+              "ksk_bytes", box (8L * int64 sk.Keyswitch.Data.Length)
+              "big_lwe_ciphertext_bytes", box (8 * (p.BigLweDimension + 1)) ]
+        let runs = match label with "6bit" -> 7 | "8bit" -> 3 | _ -> 31
+        let table = Pbs.lookupTable p (fun i -> int64 ((3 * i + 1) % p.PlaintextModulus))
+        let m = int64 (p.PlaintextModulus / 2 - 1)
+        let ct = Lwe.encrypt ck m
+        let small = Pbs.keyswitch sk ct
+        let check (out: LweCiphertext) = Lwe.decrypt ck out = (3L * m + 1L) % int64 p.PlaintextModulus
+        let ks = warmedMedian runs (fun () -> Pbs.keyswitch sk ct |> ignore)
+        report $"keyswitch/%s{label}" ks [ "tfhe_rs_native_ms", box (Math.Round(nativeKsPbs - nativePbs, 2)) ]
+        let pbs = warmedMedian runs (fun () -> Pbs.bootstrap sk table small |> ignore)
+        report $"pbs/%s{label}" pbs [ "tfhe_rs_native_ms", box nativePbs; "ratio_to_native", box (Math.Round(pbs / nativePbs, 2)); "correct", box (check (Pbs.bootstrap sk table small)) ]
+        let kspbs = warmedMedian runs (fun () -> Pbs.apply sk table ct |> ignore)
+        report $"ks-pbs/%s{label}" kspbs [ "tfhe_rs_native_ms", box nativeKsPbs; "ratio_to_native", box (Math.Round(kspbs / nativeKsPbs, 2)); "correct", box (check (Pbs.apply sk table ct)) ]
+        if label = "4bit" then
+            let batch = Array.init 32 (fun _ -> Lwe.encrypt ck m)
+            let wall = warmedMedian 5 (fun () -> Pbs.applyMany sk table batch |> ignore)
+            let perPbs = wall / float batch.Length
+            report
+                $"pbs-throughput/4bit/%d{Environment.ProcessorCount}threads"
+                perPbs
+                [ "ks_pbs_per_second", box (Math.Round(1000.0 / perPbs, 1)); "batch", box batch.Length; "note", box "median_ms = wall time per KS-PBS, batch of 32 over all cores" ]
+
 quantizationBench ()
 
 /// Quantization-aware training speed: 10 epochs, batch 64, n_layers 3, 3/3 bits, on 1347 × 64 synthetic rows with
@@ -94,3 +158,4 @@ let trainingBench () =
 
 tfheAnalysisBench ()
 trainingBench ()
+tfheEngineBench (fsi.CommandLineArgs |> Array.contains "--all")

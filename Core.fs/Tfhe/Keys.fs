@@ -63,6 +63,7 @@ module ClientKey =
     /// 128-bit security check unless it is marked Insecure.
     let generate (parameters: TfheParameters) : ClientKey =
         Parameters.validate parameters
+        Security.ensureSecure parameters
         let rng = AesCtrGenerator.Secret()
         { Parameters = parameters
           SmallKey = SecretKeys.generateLwe parameters.LweDimension rng
@@ -95,7 +96,7 @@ module CompressedServerKey =
     /// Expands the seeds and converts the bootstrapping key to the Fourier domain.
     let decompress (key: CompressedServerKey) : ServerKey =
         { Parameters = key.Parameters
-          Bootstrap = FourierConversion.bootstrapKey SimdPath.best (BootstrapKeyGeneration.expand key.Bootstrap)
+          Bootstrap = FourierConversion.ofSeeded SimdPath.best key.Bootstrap
           Keyswitch = KeyswitchKeyGeneration.expand key.Keyswitch }
 
 /// Evaluation-key generation.

@@ -1,6 +1,7 @@
 namespace FheNet.Tfhe
 
 open System
+open System.Runtime.CompilerServices
 
 /// Conversion of GGSW-based keys to the Fourier domain (TFHE-rs `fft64/crypto/bootstrap.rs::fill_with_forward_fourier`):
 /// every polynomial as a torus polynomial through the plan's forward transform, layout kept.
@@ -20,6 +21,27 @@ module FourierConversion =
           PolynomialSize = key.PolynomialSize
           Decomposer = key.Decomposer
           Data = convert path key.PolynomialSize key.Data }
+
+    /// The Fourier bootstrapping key straight from a seeded one, one GLWE row at a time: the same key as
+    /// `bootstrapKey path (BootstrapKeyGeneration.expand seeded)` without ever holding the expanded key in memory.
+    let ofSeeded (path: SimdPath) (seeded: SeededLweBootstrapKey) : FourierBootstrapKey =
+        let k, n = seeded.GlweDimension, seeded.PolynomialSize
+        let plan = FftPlan.ForSize n
+        let rows = seeded.InputDimension * seeded.Decomposer.Level * (k + 1)
+        let rowSize = (k + 1) * n
+        let fourier = Array.zeroCreate<float> (int64 rows * int64 rowSize |> int)
+        let row = Array.zeroCreate<uint64> rowSize
+        let masks = AesCtrGenerator seeded.Seed
+        for r in 0 .. rows - 1 do
+            masks.Fill(Span(row, 0, k * n))
+            Array.blit seeded.Bodies (r * n) row (k * n) n
+            for c in 0..k do
+                plan.ForwardTorus(path, ReadOnlySpan(row, c * n, n), fourier, r * rowSize + c * n)
+        { InputDimension = seeded.InputDimension
+          GlweDimension = k
+          PolynomialSize = n
+          Decomposer = seeded.Decomposer
+          Data = fourier }
 
     /// One GGSW in the Fourier domain, as a bootstrapping key of input dimension 1 (index 0).
     let ggsw (path: SimdPath) (ggsw: GgswCiphertext) : FourierBootstrapKey =
@@ -54,6 +76,7 @@ module Bootstrap =
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
     /// multiply-accumulate against the GGSW rows in the Fourier domain, transform the k+1 sums back.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let externalProductAdd
         (path: SimdPath)
         (key: FourierBootstrapKey)
@@ -68,8 +91,9 @@ module Bootstrap =
         let plan = FftPlan.ForSize n
         let digits = scratch.Digits
         let fourierDigits = scratch.FourierDigits
+        let vectorized = path = SimdPath.Vector512
         for r in 0..k do
-            decomposer.DecomposePolynomial(ReadOnlySpan(input, r * n, n), digits)
+            decomposer.DecomposePolynomialInto(vectorized, input, r * n, n, digits)
             for i in 0 .. level - 1 do
                 plan.ForwardInteger(path, digits, i * n, fourierDigits, (i * (k + 1) + r) * n)
         let sum = scratch.FourierSum
@@ -94,6 +118,7 @@ module Bootstrap =
     /// Switches an LWE ciphertext (n + 1 values) to the modulus 2N: every value rounded to the nearest multiple of
     /// q/2N. CenteredMean first adds to the body half the sum of the mask rounding errors (their mean contribution
     /// for a uniform binary key) minus half a slot (TFHE-rs `lwe_ciphertext_centered_binary_modulus_switch`).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let modulusSwitch (kind: ModulusSwitchKind) (polynomialSize: int) (input: ReadOnlySpan<uint64>) (switched: Span<int>) =
         let bits = log2TwoN polynomialSize
         let shift = 64 - bits
@@ -112,6 +137,7 @@ module Bootstrap =
     /// Rotates the test polynomial by the switched ciphertext: ACC = LUT·X^(-b̃), then for every i with ã_i ≠ 0 a
     /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.Accumulator`, is
     /// LUT·X^(-(b̃ - Σ ã_i·s_i)).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let blindRotate (path: SimdPath) (key: FourierBootstrapKey) (lut: uint64[]) (switched: ReadOnlySpan<int>) (scratch: BootstrapScratch) =
         let k, n = key.GlweDimension, key.PolynomialSize
         let acc = scratch.Accumulator
@@ -124,7 +150,7 @@ module Bootstrap =
             let a = switched[i]
             if a <> 0 then
                 for r in 0..k do
-                    Polynomial.monomialMulMinusSelf (ReadOnlySpan(acc, r * n, n)) a (Span(diff, r * n, n))
+                    Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc (r * n) n a diff (r * n)
                 externalProductAdd path key i diff acc scratch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:

@@ -1,6 +1,7 @@
 namespace FheNet.Tfhe
 
 open System
+open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -11,6 +12,7 @@ module Keyswitch =
     /// Keyswitches `input` (n_in + 1 values at `inputOffset`) into `output` (n_out + 1 values, overwritten). The
     /// Vector512 path runs the multiply-subtract over the output dimension 8 lanes at a time (AVX-512 DQ
     /// multiply-low); the scalar path is the reference.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let keyswitchInto (path: SimdPath) (key: LweKeyswitchKey) (input: uint64[]) (inputOffset: int) (output: uint64[]) =
         if input.Length - inputOffset < key.InputDimension + 1 then
             raise (DimensionMismatchException("input", "the LWE dimension of the ciphertext", key.InputDimension, input.Length - inputOffset - 1))

@@ -2,6 +2,7 @@ namespace FheNet.Tfhe
 
 open System
 open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -33,6 +34,29 @@ module SimdPath =
 
     /// The supported paths, widest first.
     let supported = [ SimdPath.Vector512; SimdPath.Vector256; SimdPath.Scalar ] |> List.filter isSupported
+
+/// AVX-512 building blocks of the FFT, inlined by the F# compiler into the kernels.
+module internal Butterfly512 =
+
+    /// Re(a·b)
+    let inline mulRe (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
+        Avx512F.FusedMultiplySubtract(ar, br, ai * bi)
+
+    /// Im(a·b)
+    let inline mulIm (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
+        Avx512F.FusedMultiplyAdd(ar, bi, ai * br)
+
+    /// Re(a·conj b)
+    let inline mulConjRe (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
+        Avx512F.FusedMultiplyAdd(ar, br, ai * bi)
+
+    /// Im(a·conj b)
+    let inline mulConjIm (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
+        Avx512F.FusedMultiplySubtract(ai, br, ar * bi)
+
+    /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
+    let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
+        Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
 
 /// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
 /// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
@@ -93,6 +117,8 @@ type FftPlan(polynomialSize: int) =
                struct (v256 (laneSign 4 s), v256 re, v256 im) |]
 
     static let two64 = 18446744073709551616.0
+    static let ld (r: byref<float>) (i: int) = Vector512.LoadUnsafe(&r, unativeint i)
+    static let st (v: Vector512<float>) (r: byref<float>) (i: int) = Vector512.StoreUnsafe(v, &r, unativeint i)
     static let magic = 6755399441055744.0 // 2^52 + 2^51: adding it puts a small integer in the low mantissa bits
 
     // ---------------------------------------------------------------- scalar kernels
@@ -138,98 +164,6 @@ type FftPlan(polynomialSize: int) =
             s <- s * 2
 
     // ---------------------------------------------------------------- AVX-512 kernels
-
-    let difV512 (d: float[]) (off: int) =
-        let im = off + half
-        let mutable s = half / 2
-        while s >= 8 do
-            let mutable b = 0
-            while b < half do
-                let mutable j = 0
-                while j < s do
-                    let i0 = b + j
-                    let i1 = i0 + s
-                    let ur = Vector512.LoadUnsafe(&d[off + i0])
-                    let ui = Vector512.LoadUnsafe(&d[im + i0])
-                    let vr = Vector512.LoadUnsafe(&d[off + i1])
-                    let vi = Vector512.LoadUnsafe(&d[im + i1])
-                    let wr = Vector512.LoadUnsafe(&twiddleRe[s + j])
-                    let wi = Vector512.LoadUnsafe(&twiddleIm[s + j])
-                    Vector512.StoreUnsafe(ur + vr, &d[off + i0])
-                    Vector512.StoreUnsafe(ui + vi, &d[im + i0])
-                    let dr = ur - vr
-                    let di = ui - vi
-                    Vector512.StoreUnsafe(Avx512F.FusedMultiplySubtract(dr, wr, di * wi), &d[off + i1])
-                    Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(dr, wi, di * wr), &d[im + i1])
-                    j <- j + 8
-                b <- b + 2 * s
-            s <- s / 2
-        // Spans 4, 2, 1 stay inside one vector: butterfly a lane with its permuted partner.
-        let struct (p4, s4, w4r, w4i) = fwd512[0]
-        let struct (p2, s2, w2r, w2i) = fwd512[1]
-        let struct (p1, s1, _, _) = fwd512[2]
-        let mutable i = 0
-        while i < half do
-            let mutable xr = Vector512.LoadUnsafe(&d[off + i])
-            let mutable xi = Vector512.LoadUnsafe(&d[im + i])
-            let tr = Avx512F.FusedMultiplyAdd(s4, xr, Avx512F.PermuteVar8x64(xr, p4))
-            let ti = Avx512F.FusedMultiplyAdd(s4, xi, Avx512F.PermuteVar8x64(xi, p4))
-            xr <- Avx512F.FusedMultiplySubtract(tr, w4r, ti * w4i)
-            xi <- Avx512F.FusedMultiplyAdd(tr, w4i, ti * w4r)
-            let tr = Avx512F.FusedMultiplyAdd(s2, xr, Avx512F.PermuteVar8x64(xr, p2))
-            let ti = Avx512F.FusedMultiplyAdd(s2, xi, Avx512F.PermuteVar8x64(xi, p2))
-            xr <- Avx512F.FusedMultiplySubtract(tr, w2r, ti * w2i)
-            xi <- Avx512F.FusedMultiplyAdd(tr, w2i, ti * w2r)
-            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s1, xr, Avx512F.PermuteVar8x64(xr, p1)), &d[off + i])
-            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s1, xi, Avx512F.PermuteVar8x64(xi, p1)), &d[im + i])
-            i <- i + 8
-
-    let ditV512 (d: float[]) (off: int) =
-        let im = off + half
-        let struct (p1, s1, _, _) = bwd512[0]
-        let struct (p2, s2, w2r, w2i) = bwd512[1]
-        let struct (p4, s4, w4r, w4i) = bwd512[2]
-        let mutable i = 0
-        while i < half do
-            let mutable xr = Vector512.LoadUnsafe(&d[off + i])
-            let mutable xi = Vector512.LoadUnsafe(&d[im + i])
-            let yr = Avx512F.PermuteVar8x64(xr, p1)
-            let yi = Avx512F.PermuteVar8x64(xi, p1)
-            xr <- Avx512F.FusedMultiplyAdd(s1, xr, yr)
-            xi <- Avx512F.FusedMultiplyAdd(s1, xi, yi)
-            let tr = Avx512F.FusedMultiplySubtract(xr, w2r, xi * w2i)
-            let ti = Avx512F.FusedMultiplyAdd(xr, w2i, xi * w2r)
-            xr <- Avx512F.FusedMultiplyAdd(s2, tr, Avx512F.PermuteVar8x64(tr, p2))
-            xi <- Avx512F.FusedMultiplyAdd(s2, ti, Avx512F.PermuteVar8x64(ti, p2))
-            let tr = Avx512F.FusedMultiplySubtract(xr, w4r, xi * w4i)
-            let ti = Avx512F.FusedMultiplyAdd(xr, w4i, xi * w4r)
-            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s4, tr, Avx512F.PermuteVar8x64(tr, p4)), &d[off + i])
-            Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(s4, ti, Avx512F.PermuteVar8x64(ti, p4)), &d[im + i])
-            i <- i + 8
-        let mutable s = 8
-        while s < half do
-            let mutable b = 0
-            while b < half do
-                let mutable j = 0
-                while j < s do
-                    let i0 = b + j
-                    let i1 = i0 + s
-                    let wr = Vector512.LoadUnsafe(&twiddleRe[s + j])
-                    let wi = Vector512.LoadUnsafe(&twiddleIm[s + j])
-                    let xr = Vector512.LoadUnsafe(&d[off + i1])
-                    let xi = Vector512.LoadUnsafe(&d[im + i1])
-                    // v = x·conj(w)
-                    let vr = Avx512F.FusedMultiplyAdd(xr, wr, xi * wi)
-                    let vi = Avx512F.FusedMultiplySubtract(xi, wr, xr * wi)
-                    let ur = Vector512.LoadUnsafe(&d[off + i0])
-                    let ui = Vector512.LoadUnsafe(&d[im + i0])
-                    Vector512.StoreUnsafe(ur + vr, &d[off + i0])
-                    Vector512.StoreUnsafe(ui + vi, &d[im + i0])
-                    Vector512.StoreUnsafe(ur - vr, &d[off + i1])
-                    Vector512.StoreUnsafe(ui - vi, &d[im + i1])
-                    j <- j + 8
-                b <- b + 2 * s
-            s <- s * 2
 
     // ---------------------------------------------------------------- AVX2 kernels
 
@@ -315,27 +249,195 @@ type FftPlan(polynomialSize: int) =
         if not (SimdPath.isSupported path) then
             raise (PlatformNotSupportedException $"The %A{path} FFT path is not supported on this machine.")
 
-    let dif path d off =
+    /// A torus coefficient as a signed real in [-1/2, 1/2).
+    static let torusToReal (x: uint64) = float (int64 x) * (1.0 / two64)
+
+    // Radix-2 stages fused in pairs (radix 2²): one pass over the data does the stages of spans s and s/2 on the
+    // quadruples (j, j + s/2, j + s, j + 3s/2); the last pass does span 8 (when there is one) and the three
+    // in-register spans 4, 2, 1 on blocks of 16. The backward transform runs the same passes in reverse.
+    let schedule512 =
+        let rec go s = if s >= 16 then s :: go (s / 4) else [ s ]
+        go (half / 2) |> Array.ofList
+
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member private p.DifV512(d: float[], off: int) =
+        let struct (p4, s4, w4r, w4i) = fwd512[0]
+        let struct (p2, s2, w2r, w2i) = fwd512[1]
+        let struct (p1, s1, _, _) = fwd512[2]
+        let inline inRegister (xr: Vector512<float>) (xi: Vector512<float>) =
+            let tr, ti = Butterfly512.across p4 s4 xr, Butterfly512.across p4 s4 xi
+            let ar, ai = Butterfly512.mulRe tr ti w4r w4i, Butterfly512.mulIm tr ti w4r w4i
+            let tr, ti = Butterfly512.across p2 s2 ar, Butterfly512.across p2 s2 ai
+            let ar, ai = Butterfly512.mulRe tr ti w2r w2i, Butterfly512.mulIm tr ti w2r w2i
+            struct (Butterfly512.across p1 s1 ar, Butterfly512.across p1 s1 ai)
+        let base0 = &MemoryMarshal.GetArrayDataReference d
+        let tre = &MemoryMarshal.GetArrayDataReference twiddleRe
+        let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
+        let re = off
+        let im = off + half
+        for s in schedule512 do
+            if s >= 16 then
+                let q = s / 2
+                let mutable b = 0
+                while b < half do
+                    let mutable j = 0
+                    while j < q do
+                        let i0 = b + j
+                        let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
+                        let x0r = ld &base0 (re + i0)
+                        let x0i = ld &base0 (im + i0)
+                        let x1r = ld &base0 (re + i1)
+                        let x1i = ld &base0 (im + i1)
+                        let x2r = ld &base0 (re + i2)
+                        let x2i = ld &base0 (im + i2)
+                        let x3r = ld &base0 (re + i3)
+                        let x3i = ld &base0 (im + i3)
+                        let w1r = ld &tre (s + j)
+                        let w1i = ld &tim (s + j)
+                        let w2r = ld &tre (q + j)
+                        let w2i = ld &tim (q + j)
+                        let y0r, y0i = x0r + x2r, x0i + x2i
+                        let y1r, y1i = x1r + x3r, x1i + x3i
+                        let ar, ai = x0r - x2r, x0i - x2i
+                        let y2r, y2i = Butterfly512.mulRe ar ai w1r w1i, Butterfly512.mulIm ar ai w1r w1i
+                        // (x1 - x3)·(-i)·w1: multiplying by -i maps (a, b) to (b, -a).
+                        let br, bi = x1i - x3i, x3r - x1r
+                        let y3r, y3i = Butterfly512.mulRe br bi w1r w1i, Butterfly512.mulIm br bi w1r w1i
+                        st (y0r + y1r) &base0 (re + i0)
+                        st (y0i + y1i) &base0 (im + i0)
+                        let cr, ci = y0r - y1r, y0i - y1i
+                        st (Butterfly512.mulRe cr ci w2r w2i) &base0 (re + i1)
+                        st (Butterfly512.mulIm cr ci w2r w2i) &base0 (im + i1)
+                        st (y2r + y3r) &base0 (re + i2)
+                        st (y2i + y3i) &base0 (im + i2)
+                        let er, ei = y2r - y3r, y2i - y3i
+                        st (Butterfly512.mulRe er ei w2r w2i) &base0 (re + i3)
+                        st (Butterfly512.mulIm er ei w2r w2i) &base0 (im + i3)
+                        j <- j + 8
+                    b <- b + 2 * s
+            elif s = 8 then
+                let w8r = ld &tre 8
+                let w8i = ld &tim 8
+                let mutable b = 0
+                while b < half do
+                    let ar = ld &base0 (re + b)
+                    let ai = ld &base0 (im + b)
+                    let br = ld &base0 (re + b + 8)
+                    let bi = ld &base0 (im + b + 8)
+                    let dr, di = ar - br, ai - bi
+                    let struct (xr, xi) = inRegister (ar + br) (ai + bi)
+                    let struct (yr, yi) = inRegister (Butterfly512.mulRe dr di w8r w8i) (Butterfly512.mulIm dr di w8r w8i)
+                    st xr &base0 (re + b)
+                    st xi &base0 (im + b)
+                    st yr &base0 (re + b + 8)
+                    st yi &base0 (im + b + 8)
+                    b <- b + 16
+            else
+                let mutable b = 0
+                while b < half do
+                    let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
+                    st xr &base0 (re + b)
+                    st xi &base0 (im + b)
+                    b <- b + 8
+
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member private p.DitV512(d: float[], off: int) =
+        let struct (p1, s1, _, _) = bwd512[0]
+        let struct (p2, s2, w2r, w2i) = bwd512[1]
+        let struct (p4, s4, w4r, w4i) = bwd512[2]
+        let inline inRegister (xr: Vector512<float>) (xi: Vector512<float>) =
+            let ar, ai = Butterfly512.across p1 s1 xr, Butterfly512.across p1 s1 xi
+            let tr, ti = Butterfly512.mulRe ar ai w2r w2i, Butterfly512.mulIm ar ai w2r w2i
+            let ar, ai = Butterfly512.across p2 s2 tr, Butterfly512.across p2 s2 ti
+            let tr, ti = Butterfly512.mulRe ar ai w4r w4i, Butterfly512.mulIm ar ai w4r w4i
+            struct (Butterfly512.across p4 s4 tr, Butterfly512.across p4 s4 ti)
+        let base0 = &MemoryMarshal.GetArrayDataReference d
+        let tre = &MemoryMarshal.GetArrayDataReference twiddleRe
+        let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
+        let re = off
+        let im = off + half
+        for k in schedule512.Length - 1 .. -1 .. 0 do
+            let s = schedule512[k]
+            if s >= 16 then
+                let q = s / 2
+                let mutable b = 0
+                while b < half do
+                    let mutable j = 0
+                    while j < q do
+                        let i0 = b + j
+                        let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
+                        let z0r = ld &base0 (re + i0)
+                        let z0i = ld &base0 (im + i0)
+                        let z1r = ld &base0 (re + i1)
+                        let z1i = ld &base0 (im + i1)
+                        let z2r = ld &base0 (re + i2)
+                        let z2i = ld &base0 (im + i2)
+                        let z3r = ld &base0 (re + i3)
+                        let z3i = ld &base0 (im + i3)
+                        let w1r = ld &tre (s + j)
+                        let w1i = ld &tim (s + j)
+                        let w2r = ld &tre (q + j)
+                        let w2i = ld &tim (q + j)
+                        // span s/2: (z0, z1) and (z2, z3) with conj(w_s^j)
+                        let vr, vi = Butterfly512.mulConjRe z1r z1i w2r w2i, Butterfly512.mulConjIm z1r z1i w2r w2i
+                        let y0r, y0i, y1r, y1i = z0r + vr, z0i + vi, z0r - vr, z0i - vi
+                        let vr, vi = Butterfly512.mulConjRe z3r z3i w2r w2i, Butterfly512.mulConjIm z3r z3i w2r w2i
+                        let y2r, y2i, y3r, y3i = z2r + vr, z2i + vi, z2r - vr, z2i - vi
+                        // span s: (y0, y2) with conj(w_2s^j), (y1, y3) with conj(w_2s^j)·i
+                        let vr, vi = Butterfly512.mulConjRe y2r y2i w1r w1i, Butterfly512.mulConjIm y2r y2i w1r w1i
+                        st (y0r + vr) &base0 (re + i0)
+                        st (y0i + vi) &base0 (im + i0)
+                        st (y0r - vr) &base0 (re + i2)
+                        st (y0i - vi) &base0 (im + i2)
+                        let ur, ui = Butterfly512.mulConjRe y3r y3i w1r w1i, Butterfly512.mulConjIm y3r y3i w1r w1i
+                        // ·i maps (a, b) to (-b, a)
+                        let vr, vi = Vector512.Negate ui, ur
+                        st (y1r + vr) &base0 (re + i1)
+                        st (y1i + vi) &base0 (im + i1)
+                        st (y1r - vr) &base0 (re + i3)
+                        st (y1i - vi) &base0 (im + i3)
+                        j <- j + 8
+                    b <- b + 2 * s
+            elif s = 8 then
+                let w8r = ld &tre 8
+                let w8i = ld &tim 8
+                let mutable b = 0
+                while b < half do
+                    let struct (ar, ai) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
+                    let struct (br, bi) = inRegister (ld &base0 (re + b + 8)) (ld &base0 (im + b + 8))
+                    let vr, vi = Butterfly512.mulConjRe br bi w8r w8i, Butterfly512.mulConjIm br bi w8r w8i
+                    st (ar + vr) &base0 (re + b)
+                    st (ai + vi) &base0 (im + b)
+                    st (ar - vr) &base0 (re + b + 8)
+                    st (ai - vi) &base0 (im + b + 8)
+                    b <- b + 16
+            else
+                let mutable b = 0
+                while b < half do
+                    let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
+                    st xr &base0 (re + b)
+                    st xi &base0 (im + b)
+                    b <- b + 8
+
+    member private p.Dif(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> difV512 d off
+        | SimdPath.Vector512 -> p.DifV512(d, off)
         | SimdPath.Vector256 -> difV256 d off
         | SimdPath.Scalar -> difScalar d off 1
 
-    let dit path d off =
+    member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> ditV512 d off
+        | SimdPath.Vector512 -> p.DitV512(d, off)
         | SimdPath.Vector256 -> ditV256 d off
         | SimdPath.Scalar -> ditScalar d off 1
-
-    /// A torus coefficient as a signed real in [-1/2, 1/2).
-    static let torusToReal (x: uint64) = float (int64 x) * (1.0 / two64)
 
     /// N.
     member _.PolynomialSize = polynomialSize
 
     /// Forward transform of a polynomial of small signed integers (decomposition digits, exact in f64):
     /// `fourier[offset .. offset + N)` receives the N doubles of its Fourier form.
-    member _.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member p.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
         checkPath path
         let im = offset + half
         let c = coefficientOffset
@@ -368,11 +470,11 @@ type FftPlan(polynomialSize: int) =
                 let a, b = float coefficients[c + j], float coefficients[c + half + j]
                 fourier[offset + j] <- Math.FusedMultiplyAdd(a, twistRe[j], -(b * twistIm[j]))
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
-        dif path fourier offset
+        p.Dif(path, fourier, offset)
 
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
-    member _.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
+    member p.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
         checkPath path
         if coefficients.Length <> polynomialSize then
             raise (DimensionMismatchException("coefficients", "the polynomial size", polynomialSize, coefficients.Length))
@@ -381,13 +483,14 @@ type FftPlan(polynomialSize: int) =
             let a, b = torusToReal coefficients[j], torusToReal coefficients[j + half]
             fourier[offset + j] <- Math.FusedMultiplyAdd(a, twistRe[j], -(b * twistIm[j]))
             fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
-        dif path fourier offset
+        p.Dif(path, fourier, offset)
 
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
-    member _.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
         checkPath path
-        dit path fourier offset
+        p.Dit(path, fourier, offset)
         let im = offset + half
         let o = outputOffset
         match path with
@@ -438,6 +541,7 @@ type FftPlan(polynomialSize: int) =
                 output[o + half + j] <- output[o + half + j] + Torus.ofReal xi
 
     /// acc += a ⊙ b, pointwise complex multiply-accumulate of two Fourier polynomials (N doubles each).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyAccumulate
         (path: SimdPath, acc: float[], accOffset: int, a: float[], aOffset: int, b: float[], bOffset: int, polynomialSize: int)
         =
@@ -502,7 +606,7 @@ type FftPlan(polynomialSize: int) =
             p.ForwardInteger(path, limb, 0, scratch, 0)
             Array.Clear(scratch, polynomialSize, polynomialSize)
             FftPlan.MultiplyAccumulate(path, scratch, polynomialSize, scratch, 0, smallFourier, smallOffset, polynomialSize)
-            dit path scratch polynomialSize
+            p.Dit(path, scratch, polynomialSize)
             let im = polynomialSize + half
             for j in 0 .. half - 1 do
                 let zr, zi = scratch[polynomialSize + j], scratch[im + j]

@@ -1,6 +1,8 @@
 namespace FheNet.Tfhe
 
 open System
+open System.Runtime.CompilerServices
+open System.Runtime.Intrinsics
 
 /// The signed gadget decomposition with rounding of TFHE-rs: x ≈ Σ_{j=1..ℓ} d_j · 2^(64 - β·j) with every digit
 /// d_j in [-B/2, B/2] (B = 2^β). Only the top R = β·ℓ bits are represented; x is first rounded to them (half up).
@@ -68,3 +70,32 @@ type Decomposer =
             let mutable state = d.InitState coefficients[c]
             for i in 0 .. d.Level - 1 do
                 digits[i * n + c] <- d.NextDigit(&state)
+
+    /// The same as DecomposePolynomial on N values of `coefficients` from `offset`, 8 coefficients at a time with
+    /// AVX-512 integer operations when `vectorized` (N a multiple of 8), else scalar.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member d.DecomposePolynomialInto(vectorized: bool, coefficients: uint64[], offset: int, n: int, digits: int64[]) =
+        if not vectorized then
+            d.DecomposePolynomial(ReadOnlySpan(coefficients, offset, n), digits)
+        else
+            let r = d.RepresentedBits
+            let beta = d.BaseLog
+            let one = Vector512<uint64>.One
+            let maskR = Vector512.Create((1UL <<< r) - 1UL)
+            let maskB = Vector512.Create((1UL <<< beta) - 1UL)
+            let mutable c = 0
+            while c < n do
+                let x = Vector512.LoadUnsafe(&coefficients[offset + c])
+                let res = Vector512.ShiftRightLogical(x, 64 - r - 1)
+                let roundingBit = res &&& one
+                let res = Vector512.ShiftRightLogical(res + one, 1) &&& maskR
+                let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, r - 1)) &&& res, r - 1)
+                let mutable state = res - Vector512.ShiftLeft(needBalance, r)
+                for i in 0 .. d.Level - 1 do
+                    let digit = state &&& maskB
+                    state <- Vector512.ShiftRightArithmetic(state.AsInt64(), beta).AsUInt64()
+                    let carry = Vector512.ShiftRightLogical(((digit - one) ||| state) &&& digit, beta - 1)
+                    state <- state + carry
+                    Vector512.StoreUnsafe((digit - Vector512.ShiftLeft(carry, beta)).AsInt64(), &digits[i * n + c])
+                c <- c + 8
+

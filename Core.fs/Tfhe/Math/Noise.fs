@@ -2,7 +2,8 @@ namespace FheNet.Tfhe
 
 open System
 
-/// Samplers of the encryption noise (values on the 2^64 torus, wrapping) and their exact variances.
+/// Samplers of the encryption noise (values on the 2^64 torus, wrapping). Their exact variances are
+/// `NoiseDistribution.Variance`: (2^(2b+1)+1)/6 integer units² for TUniform(b), σ² (normalized) for a Gaussian.
 module Noise =
 
     /// One sample of TUniform(b): b + 2 random bits r give (r >> 1) + (r & 1) - 2^b, so every integer of
@@ -29,16 +30,6 @@ module Noise =
     let addTo (distribution: NoiseDistribution) (rng: AesCtrGenerator) (values: Span<uint64>) =
         for i in 0 .. values.Length - 1 do
             values[i] <- values[i] + sample distribution rng
-
-    /// The variance in integer units of the 2^64 torus: (2^(2b+1) + 1) / 6 for TUniform(b), (σ·2^64)² for a Gaussian.
-    let varianceInteger (distribution: NoiseDistribution) =
-        match distribution with
-        | NoiseDistribution.TUniform b -> (Math.Pow(2.0, float (2 * b + 1)) + 1.0) / 6.0
-        | NoiseDistribution.Gaussian s -> (s * 18446744073709551616.0) ** 2.0
-
-    /// The variance normalized to the torus (relative to q = 2^64), as the noise formulas use it.
-    let varianceNormalized (distribution: NoiseDistribution) =
-        varianceInteger distribution / (18446744073709551616.0 ** 2.0)
 
     /// Checks that a distribution's parameter is usable; raises naming the field otherwise.
     let validate (paramName: string) (distribution: NoiseDistribution) =

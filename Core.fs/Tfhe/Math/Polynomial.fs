@@ -1,6 +1,8 @@
 namespace FheNet.Tfhe
 
 open System
+open System.Runtime.CompilerServices
+open System.Runtime.Intrinsics
 
 /// Exact operations on polynomials of Z_q[X]/(X^N + 1), q = 2^64, stored as coefficient spans (wrapping u64).
 /// These are the reference the FFT path is tested against, and the monomial products the blind rotation uses.
@@ -41,3 +43,28 @@ module Polynomial =
             output[i + d] <- (if negate then 0UL - input[i] else input[i]) - input[i + d]
         for i in n - d .. n - 1 do
             output[i + d - n] <- (if negate then input[i] else 0UL - input[i]) - input[i + d - n]
+
+    /// monomialMulMinusSelf on arrays (N values from each offset), 8 coefficients at a time when `vectorized`.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    let monomialMulMinusSelfInto (vectorized: bool) (input: uint64[]) (inputOffset: int) (n: int) (degree: int) (output: uint64[]) (outputOffset: int) =
+        if not vectorized then
+            monomialMulMinusSelf (ReadOnlySpan(input, inputOffset, n)) degree (Span(output, outputOffset, n))
+        else
+            let negate = degree >= n
+            let d = if negate then degree - n else degree
+            // out[j] = ±in[j - d] - in[j] for j ≥ d, and ∓in[j - d + n] - in[j] for j < d.
+            let inline segment (from: int) (until: int) (source: int) (minus: bool) =
+                let mutable j = from
+                while j + 8 <= until do
+                    let shifted = Vector512.LoadUnsafe(&input[inputOffset + j + source])
+                    let own = Vector512.LoadUnsafe(&input[inputOffset + j])
+                    let v = if minus then Vector512<uint64>.Zero - shifted - own else shifted - own
+                    Vector512.StoreUnsafe(v, &output[outputOffset + j])
+                    j <- j + 8
+                while j < until do
+                    let shifted = input[inputOffset + j + source]
+                    output[outputOffset + j] <- (if minus then 0UL - shifted else shifted) - input[inputOffset + j]
+                    j <- j + 1
+            segment d n (-d) negate
+            segment 0 d (n - d) (not negate)
+

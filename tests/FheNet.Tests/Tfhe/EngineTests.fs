@@ -158,6 +158,7 @@ let tests =
               Expect.equal a.Bootstrap.Data b.Bootstrap.Data "same Fourier BSK"
               Expect.equal a.Keyswitch.Data b.Keyswitch.Data "same KSK"
               let plainBsk = BootstrapKeyGeneration.expand compressed.Bootstrap
+              Expect.equal (FourierConversion.bootstrapKey SimdPath.best plainBsk).Data a.Bootstrap.Data "streamed = expanded then converted"
               Expect.equal (plainBsk.Data.Length / 2) compressed.Bootstrap.Bodies.Length "k = 1: the seeded BSK is half the size"
               Expect.isLessThan compressed.SizeBytes a.SizeBytes "compressed is smaller"
               let lut = Pbs.lookupTable weak4 (fun i -> int64 ((i * 5) % 16))

@@ -1,0 +1,81 @@
+module FheNet.Tests.Tfhe.EngineNoiseTests
+
+open System
+open Expecto
+open FheNet.Tfhe
+open FheNet.Tests.Tfhe.EngineTests
+
+let private toReal (x: int64) = float x * Math.Pow(2.0, -64.0)
+
+let private meanSquare (xs: float seq) = Seq.averageBy (fun x -> x * x) xs
+
+/// The PBS output noise of every coefficient of the blind-rotated accumulator (N samples per bootstrap): the GLWE
+/// phase minus the noiseless rotation LUT·X^(-φ̃), φ̃ the switched phase computed with the secret key.
+let private pbsNoiseSamples (p: TfheParameters) (bootstraps: int) =
+    let ck, sk = keys p
+    let n = p.PolynomialSize
+    let lut = Pbs.lookupTable p (fun i -> int64 i)
+    let scratch = BootstrapScratch(p.GlweDimension, n, p.PbsLevel)
+    let switched = Array.zeroCreate<int> (p.LweDimension + 1)
+    let body = Array.sub lut.Polynomial (p.GlweDimension * n) n
+    [| for t in 1..bootstraps do
+           let small = Pbs.keyswitch sk (Lwe.encrypt ck (int64 (t % p.PlaintextModulus)))
+           Bootstrap.modulusSwitch p.ModulusSwitch n (ReadOnlySpan small.Data) (Span switched)
+           Bootstrap.blindRotate SimdPath.best sk.Bootstrap lut.Polynomial (ReadOnlySpan switched) scratch
+           let mutable phase = switched[p.LweDimension]
+           for i in 0 .. p.LweDimension - 1 do
+               phase <- phase - switched[i] * int ck.SmallKey.Bits[i]
+           let phase = ((phase % (2 * n)) + 2 * n) % (2 * n)
+           let expected = Array.zeroCreate<uint64> n
+           Polynomial.monomialMul (ReadOnlySpan body) ((2 * n - phase) % (2 * n)) (Span expected)
+           let actual =
+               GlweEncryption.phase ck.GlweKey { GlweDimension = p.GlweDimension; PolynomialSize = n; Data = Array.copy scratch.Accumulator }
+           for c in 0 .. n - 1 -> toReal (int64 (actual[c] - expected[c])) |]
+
+[<Tests>]
+let tests =
+    testList
+        "Tfhe.Engine.Noise"
+        [ test "PBS output variance within 10 % of the noise model (TEST_FAST, 10,240 samples)" {
+              let p = Presets.testFast
+              let measured = meanSquare (pbsNoiseSamples p 20)
+              let model = NoiseModel.pbsVariance p
+              Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
+          }
+          test "PBS output variance within 10 % of the noise model, FFT error included (real TUNIFORM M2C2, 8,192 samples)" {
+              let p = Presets.tuniformM2C2
+              let measured = meanSquare (pbsNoiseSamples p 4)
+              let model = NoiseModel.pbsVariance p
+              Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
+          }
+          test "keyswitch output variance within 10 % of the noise model (TEST_FAST, 6,000 samples)" {
+              let p = Presets.testFast
+              let ck, sk = keys p
+              let e = Parameters.encoding p
+              let samples =
+                  Array.init 6000 (fun t ->
+                      let m = int64 (t % p.PlaintextModulus)
+                      let out = Pbs.keyswitch sk (Lwe.encrypt ck m)
+                      toReal (int64 (LweEncryption.phase ck.SmallKey out - e.Encode m)))
+              let model = NoiseModel.keyswitchOutputVariance p (NoiseModel.freshVariance p.GlweNoise)
+              let measured = meanSquare samples
+              Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
+          }
+          test "failure rate of 10,000 KS-PBS at a set the model gives p_fail ≈ 1e-2 matches within a factor 2" {
+              let p = Presets.weakForFailureRate
+              let ck, sk = keys p
+              let predicted = (NoiseModel.lookupNoise p (NoiseModel.freshVariance p.GlweNoise)).PFail
+              let lut = Pbs.lookupTable p (fun i -> int64 i)
+              let count = 10_000
+              let messages = Array.init count (fun t -> int64 (t % p.PlaintextModulus))
+              let outputs = Pbs.applyMany sk lut (messages |> Array.map (Lwe.encrypt ck))
+              let failures = Array.map2 (fun m out -> if Lwe.decrypt ck out <> m then 1 else 0) messages outputs |> Array.sum
+              let rate = float failures / float count
+              Expect.isGreaterThan rate (predicted / 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
+              Expect.isLessThan rate (predicted * 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
+          }
+          test "key generation refuses a set that fails the security check unless it is marked Insecure" {
+              let insecure = { Presets.tuniformM2C2 with LweNoise = NoiseDistribution.TUniform 20 }
+              Expect.throwsT<InsecureParametersException> (fun () -> ClientKey.generate insecure |> ignore) "TU(20) at n = 918 is refused"
+              ClientKey.generate { insecure with Insecure = true } |> ignore
+          } ]
