@@ -7,6 +7,7 @@ open FheNet.Numerics
 open FheNet.Autodiff
 open FheNet.Nn
 open FheNet.Integer
+open FheNet.Fhe
 
 /// A trained network with what prediction needs: the integer model (None for a float twin) and, for a regressor,
 /// the target standardization.
@@ -16,6 +17,38 @@ type FittedNetwork =
       History: EpochReport list
       TargetMean: float[]
       TargetStd: float[] }
+
+/// A model compiled for FHE: its circuit and, once generated, its keys with the server's prepared circuit.
+[<Sealed>]
+type internal FheSession(circuit: Circuit, seed: int) =
+    let mutable keys: (CircuitKeys * PreparedCircuit) option = None
+
+    member _.Circuit = circuit
+
+    /// The keys, generated on first use (or again when forced).
+    member _.Keygen(force: bool) =
+        match keys with
+        | Some k when not force -> k
+        | _ ->
+            let k = FheClient.keygen circuit
+            let prepared = FheServer.prepare circuit (FheNet.Tfhe.CompressedServerKey.decompress k.CompressedServerKey)
+            keys <- Some(k, prepared)
+            k, prepared
+
+    /// Output accumulators of rows with simulated bootstrap errors (seeded per row, so repeatable).
+    member _.Simulate(x: float32[][]) : int64[][] =
+        x
+        |> Array.Parallel.mapi (fun i row ->
+            let rng = TrainingRng(uint64 seed * 1_000_003UL + uint64 i)
+            FheSimulator.forward rng circuit (IntegerModel.quantizeRow circuit.Model row))
+
+    /// Output accumulators of rows computed encrypted: client encryption, server evaluation, client decryption.
+    member this.Execute(x: float32[][]) : int64[][] =
+        let k, prepared = this.Keygen false
+        x
+        |> Array.map (fun row ->
+            let inputs = FheClient.encryptRow k circuit row |> Array.map FheNet.Tfhe.Lwe.expand
+            FheClient.decrypt k circuit (FheServer.evaluate prepared inputs))
 
 /// Checks and training shared by both estimators.
 module internal Fitting =
@@ -124,15 +157,38 @@ module internal Fitting =
           TargetMean = mean
           TargetStd = std }
 
-    /// Real outputs (logits, or standardized values) of a fitted network: the integer model when quantized.
-    let outputs (s: NeuralNetSettings) (f: FittedNetwork) (fhe: FheMode) (x: float32[][]) : float32[][] =
-        if fhe <> FheMode.Disable then raise (FheNotAvailableException fhe)
+    /// Real outputs (logits, or standardized values) of a fitted network: the integer model when quantized (the
+    /// compiled circuit's, rounding threshold included, once compiled), simulated or encrypted as asked.
+    let outputs (s: NeuralNetSettings) (f: FittedNetwork) (session: FheSession option) (fhe: FheMode) (x: float32[][]) =
         checkFeatures "X" x (Some f.Network.Config.InputDim)
-        match f.Integer with
-        | Some model -> IntegerModel.predict (max 1 s.Threads) model x
-        | None ->
+        match fhe, session, f.Integer with
+        | FheMode.Disable, None, Some model -> IntegerModel.predict (max 1 s.Threads) model x
+        | FheMode.Disable, None, None ->
             let out = Network.predict (max 1 s.Threads) f.Network (Tensor.ofRows x)
             Array.init out.Rows (Tensor.row out)
+        | FheMode.Disable, Some session, _ -> IntegerModel.predict (max 1 s.Threads) session.Circuit.Model x
+        | FheMode.Simulate, Some session, _ -> session.Simulate x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
+        | FheMode.Execute, Some session, _ -> session.Execute x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
+        | _, None, _ -> raise (FheNotAvailableException fhe)
+
+    /// Compiles the integer model of a fitted network for FHE.
+    let compile (s: NeuralNetSettings) (f: FittedNetwork) (x: float32[][]) (options: CompileOptions) =
+        checkFeatures "X" x (Some f.Network.Config.InputDim)
+        match f.Integer with
+        | Some model -> FheSession(Compiler.compile options model x, s.Seed)
+        | None -> raise (InvalidOperationException "A float twin has no integer model to compile; compile the quantized model.")
+
+    /// The compile options from the reference's keyword arguments.
+    let compileOptions (pError: float option) (globalPError: float option) (roundingThresholdBits: int option) (rounding: RoundingMethod option) =
+        { PError = pError
+          GlobalPError = globalPError
+          RoundingThresholdBits = roundingThresholdBits
+          Rounding = defaultArg rounding RoundingMethod.Exact }
+
+    let compiledSession (session: FheSession option) =
+        match session with
+        | Some s -> s
+        | None -> raise (FheNotAvailableException FheMode.Execute)
 
     /// Removes the given fraction of hidden neurons (by L2 norm of their incoming weights) from every hidden layer.
     let pruneNeurons (net: Network) (fraction: float) : Network =
@@ -267,6 +323,7 @@ module internal Documents =
 type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSettings) =
     do NeuralNetSettings.validate settings
     let mutable state: (FittedNetwork * 'Label[]) option = None
+    let mutable session: FheSession option = None
 
     let fittedState (what: string) =
         match state with
@@ -314,6 +371,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
                 w |> Array.map float32
         let net, history = Fitting.train settings x (Targets.Classes(labels, weights)) classes.Length quantized start
         state <- Some(Fitting.fitted net history [||] [||], classes)
+        session <- None
 
     /// Trains on rows of features and their labels; returns this estimator.
     member this.Fit(x: float32[][], y: 'Label[]) =
@@ -326,14 +384,14 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// Class probabilities (rows sum to 1; the softmax of the dequantized outputs).
     member _.PredictProba(x: float32[][], ?fhe: FheMode) : float[][] =
         let f, _ = fittedState "PredictProba"
-        let out = Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        let out = Fitting.outputs settings f session (defaultArg fhe FheMode.Disable) x
         let p = Ad.softmaxRows (Tensor.ofRows out)
         Array.init p.Rows (fun i -> Tensor.row p i |> Array.map float)
 
     /// Predicted labels: the class of the largest output.
     member _.Predict(x: float32[][], ?fhe: FheMode) : 'Label[] =
         let f, classes = fittedState "Predict"
-        Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        Fitting.outputs settings f session (defaultArg fhe FheMode.Disable) x
         |> Array.map (fun r -> classes[Array.IndexOf(r, Array.max r)])
 
     /// Predicted labels for float64 features.
@@ -344,6 +402,22 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
         let p = this.Predict x
         Guard.sameLength "y" p.Length y.Length
         float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 p y) / float y.Length
+
+    /// Compiles the model for FHE on calibration rows (e.g. the training set): p_error per lookup (default 2^-40)
+    /// or global_p_error per inference, an optional rounding threshold for every lookup, exact rounding unless
+    /// asked otherwise. Returns the circuit; predict with FheMode.Simulate or FheMode.Execute afterwards.
+    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod) =
+        let f, _ = fittedState "Compile"
+        let compiled =
+            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding)
+        session <- Some compiled
+        compiled.Circuit
+
+    /// The compiled circuit.
+    member _.Circuit = (Fitting.compiledSession session).Circuit
+
+    /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
+    member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
 
     /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
@@ -391,6 +465,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
 type NeuralNetRegressor(settings: NeuralNetSettings) =
     do NeuralNetSettings.validate settings
     let mutable state: FittedNetwork option = None
+    let mutable session: FheSession option = None
 
     let fittedState (what: string) =
         match state with
@@ -424,6 +499,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         let standardized = Tensor.init y.Length outputs (fun i j -> float32 ((y[i][j] - mean[j]) / std[j]))
         let net, history = Fitting.train settings x (Targets.Values standardized) outputs quantized start
         state <- Some(Fitting.fitted net history mean std)
+        session <- None
 
     /// Trains on rows of features and several targets per row; returns this estimator.
     member this.Fit(x: float32[][], y: float[][]) =
@@ -439,7 +515,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// Predictions, one array of targets per row.
     member _.PredictMulti(x: float32[][], ?fhe: FheMode) : float[][] =
         let f = fittedState "Predict"
-        Fitting.outputs settings f (defaultArg fhe FheMode.Disable) x
+        Fitting.outputs settings f session (defaultArg fhe FheMode.Disable) x
         |> Array.map (fun r -> r |> Array.mapi (fun j v -> float v * f.TargetStd[j] + f.TargetMean[j]))
 
     /// Predictions of the first (or only) target.
@@ -454,6 +530,20 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         let ssTot = y |> Array.sumBy (fun v -> (v - mean) ** 2.0)
         let ssRes = Array.fold2 (fun acc a b -> acc + (a - b) ** 2.0) 0.0 p y
         if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot
+
+    /// Compiles the model for FHE on calibration rows (see NeuralNetClassifier.Compile).
+    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod) =
+        let f = fittedState "Compile"
+        let compiled =
+            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding)
+        session <- Some compiled
+        compiled.Circuit
+
+    /// The compiled circuit.
+    member _.Circuit = (Fitting.compiledSession session).Circuit
+
+    /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
+    member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
 
     member _.BitWidths(x: float32[][]) =
         match (fittedState "BitWidths").Integer with

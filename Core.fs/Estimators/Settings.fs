@@ -32,7 +32,7 @@ type NotFittedException(what: string) =
 type FheNotAvailableException(mode: FheMode) =
     inherit
         InvalidOperationException(
-            $"fhe = %A{mode} needs a model compiled for FHE: compile it first (FHE compilation is not available in this build); use FheMode.Disable for the integer model in the clear."
+            $"fhe = %A{mode} needs a model compiled for FHE: call Compile(X_calibration) first, or use FheMode.Disable for the integer model in the clear."
         )
 
 /// Immutable estimator settings. Defaults are those documented by Concrete ML (3/3 bits, unbounded accumulator,

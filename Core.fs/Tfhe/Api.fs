@@ -24,10 +24,20 @@ module Lwe =
     let encryptWrapping (clientKey: ClientKey) (message: int64) : LweCiphertext =
         encryptPlaintext clientKey ((encodingOf clientKey).EncodeWrapping message)
 
+    /// An encryption of any integer in another encoding than the set's (wrapping modulo 2p of that encoding): a
+    /// circuit encodes each value at the precision its consumer needs.
+    let encryptWith (clientKey: ClientKey) (encoding: Encoding) (message: int64) : LweCiphertext =
+        encryptPlaintext clientKey (encoding.EncodeWrapping message)
+
     /// A seeded encryption of a message in [0, p): the seed and the body only.
     let encryptSeeded (clientKey: ClientKey) (message: int64) : SeededLweCiphertext =
         let key, noise = clientKey.CiphertextKey
         LweEncryption.encryptSeeded key (AesCtrGenerator.Secret()) noise ((encodingOf clientKey).Encode message)
+
+    /// A seeded encryption of any integer in the given encoding (wrapping).
+    let encryptSeededWith (clientKey: ClientKey) (encoding: Encoding) (message: int64) : SeededLweCiphertext =
+        let key, noise = clientKey.CiphertextKey
+        LweEncryption.encryptSeeded key (AesCtrGenerator.Secret()) noise (encoding.EncodeWrapping message)
 
     /// The full ciphertext of a seeded one.
     let expand (seeded: SeededLweCiphertext) : LweCiphertext = LweEncryption.expand seeded
@@ -39,6 +49,10 @@ module Lwe =
     let decrypt (clientKey: ClientKey) (ciphertext: LweCiphertext) : int64 =
         let e = encodingOf clientKey
         e.Decode(phase clientKey ciphertext) % int64 e.PlaintextModulus
+
+    /// The message of the given encoding, padding bit included: a value in [0, 2p).
+    let decryptWith (clientKey: ClientKey) (encoding: Encoding) (ciphertext: LweCiphertext) : int64 =
+        encoding.Decode(phase clientKey ciphertext)
 
     /// The message with the padding bit read as a sign: a value in [-p, p).
     let decryptSigned (clientKey: ClientKey) (ciphertext: LweCiphertext) : int64 =
@@ -70,15 +84,19 @@ module Lwe =
         let w = uint64 weight
         { Data = a.Data |> Array.map (fun x -> x * w) }
 
-    /// a + m, m an integer encoded (wrapping) with the set's encoding.
-    let addPlaintext (parameters: TfheParameters) (message: int64) (a: LweCiphertext) : LweCiphertext =
+    /// a + m, m an integer encoded (wrapping) with the given encoding.
+    let addPlaintextWith (encoding: Encoding) (message: int64) (a: LweCiphertext) : LweCiphertext =
         let data = Array.copy a.Data
-        data[data.Length - 1] <- data[data.Length - 1] + (Parameters.encoding parameters).EncodeWrapping message
+        data[data.Length - 1] <- data[data.Length - 1] + encoding.EncodeWrapping message
         { Data = data }
 
-    /// Σ w_i·c_i + bias: the linear part of a network layer between two bootstraps. Its noise variance is
-    /// Σ w_i² times a single ciphertext's (the 2-norm of `weights`, squared).
-    let linearCombination (parameters: TfheParameters) (weights: int64[]) (ciphertexts: LweCiphertext[]) (bias: int64) =
+    /// a + m, m an integer encoded (wrapping) with the set's encoding.
+    let addPlaintext (parameters: TfheParameters) (message: int64) (a: LweCiphertext) : LweCiphertext =
+        addPlaintextWith (Parameters.encoding parameters) message a
+
+    /// Σ w_i·c_i + bias, the bias in the given encoding: the linear part of a network layer between two bootstraps.
+    /// Its noise variance is Σ w_i² times a single ciphertext's (the 2-norm of `weights`, squared).
+    let linearCombinationWith (encoding: Encoding) (weights: int64[]) (ciphertexts: LweCiphertext[]) (bias: int64) =
         if weights.Length <> ciphertexts.Length then
             raise (DimensionMismatchException("weights", "the number of weights", ciphertexts.Length, weights.Length))
         FheNet.Guard.nonEmpty "ciphertexts" ciphertexts.Length
@@ -90,8 +108,12 @@ module Lwe =
             let c = ciphertexts[i].Data
             for j in 0 .. size - 1 do
                 data[j] <- data[j] + w * c[j]
-        data[size - 1] <- data[size - 1] + (Parameters.encoding parameters).EncodeWrapping bias
+        data[size - 1] <- data[size - 1] + encoding.EncodeWrapping bias
         { Data = data }
+
+    /// Σ w_i·c_i + bias with the bias in the set's encoding.
+    let linearCombination (parameters: TfheParameters) (weights: int64[]) (ciphertexts: LweCiphertext[]) (bias: int64) =
+        linearCombinationWith (Parameters.encoding parameters) weights ciphertexts bias
 
     /// The noiseless ciphertext of a message (under any key of the set's ciphertext dimension).
     let trivial (parameters: TfheParameters) (message: int64) : LweCiphertext =
@@ -140,7 +162,10 @@ module Pbs =
     /// reduced modulo 2p (negative values as two's complement).
     let lookupTableWith (parameters: TfheParameters) (inputModulus: int) (outputModulus: int) (f: int -> int64) : LookupTable =
         let output = Encoding.WithPadding outputModulus
-        Encoding.WithPadding inputModulus |> ignore
+        // One box (input modulus 1) is the sign lookup: it returns f(0) for a phase in the first half of the torus
+        // and -f(0) in the second, which exact rounding uses to read the padding bit.
+        if inputModulus < 1 || not (Numerics.BitOperations.IsPow2 inputModulus) then
+            raise (FheNet.ParameterOutOfRangeException("inputModulus", inputModulus, "a power of two (1 for a sign lookup)"))
         if inputModulus > parameters.PolynomialSize then
             raise (FheNet.ParameterOutOfRangeException("inputModulus", inputModulus, $"at most the polynomial size %d{parameters.PolynomialSize}"))
         let values = Array.init inputModulus f
@@ -167,8 +192,10 @@ module Pbs =
             raise (DimensionMismatchException("lut", "the table's polynomial size", p.PolynomialSize, lut.PolynomialSize))
         if lut.GlweDimension <> p.GlweDimension then
             raise (DimensionMismatchException("lut", "the table's GLWE dimension", p.GlweDimension, lut.GlweDimension))
-        if lut.InputModulus <> p.PlaintextModulus then
-            raise (DimensionMismatchException("lut", "the table's input size", p.PlaintextModulus, lut.InputModulus))
+        // A circuit's tables may read fewer bits than the set's plaintext space (whether the set's noise suits them is
+        // the compiler's concern); they must fit the polynomial.
+        if lut.InputModulus < 1 || lut.InputModulus > p.PolynomialSize || not (Numerics.BitOperations.IsPow2 lut.InputModulus) then
+            raise (DimensionMismatchException("lut", "the table's input size (a power of two up to N)", p.PlaintextModulus, lut.InputModulus))
 
     let private checkDimension (expected: int) (ciphertext: LweCiphertext) =
         if ciphertext.Dimension <> expected then

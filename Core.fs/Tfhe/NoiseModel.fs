@@ -154,8 +154,8 @@ module NoiseModel =
     /// 2^log2PError: (1/(4p))² / (2x²) with erfc(x) = 2^log2PError (x by bisection, rounded up).
     let maxVarianceForLog2PFail (plaintextModulus: int) (log2PError: float) =
         Guard.inRange "plaintextModulus" 1 (1 <<< 20) plaintextModulus
-        if not (log2PError < -1.0 && log2PError >= -100_000.0) then
-            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-100000, -1)"))
+        if not (log2PError < 0.0 && log2PError >= -100_000.0) then
+            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-100000, 0)"))
         let mutable lo, hi = 0.0, 500.0
         for _ in 1..200 do
             let mid = 0.5 * (lo + hi)

@@ -21,14 +21,17 @@ type InfeasibleParametersException(precisionBits: int, maxNoiseLevel: int, log2P
     /// The requested log2 p_error per lookup.
     member _.Log2PError = log2PError
 
-/// One kind of lookup a circuit performs, as a noise requirement on a KS-PBS set: before the lookup the ciphertext
-/// carries PbsVarianceFactor × the variance of a bootstrap output (e.g. ν² for a linear combination of 2-norm ν of
-/// bootstrap outputs; 2^(2B)·ν² when that combination is first multiplied by 2^B), the keyswitch and the modulus
-/// switch add theirs, and decoding succeeds while the noise stays below 1/(4·PlaintextModulus).
+/// What a circuit needs of a KS-PBS set's noise, one requirement per kind of operation. A ciphertext carries
+/// PbsVarianceFactor × the variance of a bootstrap output (e.g. ν² for a linear combination of 2-norm ν of bootstrap
+/// outputs; 2^(2B)·ν² when that combination is first multiplied by 2^B), and must decode correctly, i.e. its noise
+/// stay below 1/(4·PlaintextModulus).
 [<Struct>]
 type LookupRequirement =
     { PbsVarianceFactor: float
-      PlaintextModulus: int }
+      PlaintextModulus: int
+      /// True for a lookup (the keyswitch and the modulus switch add their noise first); false for a ciphertext
+      /// that the client decrypts as it is.
+      ThroughBlindRotation: bool }
 
 /// Searches the cheapest secure KS-PBS parameter set for one lookup precision, as Concrete's optimizer does: noise
 /// fixed to the security minimum of TFHE-rs's curve, Concrete's cost model, every (k, N, n) of the domain, and for
@@ -116,8 +119,8 @@ module Optimizer =
         { N: int; K: int; BigN: int; Pbs: Decomposition; Ks: Decomposition; Cost: float }
 
     /// Cheapest feasible (n, decompositions) for one (k, N), or none; `bound` prunes choices costing more. Each
-    /// constraint is (factor on the PBS variance, largest variance allowed at the blind rotation).
-    let private searchGlwe family (k: int) (polynomialSize: int) (constraints: struct (float * float)[]) (bound: float) =
+    /// constraint is (factor on the PBS variance, largest variance allowed, through the blind rotation or not).
+    let private searchGlwe family (k: int) (polynomialSize: int) (constraints: struct (float * float * bool)[]) (bound: float) =
         let pbs = pbsFront family k polynomialSize
         let bigN = k * polynomialSize
         let nMin, nMax = lweDimensionRange
@@ -131,11 +134,15 @@ module Optimizer =
             let mutable i = 0
             while i < pbs.Length && float n * pbs[i].Cost < bestCost do
                 let pbsNoise = float n * pbs[i].Noise
-                // What is left for the keyswitch under the tightest requirement.
-                let budget =
-                    (constraints |> Array.map (fun struct (factor, maxVariance) -> maxVariance - factor * pbsNoise) |> Array.min)
-                    - ms
-                if budget > 0.0 then
+                // What is left for the keyswitch under the tightest lookup; decryptions only bound the PBS noise.
+                let mutable budget = Double.PositiveInfinity
+                let mutable decryptable = true
+                for struct (factor, maxVariance, throughBlindRotation) in constraints do
+                    if throughBlindRotation then
+                        budget <- min budget (maxVariance - factor * pbsNoise - ms)
+                    elif factor * pbsNoise > maxVariance then
+                        decryptable <- false
+                if decryptable && budget > 0.0 then
                     // The cheapest keyswitch that fits the remaining budget (fronts are sorted by cost).
                     match ks |> Array.tryFind (fun d -> float bigN * d.Noise <= budget) with
                     | Some d ->
@@ -178,7 +185,9 @@ module Optimizer =
         let constraints =
             requirements
             |> Array.map (fun r ->
-                struct (r.PbsVarianceFactor, NoiseModel.maxVarianceForLog2PFail r.PlaintextModulus log2PError))
+                struct (r.PbsVarianceFactor,
+                        NoiseModel.maxVarianceForLog2PFail r.PlaintextModulus log2PError,
+                        r.ThroughBlindRotation))
         let mutable best = ValueNone
         let mutable bestCost = Double.PositiveInfinity
         for k in glweDimensions do
@@ -200,8 +209,9 @@ module Optimizer =
             )
 
     let private checkLog2PError (log2PError: float) =
-        if not (log2PError < -1.0 && log2PError >= -1000.0) then
-            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, -1)"))
+        // Up to p_error near 1: a user may ask for very noisy lookups to see their effect.
+        if not (log2PError < 0.0 && log2PError >= -1000.0) then
+            raise (ParameterOutOfRangeException("log2PError", log2PError, "a log2 probability in [-1000, 0)"))
 
     let private results = ConcurrentDictionary<struct (NoiseFamily * int * int * float), TfheParameters>()
 
@@ -221,7 +231,8 @@ module Optimizer =
             fun _ ->
                 let requirement =
                     { PbsVarianceFactor = float maxNoiseLevel * float maxNoiseLevel
-                      PlaintextModulus = 1 <<< precisionBits }
+                      PlaintextModulus = 1 <<< precisionBits
+                      ThroughBlindRotation = true }
                 let infeasible reason =
                     InfeasibleParametersException(precisionBits, maxNoiseLevel, log2PError, reason) :> exn
                 let c = search family [| requirement |] log2PError infeasible
@@ -234,10 +245,10 @@ module Optimizer =
     let optimizeLog2 (precisionBits: int) (nu: float) (log2PError: float) =
         optimizeWith NoiseFamily.TUniform precisionBits nu log2PError
 
-    /// optimizeLog2 with p_error given as a probability in (0, 0.5), e.g. 2^-128 ≈ 2.9e-39.
+    /// optimizeLog2 with p_error given as a probability in (0, 1), e.g. 2^-128 ≈ 2.9e-39.
     let optimize (precisionBits: int) (nu: float) (pError: float) =
-        if not (pError > 0.0 && pError < 0.5) then
-            raise (ParameterOutOfRangeException("pError", pError, "a probability in (0, 0.5)"))
+        if not (pError > 0.0 && pError < 1.0) then
+            raise (ParameterOutOfRangeException("pError", pError, "a probability in (0, 1)"))
         optimizeLog2 precisionBits nu (Math.Log2 pError)
 
     let private circuitResults =
@@ -245,9 +256,10 @@ module Optimizer =
 
     /// The modelled log2 p_fail of a requirement with a parameter set.
     let log2PFailOf (p: TfheParameters) (r: LookupRequirement) =
+        let carried = r.PbsVarianceFactor * NoiseModel.pbsVariance p
         NoiseModel.log2PFailOfVariance
             r.PlaintextModulus
-            (NoiseModel.blindRotationVariance p (r.PbsVarianceFactor * NoiseModel.pbsVariance p))
+            (if r.ThroughBlindRotation then NoiseModel.blindRotationVariance p carried else carried)
 
     /// The cheapest secure KS-PBS set (Concrete's cost model) on which every lookup of a circuit fails with
     /// probability at most 2^log2PError, one key set for the whole circuit. Its message modulus is the largest
@@ -268,7 +280,12 @@ module Optimizer =
             struct (family, requirements, log2PError),
             fun _ ->
                 let reqs = Array.ofList requirements
-                let precisionBits = reqs |> Array.map (fun r -> Numerics.BitOperations.Log2(uint32 r.PlaintextModulus)) |> Array.max
+                // The set's message space serves the widest table (decrypted values need no table).
+                let precisionBits =
+                    reqs
+                    |> Array.filter _.ThroughBlindRotation
+                    |> Array.map (fun r -> Numerics.BitOperations.Log2(uint32 r.PlaintextModulus))
+                    |> Array.fold max 1
                 let maxNoiseLevel = reqs |> Array.map (fun r -> Math.Ceiling(sqrt r.PbsVarianceFactor)) |> Array.max |> min 1e9 |> int
                 let infeasible reason =
                     InfeasibleParametersException(precisionBits, maxNoiseLevel, log2PError, reason) :> exn

@@ -111,7 +111,7 @@ let tests =
           testProperty "a circuit with one requirement gets the single-lookup set"
           <| forAll request (fun (bits, nu, target) ->
               let circuit =
-                  circuitSet [ { PbsVarianceFactor = Math.Ceiling nu ** 2.0; PlaintextModulus = 1 <<< bits } ] target
+                  circuitSet [ { PbsVarianceFactor = Math.Ceiling nu ** 2.0; PlaintextModulus = 1 <<< bits; ThroughBlindRotation = true } ] target
               match circuit with
               | Some set ->
                   let single = Optimizer.optimizeLog2 bits nu target
@@ -129,8 +129,8 @@ let tests =
               })
               (fun (b, p, nu, target) ->
                   // Exact rounding of a b-bit accumulator: a sign lookup on the accumulator times 2^b, then the p-bit table.
-                  let sign = { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float b) * nu * nu; PlaintextModulus = 1 }
-                  let table = { PbsVarianceFactor = nu * nu + float b; PlaintextModulus = 1 <<< p }
+                  let sign = { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float b) * nu * nu; PlaintextModulus = 1; ThroughBlindRotation = true }
+                  let table = { PbsVarianceFactor = nu * nu + float b; PlaintextModulus = 1 <<< p; ThroughBlindRotation = true }
                   match circuitSet [ sign; table ] target, circuitSet [ table ] target with
                   | Some both, Some tableOnly ->
                       Optimizer.log2PFailOf both sign <= target
@@ -147,7 +147,7 @@ let tests =
                   "no lookups"
               Expect.throwsT<FheNet.ParameterOutOfRangeException>
                   (fun () ->
-                      Optimizer.optimizeCircuit NoiseFamily.TUniform [ { PbsVarianceFactor = 4.0; PlaintextModulus = 3 } ] -40.0
+                      Optimizer.optimizeCircuit NoiseFamily.TUniform [ { PbsVarianceFactor = 4.0; PlaintextModulus = 3; ThroughBlindRotation = true } ] -40.0
                       |> ignore)
                   "not a power of two"
           } ]

@@ -1,0 +1,260 @@
+namespace FheNet.Fhe
+
+open System
+open FheNet
+open FheNet.Integer
+open FheNet.Tfhe
+
+/// How the low bits of an accumulator are dropped before its table lookup.
+[<RequireQualifiedAccess>]
+type RoundingMethod =
+    /// One sign bootstrap per dropped bit: the table sees exactly round_half_up(acc / 2^t), bit for bit what the
+    /// integer model computes. The default.
+    | Exact
+    /// No extra bootstrap: the table reads the top bits of the accumulator directly, which is off by one with a small
+    /// probability when the accumulator lies within its noise of a rounding threshold.
+    | Approximate
+
+/// The choices of `Compiler.compile`. At most one of PError and GlobalPError may be set.
+type CompileOptions =
+    { /// Failure probability of each table lookup (default 2^-40).
+      PError: float option
+      /// Failure probability of a whole inference, spread evenly over its bootstraps.
+      GlobalPError: float option
+      /// Round every hidden accumulator to at most this many bits before its lookup (any activation); None keeps
+      /// the integer model's own rounding (exact requantization shifts for power-of-two ReLU networks).
+      RoundingThresholdBits: int option
+      Rounding: RoundingMethod }
+
+    /// 2^-40 per lookup, the model's own rounding, exact.
+    static member Default =
+        { PError = None
+          GlobalPError = None
+          RoundingThresholdBits = None
+          Rounding = RoundingMethod.Exact }
+
+/// The encrypted program of one layer. Every accumulator acc of the layer travels as y = acc + Offset, a value in
+/// [0, 2^AccumulatorBits) encoded at Δ = 2^(63 − AccumulatorBits) (one padding bit). Offset is a multiple of 2^Shift,
+/// so round_half_up(y / 2^Shift) = round_half_up(acc / 2^Shift) + Offset / 2^Shift exactly.
+type LayerCircuit =
+    { Layer: int
+      Neurons: int
+      Offset: int64
+      /// B: the bits of y, the rounding carry included.
+      AccumulatorBits: int
+      /// t: bits dropped before the lookup.
+      Shift: int
+      /// P = B − t: the bits the table reads (0 for the last layer, which has no table).
+      LookupBits: int
+      /// The largest 2-norm of a neuron's integer weights: the noise growth of the linear combination.
+      Nu: float
+      /// Table entry k (k in [0, 2^P)) is the next layer's input code for the rounded y = k; empty for the last layer.
+      Table: int64[]
+      /// Accumulator range seen on the calibration set.
+      CalibrationMin: int64
+      CalibrationMax: int64 }
+
+    /// Bootstraps per sample: per neuron, t sign lookups (exact rounding) and the table.
+    member l.BootstrapsFor(rounding: RoundingMethod) =
+        if l.Table.Length = 0 then 0
+        else
+            match rounding with
+            | RoundingMethod.Exact -> l.Neurons * (l.Shift + 1)
+            | RoundingMethod.Approximate -> l.Neurons
+
+/// A network compiled for FHE: the integer model it computes (any rounding threshold applied), the program of each
+/// layer, and one TFHE parameter set for the whole circuit.
+type Circuit =
+    { Model: IntegerModel
+      Layers: LayerCircuit[]
+      Parameters: TfheParameters
+      Rounding: RoundingMethod
+      /// log2 of the failure probability each lookup was sized for.
+      Log2PError: float }
+
+    /// Programmable bootstraps per inferred sample.
+    member c.BootstrapsPerSample = c.Layers |> Array.sumBy (fun l -> l.BootstrapsFor c.Rounding)
+
+    /// Bits of y in the first layer: the encoding of the client's input codes.
+    member c.InputAccumulatorBits = c.Layers[0].AccumulatorBits
+
+/// A layer's accumulators or lookups are too wide for any parameter set of the search domain.
+type CircuitTooWideException(layer: int, accumulatorBits: int, lookupBits: int, reason: string) =
+    inherit
+        InvalidOperationException(
+            $"Layer %d{layer} cannot be compiled: its accumulators need %d{accumulatorBits} bits and its table lookup "
+            + $"%d{lookupBits} bits (%s{reason}). Fixes: bound the accumulators with n_accum_bits (pruning), round "
+            + "before the lookup with rounding_threshold_bits, or train with fewer weight/activation bits."
+        )
+
+    member _.Layer = layer
+    member _.AccumulatorBits = accumulatorBits
+    member _.LookupBits = lookupBits
+
+/// Turns a fitted integer model and calibration rows into a Circuit.
+module Compiler =
+
+    /// log2 of the default failure probability of one lookup.
+    [<Literal>]
+    let DefaultLog2PError = -40.0
+
+    /// The widest accumulator a ciphertext can carry: y and the sign lookup's output at Δ/2 must fit 16 bits.
+    [<Literal>]
+    let MaxAccumulatorBits = 15
+
+    /// Fewer calibration rows than this rarely bound the accumulators of unseen inputs.
+    [<Literal>]
+    let MinCalibrationRows = 8
+
+    let private checkProbability (name: string) (p: float) =
+        if not (p > 0.0 && p < 1.0) then
+            raise (ParameterOutOfRangeException(name, p, "a probability in (0, 1)"))
+
+    /// The model with every hidden accumulator rounded to at most `bits` bits before its lookup, the lookup reading
+    /// the rounded value at the matching step. Bits come from the calibration ranges.
+    let private withRoundingThreshold (bits: int) (model: IntegerModel) (ranges: (int64 * int64)[]) =
+        Guard.inRange "roundingThresholdBits" 1 MaxAccumulatorBits bits
+        { model with
+            Layers =
+                model.Layers
+                |> Array.mapi (fun l layer ->
+                    match layer.Lookup with
+                    | None -> layer
+                    | Some lookup ->
+                        let lo, hi = ranges[l]
+                        let needed = IntegerModel.bitsFor lo hi - bits
+                        if needed <= layer.Shift then
+                            layer
+                        else
+                            { layer with
+                                Shift = needed
+                                Lookup = Some { lookup with Step = layer.AccumulatorScale * MathF.ScaleB(1.0f, needed) } }) }
+
+    let private calibrationRanges (model: IntegerModel) (calibration: float32[][]) =
+        let traces = calibration |> Array.map (fun row -> IntegerModel.trace model (IntegerModel.quantizeRow model row))
+        Array.init model.Layers.Length (fun l ->
+            let all = traces |> Array.collect (fun t -> t[l])
+            Array.min all, Array.max all)
+
+    let private layerCircuit (model: IntegerModel) (l: int) (lo: int64, hi: int64) =
+        let layer = model.Layers[l]
+        let t = layer.Shift
+        let half = if t > 0 then 1L <<< (t - 1) else 0L
+        // The smallest multiple of 2^t that makes every calibration accumulator non-negative.
+        let offset = -(lo >>> t <<< t)
+        let bits = max (t + 1) (IntegerModel.bitsFor 0L (hi + offset + half))
+        let nu =
+            layer.Weights
+            |> Array.map (fun w -> sqrt (w |> Array.sumBy (fun v -> float v * float v)))
+            |> Array.max
+            |> max 1.0
+        let table, lookupBits =
+            match layer.Lookup with
+            | None -> [||], 0
+            | Some lookup ->
+                let p = bits - t
+                let shiftedOffset = offset >>> t
+                Array.init (1 <<< p) (fun k -> int64 (Lookup.apply lookup (int64 k - shiftedOffset))), p
+        { Layer = l
+          Neurons = layer.Weights.Length
+          Offset = offset
+          AccumulatorBits = bits
+          Shift = t
+          LookupBits = lookupBits
+          Nu = nu
+          Table = table
+          CalibrationMin = lo
+          CalibrationMax = hi }
+
+    /// The noise requirements of one layer's operations on the circuit's parameter set.
+    let requirements (rounding: RoundingMethod) (layer: LayerCircuit) : LookupRequirement list =
+        let nu2 = layer.Nu * layer.Nu
+        let b = layer.AccumulatorBits
+        if layer.Table.Length = 0 then
+            [ { PbsVarianceFactor = nu2; PlaintextModulus = 1 <<< b; ThroughBlindRotation = false } ]
+        else
+            match rounding with
+            | RoundingMethod.Exact when layer.Shift > 0 ->
+                // Sign lookup i reads bit i moved to the padding bit: the accumulator noise grows by 2^(B−i) (worst
+                // at i = 0), and each earlier subtraction added a bootstrap output.
+                [ { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float b) * nu2
+                    PlaintextModulus = 1
+                    ThroughBlindRotation = true }
+                  { PbsVarianceFactor = nu2 + float layer.Shift
+                    PlaintextModulus = 1 <<< layer.LookupBits
+                    ThroughBlindRotation = true } ]
+            | _ ->
+                [ { PbsVarianceFactor = nu2
+                    PlaintextModulus = 1 <<< layer.LookupBits
+                    ThroughBlindRotation = true } ]
+
+    let private perLookupLog2PError (options: CompileOptions) (bootstraps: int) =
+        match options.PError, options.GlobalPError with
+        | Some _, Some _ ->
+            raise (ArgumentException("Set p_error or global_p_error, not both: one bounds each lookup, the other the whole inference.", "options"))
+        | Some p, None ->
+            checkProbability "pError" p
+            Math.Log2 p
+        | None, Some g ->
+            checkProbability "globalPError" g
+            // Each of the count bootstraps fails with p such that 1 − (1 − p)^count = g; for tiny g, p = g / count
+            // (the power form would cancel to 0 in double precision).
+            let count = float (max 1 bootstraps)
+            if g < 1e-9 then Math.Log2(g / count) else Math.Log2(1.0 - Math.Pow(1.0 - g, 1.0 / count))
+        | None, None -> DefaultLog2PError
+
+    /// Compiles an integer model: bounds every accumulator on the calibration rows, plans the rounding and the
+    /// tables, and picks the cheapest secure parameter set on which every lookup meets the failure probability.
+    let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
+        if calibration.Length < MinCalibrationRows then
+            raise (
+                InvalidShapeException(
+                    "calibration",
+                    $"has %d{calibration.Length} rows; pass at least %d{MinCalibrationRows} representative rows (e.g. the training set) to bound the accumulators"
+                )
+            )
+        let features = model.Layers[0].Weights[0].Length
+        calibration
+        |> Array.iteri (fun i row ->
+            if row.Length <> features then
+                raise (InvalidShapeException($"calibration[%d{i}]", $"has %d{row.Length} features; the model takes %d{features}"))
+            Guard.allFinite $"calibration[%d{i}]" (ReadOnlySpan row))
+        let model =
+            match options.RoundingThresholdBits with
+            | Some bits -> withRoundingThreshold bits model (calibrationRanges model calibration)
+            | None -> model
+        let ranges = calibrationRanges model calibration
+        let layers = Array.init model.Layers.Length (fun l -> layerCircuit model l ranges[l])
+        for layer in layers do
+            if layer.AccumulatorBits > MaxAccumulatorBits then
+                raise (
+                    CircuitTooWideException(
+                        layer.Layer,
+                        layer.AccumulatorBits,
+                        layer.LookupBits,
+                        $"ciphertexts carry at most %d{MaxAccumulatorBits} bits"
+                    )
+                )
+        let bootstraps = layers |> Array.sumBy (fun l -> l.BootstrapsFor options.Rounding)
+        let log2PError = perLookupLog2PError options bootstraps
+        let all = layers |> Array.toList |> List.collect (requirements options.Rounding)
+        let parameters =
+            try
+                Optimizer.optimizeCircuit NoiseFamily.TUniform all log2PError
+            with :? InfeasibleParametersException as e ->
+                // Name the first layer that no parameter set can serve on its own.
+                let culprit =
+                    layers
+                    |> Array.tryFind (fun l ->
+                        try
+                            Optimizer.optimizeCircuit NoiseFamily.TUniform (requirements options.Rounding l) log2PError |> ignore
+                            false
+                        with :? InfeasibleParametersException ->
+                            true)
+                    |> Option.defaultValue (Array.last layers)
+                raise (CircuitTooWideException(culprit.Layer, culprit.AccumulatorBits, culprit.LookupBits, e.Message))
+        { Model = model
+          Layers = layers
+          Parameters = parameters
+          Rounding = options.Rounding
+          Log2PError = log2PError }

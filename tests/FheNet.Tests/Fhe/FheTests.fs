@@ -1,0 +1,132 @@
+module FheNet.Tests.Fhe.FheTests
+
+open System
+open Expecto
+open FheNet
+open FheNet.Integer
+open FheNet.Estimators
+open FheNet.Fhe
+open FheNet.Tests
+
+/// Small networks keep encrypted runs to a fraction of a second per sample.
+let private small (extra: (string * string) list) =
+    NeuralNetSettings.defaults
+    |> NeuralNetSettings.setMany (
+        [ "module__n_layers", "2"; "module__n_hidden_neurons_multiplier", "2"; "max_epochs", "15" ] @ extra
+        |> List.map (fun (name, value) -> name, (value :> objnull))
+    )
+
+let private moons = lazy (TestData.split "moons")
+
+let private classifier extra =
+    let x, y, _, _ = moons.Force()
+    NeuralNetClassifier<int>(small extra).Fit(x, y |> Array.map int)
+
+/// The output accumulators of rows run encrypted through the client and server halves, with fresh keys.
+let private executeAccumulators (circuit: Circuit) (rows: float32[][]) =
+    let keys = FheClient.keygen circuit
+    let prepared = FheServer.prepare circuit (Tfhe.CompressedServerKey.decompress keys.CompressedServerKey)
+    rows
+    |> Array.map (fun row ->
+        let inputs = FheClient.encryptRow keys circuit row |> Array.map Tfhe.Lwe.expand
+        FheClient.decrypt keys circuit (FheServer.evaluate prepared inputs))
+
+let private disableAccumulators (circuit: Circuit) (rows: float32[][]) =
+    rows |> Array.map (fun row -> IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model row))
+
+let private simulateAccumulators seed (circuit: Circuit) (rows: float32[][]) =
+    rows
+    |> Array.mapi (fun i row ->
+        FheSimulator.forward (Numerics.TrainingRng(uint64 (seed + i))) circuit (IntegerModel.quantizeRow circuit.Model row))
+
+let private expectExecuteEqualsDisable (circuit: Circuit) (rows: float32[][]) =
+    Expect.equal (executeAccumulators circuit rows) (disableAccumulators circuit rows) "every output integer of execute equals disable"
+
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "Fhe"
+        [ test "execute equals disable: ReLU, power-of-two, exact rounding of the accumulators" {
+              let x, _, xTest, _ = moons.Force()
+              let model = (classifier []).IntegerModel.Value
+              // A 3-bit threshold forces dropped bits, so the sign bootstraps of exact rounding run.
+              let circuit = Compiler.compile { CompileOptions.Default with RoundingThresholdBits = Some 3 } model x
+              Expect.isGreaterThan (circuit.Layers[0].Shift) 0 "bits are dropped before the lookup"
+              Expect.isGreaterThan circuit.BootstrapsPerSample circuit.Layers[0].Neurons "sign bootstraps on top of the lookups"
+              expectExecuteEqualsDisable circuit xTest[..2]
+          }
+
+          test "execute equals disable: Sigmoid, power-of-two" {
+              let x, _, xTest, _ = moons.Force()
+              let model = (classifier [ "module__activation_function", "sigmoid" ]).IntegerModel.Value
+              expectExecuteEqualsDisable (Compiler.compile CompileOptions.Default model x) xTest[..1]
+          }
+
+          test "execute equals disable: a regressor without power-of-two scales" {
+              let x, y, xTest, _ = TestData.split "diabetes"
+              let regressor =
+                  NeuralNetRegressor(small [ "module__n_hidden_neurons_multiplier", "0.5"; "module__power_of_two_scaling", "false" ])
+                      .Fit(x, y)
+              let circuit = Compiler.compile CompileOptions.Default regressor.IntegerModel.Value x
+              expectExecuteEqualsDisable circuit xTest[..1]
+          }
+
+          test "simulate equals disable at the default p_error" {
+              let x, _, xTest, _ = moons.Force()
+              let model = (classifier []).IntegerModel.Value
+              for options in [ CompileOptions.Default; { CompileOptions.Default with RoundingThresholdBits = Some 3 } ] do
+                  let circuit = Compiler.compile options model x
+                  Expect.equal (simulateAccumulators 0 circuit xTest) (disableAccumulators circuit xTest) "simulate = disable"
+          }
+
+          test "at a p_error near 1, simulate and execute both diverge from disable" {
+              let x, _, xTest, _ = moons.Force()
+              let model = (classifier []).IntegerModel.Value
+              let circuit = Compiler.compile { CompileOptions.Default with PError = Some 0.9 } model x
+              let expected = disableAccumulators circuit xTest
+              let differing (got: int64[][]) = Array.fold2 (fun n a b -> if a = b then n else n + 1) 0 got expected
+              Expect.isGreaterThan (differing (simulateAccumulators 0 circuit xTest)) (xTest.Length / 10) "simulate diverges"
+              let rows = xTest[..7]
+              Expect.isGreaterThan (differing (executeAccumulators circuit rows |> Array.append (Array.skip 8 expected))) 0 "execute diverges"
+          }
+
+          test "the estimator predicts the same labels in every mode and reports its circuit" {
+              let x, _, xTest, _ = moons.Force()
+              let clf = classifier []
+              Expect.throwsT<FheNotAvailableException> (fun () -> clf.Predict(xTest, FheMode.Simulate) |> ignore) "simulate before compile"
+              Expect.throwsT<FheNotAvailableException> (fun () -> clf.Predict(xTest, FheMode.Execute) |> ignore) "execute before compile"
+              let circuit = clf.Compile x
+              Expect.equal (clf.Predict(xTest, FheMode.Simulate)) (clf.Predict xTest) "simulate"
+              Expect.equal (clf.Predict(xTest[..1], FheMode.Execute)) (clf.Predict xTest[..1]) "execute"
+              let proba = clf.PredictProba(xTest[..1], FheMode.Execute)
+              Expect.all proba (fun p -> abs (Array.sum p - 1.0) < 1e-6) "probabilities sum to 1"
+              let hidden = circuit.Layers[0]
+              Expect.equal circuit.BootstrapsPerSample (hidden.Neurons * (hidden.Shift + 1)) "per hidden neuron: a sign bootstrap per dropped bit and the lookup"
+          }
+
+          test "compile refuses bad calibration sets and p_error settings" {
+              let x, _, _, _ = moons.Force()
+              let clf = classifier []
+              Expect.throwsT<InvalidShapeException> (fun () -> clf.Compile(x |> Array.map (fun r -> Array.append r [| 0.0f |])) |> ignore) "wrong feature count"
+              Expect.throwsT<InvalidShapeException> (fun () -> clf.Compile x[..2] |> ignore) "too few rows"
+              Expect.throwsT<ArgumentException> (fun () -> clf.Compile(x, pError = 1e-6, globalPError = 1e-3) |> ignore) "both p_errors"
+              for bad in [ 0.0; 1.0; -0.5; nan ] do
+                  Expect.throwsT<ParameterOutOfRangeException> (fun () -> clf.Compile(x, pError = bad) |> ignore) $"p_error %g{bad}"
+          }
+
+          test "accumulators too wide for any parameter set name the layer and the fixes" {
+              let x, _, _, _ = moons.Force()
+              let model = (classifier [ "module__n_w_bits", "8"; "module__n_a_bits", "8" ]).IntegerModel.Value
+              let e =
+                  try
+                      Compiler.compile CompileOptions.Default model x |> ignore
+                      None
+                  with :? CircuitTooWideException as e ->
+                      Some e
+              match e with
+              | Some e ->
+                  Expect.stringContains e.Message "rounding_threshold_bits" "names a fix"
+                  Expect.stringContains e.Message $"Layer %d{e.Layer}" "names the layer"
+              | None -> failtest "an 8-bit network compiled without rounding"
+          } ]
