@@ -57,23 +57,51 @@ let fhe =
     | "execute" -> FheMode.Execute
     | other -> failwith $"--fhe %s{other}: expected disable, simulate or execute"
 
+/// Compiles on the training rows, then runs `fhe` on the first --fhe-samples test rows and compares every output
+/// with the integer model's (disable); `outputs mode rows` gives the model's real outputs per row.
+let runFhe (compile: unit -> FheNet.Fhe.Circuit) (keygen: unit -> FheNet.Fhe.CircuitKeys) (outputs: FheMode -> float32[][] -> float[][]) =
+    let circuit = compile ()
+    let samples = min xTest.Length (int (argOr "fhe-samples" (if fhe = FheMode.Execute then "5" else string xTest.Length)))
+    let rows = xTest[.. samples - 1]
+    let keygenWatch = Stopwatch.StartNew()
+    let keys = if fhe = FheMode.Execute then Some(keygen ()) else None
+    let keygenSeconds = keygenWatch.Elapsed.TotalSeconds
+    let runWatch = Stopwatch.StartNew()
+    let got = outputs fhe rows
+    let seconds = runWatch.Elapsed.TotalSeconds / float samples
+    let expected = outputs FheMode.Disable rows
+    let agreement = float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 got expected) / float samples
+    eprintfn "%s" (string (FheNet.Fhe.CircuitReport.create circuit None 1 None))
+    [ "fhe", box (string fhe)
+      "fhe_samples", box samples
+      "fhe_agreement", box agreement
+      "fhe_seconds_per_sample", box (Math.Round(seconds, 4))
+      "keygen_seconds", box (Math.Round(keygenSeconds, 3))
+      "pbs_per_sample", box circuit.BootstrapsPerSample
+      "eval_key_bytes", box (keys |> Option.map (fun k -> k.CompressedServerKey.SizeBytes) |> Option.defaultValue 0L)
+      "fhe_parameters", box circuit.Parameters.Name ]
+
 let watch = Stopwatch.StartNew()
-let score, floatScore, bitWidths, metric =
+let score, floatScore, bitWidths, metric, fheFields =
     if task = "classification" then
         let yTrain, yTest = train.Target |> Array.map int, test.Target |> Array.map int
         let model, twin = NeuralNetClassifier<int>(settings).FitBenchmark(xTrain, yTrain)
         let seconds = watch.Elapsed.TotalSeconds
-        let predicted = model.Predict(xTest, fhe)
-        let accuracy = float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 predicted yTest) / float yTest.Length
-        (accuracy, seconds), twin.Score(xTest, yTest), model.BitWidths xTrain, "accuracy"
+        let accuracy = model.Score(xTest, yTest)
+        let fheFields =
+            if fhe = FheMode.Disable then []
+            else runFhe (fun () -> model.Compile xTrain) (fun () -> model.Keygen()) (fun mode rows -> model.PredictProba(rows, mode))
+        (accuracy, seconds), twin.Score(xTest, yTest), model.BitWidths xTrain, "accuracy", fheFields
     else
         let model, twin = NeuralNetRegressor(settings).FitBenchmark(xTrain, train.Target)
         let seconds = watch.Elapsed.TotalSeconds
-        model.Predict(xTest, fhe) |> ignore
-        (model.Score(xTest, test.Target), seconds), twin.Score(xTest, test.Target), model.BitWidths xTrain, "r2"
+        let fheFields =
+            if fhe = FheMode.Disable then []
+            else runFhe (fun () -> model.Compile xTrain) (fun () -> model.Keygen()) (fun mode rows -> model.PredictMulti(rows, mode))
+        (model.Score(xTest, test.Target), seconds), twin.Score(xTest, test.Target), model.BitWidths xTrain, "r2", fheFields
 
 let result =
-    dict
+    dict (
         [ "task", box task
           "metric", box metric
           "score", box (Math.Round(fst score, 4))
@@ -83,4 +111,6 @@ let result =
           "max_tlu_input_bits", box (bitWidths |> List.choose (fun b -> b.LookupInputBits) |> List.fold max 0)
           "train_rows", box xTrain.Length
           "test_rows", box xTest.Length ]
+        @ fheFields
+    )
 printfn "%s" (JsonSerializer.Serialize result)

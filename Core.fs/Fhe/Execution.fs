@@ -122,9 +122,8 @@ module FheServer =
                 | _ -> y
             Pbs.apply prepared.serverKey table input
 
-    /// The encrypted inference of one sample: the input ciphertexts (one per feature) to the output ciphertexts
-    /// (the last layer's accumulators, offset), in parallel over the neurons of each layer.
-    let evaluate (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] =
+    /// `evaluate`, also returning the seconds each layer took.
+    let evaluateProfiled (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] * float[] =
         let features = prepared.circuit.Model.Layers[0].Weights[0].Length
         if inputs.Length <> features then
             raise (InvalidShapeException("inputs", $"has %d{inputs.Length} ciphertexts; the model takes %d{features} features"))
@@ -134,11 +133,34 @@ module FheServer =
             if c.Data.Length <> expected then
                 raise (DimensionMismatchException($"inputs[%d{i}]", "the ciphertext size (k·N + 1)", expected, c.Data.Length)))
         let mutable x = inputs
-        for layer in prepared.circuit.Layers do
-            let out = Array.zeroCreate layer.Neurons
-            Parallel.For(0, layer.Neurons, fun j -> out[j] <- neuron prepared layer x j) |> ignore
-            x <- out
-        x
+        let seconds =
+            prepared.circuit.Layers
+            |> Array.map (fun layer ->
+                let watch = Diagnostics.Stopwatch.StartNew()
+                let out = Array.zeroCreate layer.Neurons
+                Parallel.For(0, layer.Neurons, fun j -> out[j] <- neuron prepared layer x j) |> ignore
+                x <- out
+                watch.Elapsed.TotalSeconds)
+        x, seconds
+
+    /// The encrypted inference of one sample: the input ciphertexts (one per feature) to the output ciphertexts
+    /// (the last layer's accumulators, offset), in parallel over the neurons of each layer.
+    let evaluate (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] =
+        fst (evaluateProfiled prepared inputs)
+
+    /// Median milliseconds of one keyswitch + bootstrap with the circuit's key on this machine (one thread).
+    let bootstrapMilliseconds (prepared: PreparedCircuit) =
+        let p = prepared.circuit.Parameters
+        let table = Pbs.lookupTableWith p 2 2 int64
+        let input = Lwe.trivial p 1L
+        Pbs.apply prepared.serverKey table input |> ignore
+        let times =
+            Array.init 5 (fun _ ->
+                let watch = Diagnostics.Stopwatch.StartNew()
+                Pbs.apply prepared.serverKey table input |> ignore
+                watch.Elapsed.TotalMilliseconds)
+        Array.sortInPlace times
+        times[2]
 
 /// The integer program with each bootstrap's error drawn from the noise model of the circuit's parameter set: what
 /// `execute` would compute, without encryption. At the default p_error it equals the integer model.

@@ -1,0 +1,88 @@
+namespace FheNet.Fhe
+
+open System
+open System.Text
+open FheNet.Tfhe
+
+/// One layer of a circuit report.
+type LayerReport =
+    { Layer: int
+      /// Table lookups (one per neuron; 0 for the last layer).
+      Lookups: int
+      /// Programmable bootstraps: the lookups and, with exact rounding, one sign bootstrap per dropped bit.
+      Bootstraps: int
+      AccumulatorBits: int
+      RoundedBits: int
+      LookupBits: int
+      Nu: float
+      /// Bootstraps × measured milliseconds per bootstrap / threads, when a measurement is given.
+      EstimatedMilliseconds: float option
+      /// Wall time of this layer in an encrypted run, when one is given.
+      MeasuredMilliseconds: float option }
+
+/// What a compiled circuit costs: per layer and in total, with its parameter set and key sizes.
+type CircuitReport =
+    { Layers: LayerReport list
+      Parameters: TfheParameters
+      BootstrapsPerSample: int
+      Log2PError: float
+      /// Seeded (compressed) evaluation key: bootstrapping key n·(k+1)·ℓ·N and keyswitching key k·N·ℓ_ks u64 bodies.
+      CompressedEvaluationKeyBytes: int64
+      /// The Fourier bootstrapping key and full keyswitching key a server holds in memory.
+      EvaluationKeyBytes: int64
+      /// A seeded input ciphertext: a 16-byte seed and one u64 body per feature.
+      InputBytesPerFeature: int }
+
+    /// A plain-text table of the report.
+    override r.ToString() =
+        let text = StringBuilder()
+        let p = r.Parameters
+        text.AppendLine(
+            $"parameters %s{p.Name}: n=%d{p.LweDimension} k=%d{p.GlweDimension} N=%d{p.PolynomialSize} "
+            + $"pbs %d{p.PbsBaseLog}x%d{p.PbsLevel} ks %d{p.KsBaseLog}x%d{p.KsLevel}, p_error 2^%.1f{r.Log2PError} per bootstrap"
+        )
+        |> ignore
+        text.AppendLine("layer  lookups  bootstraps  acc bits  rounded  table bits    nu   est ms   measured ms") |> ignore
+        let ms (v: float option) = v |> Option.map (sprintf "%.1f") |> Option.defaultValue "-"
+        for l in r.Layers do
+            text.AppendLine(
+                $"%5d{l.Layer}  %7d{l.Lookups}  %10d{l.Bootstraps}  %8d{l.AccumulatorBits}  %7d{l.RoundedBits}  %10d{l.LookupBits}  %5.1f{l.Nu}  %7s{ms l.EstimatedMilliseconds}  %12s{ms l.MeasuredMilliseconds}"
+            )
+            |> ignore
+        text.AppendLine(
+            $"bootstraps per sample %d{r.BootstrapsPerSample}; evaluation key %.1f{float r.CompressedEvaluationKeyBytes / 1048576.0} MiB compressed, "
+            + $"%.1f{float r.EvaluationKeyBytes / 1048576.0} MiB in memory; %d{r.InputBytesPerFeature} B per encrypted feature"
+        )
+        |> ignore
+        text.ToString()
+
+module CircuitReport =
+
+    /// The report of a circuit; `millisecondsPerBootstrap` (e.g. FheServer.bootstrapMilliseconds) and `threads`
+    /// give estimates, `measuredSeconds` (from FheServer.evaluateProfiled) measured times per layer.
+    let create (circuit: Circuit) (millisecondsPerBootstrap: float option) (threads: int) (measuredSeconds: float[] option) =
+        let p = circuit.Parameters
+        let n, k, bigN = int64 p.LweDimension, int64 p.GlweDimension, int64 p.PolynomialSize
+        let bsk = n * (k + 1L) * int64 p.PbsLevel * bigN
+        let ksk = k * bigN * int64 p.KsLevel
+        { Layers =
+            circuit.Layers
+            |> Array.map (fun l ->
+                let bootstraps = l.BootstrapsFor circuit.Rounding
+                { Layer = l.Layer
+                  Lookups = (if l.Table.Length = 0 then 0 else l.Neurons)
+                  Bootstraps = bootstraps
+                  AccumulatorBits = l.AccumulatorBits
+                  RoundedBits = l.Shift
+                  LookupBits = l.LookupBits
+                  Nu = l.Nu
+                  EstimatedMilliseconds =
+                    millisecondsPerBootstrap |> Option.map (fun ms -> ms * float bootstraps / float (max 1 threads))
+                  MeasuredMilliseconds = measuredSeconds |> Option.map (fun s -> s[l.Layer] * 1000.0) })
+            |> List.ofArray
+          Parameters = p
+          BootstrapsPerSample = circuit.BootstrapsPerSample
+          Log2PError = circuit.Log2PError
+          CompressedEvaluationKeyBytes = 8L * (bsk + ksk)
+          EvaluationKeyBytes = 8L * (bsk * (k + 1L) + ksk * (n + 1L))
+          InputBytesPerFeature = 16 + 8 }
