@@ -168,6 +168,18 @@ let tests =
           test "the real 4-bit preset TUNIFORM_2M128_M2C2: KS-PBS of a random table on every message" {
               checkTable Presets.tuniformM2C2 [ 0L..15L ]
           }
+          test "a table may read fewer bits than the set's plaintext space, and one box reads the sign" {
+              let ck, sk = keys weak4
+              // Messages encoded for an 8-entry table (Δ = 2^60) on the 16-message set.
+              let eight = Encoding.WithPadding 8
+              let table = Pbs.lookupTableWith weak4 8 16 (fun i -> int64 (7 - i))
+              for m in 0L..7L do
+                  Expect.equal (Lwe.decrypt ck (Pbs.apply sk table (Lwe.encryptWith ck eight m))) (7L - m) $"f(%d{m})"
+              // The sign lookup: +v below half a turn, -v above (here v = 3 at Δ_16).
+              let sign = Pbs.lookupTableWith weak4 1 16 (fun _ -> 3L)
+              Expect.equal (Lwe.decryptSigned ck (Pbs.apply sk sign (Lwe.encryptWith ck eight 1L))) 3L "phase 1/16 of a turn"
+              Expect.equal (Lwe.decryptSigned ck (Pbs.apply sk sign (Lwe.encryptWith ck eight 9L))) -3L "phase 9/16 of a turn"
+          }
           test "bad input: mismatched dimensions, wrong tables, out-of-range messages" {
               let ck, sk = keys weak4
               let ck3, _ = keys (weak 3 PbsOrder.BootstrapKeyswitch)
@@ -178,7 +190,8 @@ let tests =
               Expect.throwsT<DimensionMismatchException> (fun () -> Lwe.add ct foreign |> ignore) "adding ciphertexts of two sets"
               Expect.throwsT<DimensionMismatchException> (fun () -> Lwe.decrypt ck3 ct |> ignore) "decrypting with another key"
               Expect.throwsT<DimensionMismatchException> (fun () -> Pbs.apply sk (Pbs.lookupTable (weak 5 PbsOrder.KeyswitchBootstrap) (fun i -> int64 i)) ct |> ignore) "a table of another set"
-              Expect.throwsT<DimensionMismatchException> (fun () -> Pbs.apply sk (Pbs.lookupTableWith weak4 8 16 (fun i -> int64 i)) ct |> ignore) "an 8-entry table for a 16-message set"
+              Expect.throwsT<DimensionMismatchException> (fun () -> Pbs.apply sk { lut with InputModulus = 3 } ct |> ignore) "a table whose size is not a power of two"
+              Expect.throwsT<ParameterOutOfRangeException> (fun () -> Pbs.lookupTableWith weak4 3 16 (fun i -> int64 i) |> ignore) "3 entries asked for"
               Expect.throwsT<InvalidShapeException> (fun () -> Pbs.lookupTableOfValues weak4 16 [| 1L; 2L; 3L |] |> ignore) "3 entries"
               Expect.throwsT<ParameterOutOfRangeException> (fun () -> Lwe.encrypt ck 16L |> ignore) "16 is outside [0, 16)"
               Expect.throwsT<ParameterOutOfRangeException> (fun () -> ClientKey.generate { weak4 with PolynomialSize = 1000 } |> ignore) "N not a power of two"
