@@ -35,6 +35,40 @@ module SimdPath =
     /// The supported paths, widest first.
     let supported = [ SimdPath.Vector512; SimdPath.Vector256; SimdPath.Scalar ] |> List.filter isSupported
 
+/// Twiddle factors to within about half an ulp: the FFT's rounding error is part of the bootstrap noise.
+module internal Twiddle =
+
+    let private piLow = 1.2246467991473532e-16 // π - fl(π)
+
+    /// (cos πu, sin πu) for u in [0, 1/4]: the angle as a double-double (fl(π·u) and its rounding error), then a
+    /// first-order correction of libm's cos and sin.
+    let private octant (u: float) =
+        let hi = Math.PI * u
+        let lo = Math.FusedMultiplyAdd(Math.PI, u, -hi) + piLow * u
+        let c, s = Math.Cos hi, Math.Sin hi
+        struct (c - lo * s, s + lo * c)
+
+    /// (cos πt, sin πt) for a dyadic t in [0, 2), reduced exactly to the first octant by symmetry.
+    let cosSinPi (t: float) =
+        let flip, t = if t >= 1.0 then true, t - 1.0 else false, t
+        let struct (c, s) =
+            if t > 0.5 then
+                let u = 1.0 - t
+                let struct (c, s) = if u > 0.25 then (let struct (c, s) = octant (0.5 - u) in struct (s, c)) else octant u
+                struct (-c, s)
+            elif t > 0.25 then
+                let struct (c, s) = octant (0.5 - t)
+                struct (s, c)
+            else
+                octant t
+        if flip then struct (-c, -s) else struct (c, s)
+
+    /// cos πt.
+    let cosPi t = let struct (c, _) = cosSinPi t in c
+
+    /// sin πt.
+    let sinPi t = let struct (_, s) = cosSinPi t in s
+
 /// AVX-512 building blocks of the FFT, inlined by the F# compiler into the kernels.
 module internal Butterfly512 =
 
@@ -78,10 +112,10 @@ type FftPlan(polynomialSize: int) =
 
     let half = polynomialSize / 2
     // Stage twiddles: span s (pairs i, i+s in blocks of 2s) uses e^{-2πi j/(2s)}, j < s, stored at index s + j.
-    let twiddleRe = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in Double.CosPi(float (i - s) / float s))
-    let twiddleIm = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in -Double.SinPi(float (i - s) / float s))
-    let twistRe = Array.init half (fun j -> Double.CosPi(float j / float polynomialSize))
-    let twistIm = Array.init half (fun j -> Double.SinPi(float j / float polynomialSize))
+    let twiddleRe = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in Twiddle.cosPi(float (i - s) / float s))
+    let twiddleIm = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in -Twiddle.sinPi(float (i - s) / float s))
+    let twistRe = Array.init half (fun j -> Twiddle.cosPi(float j / float polynomialSize))
+    let twistIm = Array.init half (fun j -> Twiddle.sinPi(float j / float polynomialSize))
     // The backward transform's untwist conj(w_j) with the 1/(N/2) normalisation folded in.
     let untwistRe = Array.init half (fun j -> twistRe[j] / float half)
     let untwistIm = Array.init half (fun j -> -twistIm[j] / float half)
@@ -89,11 +123,11 @@ type FftPlan(polynomialSize: int) =
     // Lanes of an in-register butterfly of span s: the partner lane (l xor s), the sign (+1 for the lower lane of
     // a pair, -1 for the upper) and the twiddle (1 on lower lanes, e^{-2πi j/(2s)} on upper lane j mod s).
     let laneTwiddle width s conj =
-        let re = Array.init width (fun l -> if l &&& s = 0 then 1.0 else Double.CosPi(float (l &&& (s - 1)) / float s))
+        let re = Array.init width (fun l -> if l &&& s = 0 then 1.0 else Twiddle.cosPi(float (l &&& (s - 1)) / float s))
         let im =
             Array.init width (fun l ->
                 if l &&& s = 0 then 0.0
-                else (if conj then 1.0 else -1.0) * Double.SinPi(float (l &&& (s - 1)) / float s))
+                else (if conj then 1.0 else -1.0) * Twiddle.sinPi(float (l &&& (s - 1)) / float s))
         re, im
     let laneSign width s = Array.init width (fun l -> if l &&& s = 0 then 1.0 else -1.0)
     let v512 (a: float[]) = Vector512.Create<float>(ReadOnlySpan a)
