@@ -1,8 +1,11 @@
+#nowarn "9" // NativePtr in FftPlan.Prefetch: prefetch instructions take an address
+
 namespace FheNet.Tfhe
 
 open System
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
+open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -506,6 +509,39 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
+    /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
+    /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomialInto
+    /// then ForwardInteger per level; on AVX-512 the digits go straight from the decomposer into the twist, never
+    /// stored. `digits` (ℓ·N) is the scratch of the other paths.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member p.ForwardDecomposed
+        (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
+        =
+        checkPath path
+        match path with
+        | SimdPath.Vector512 ->
+            let level = decomposer.Level
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let mutable j = 0
+            while j < half do
+                let mutable low = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + j]))
+                let mutable high = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + half + j]))
+                let wr = Vector512.LoadUnsafe(&twistRe[j])
+                let wi = Vector512.LoadUnsafe(&twistIm[j])
+                for i in 0 .. level - 1 do
+                    let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
+                    let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+                    let o = firstOffset + i * levelStride + j
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplySubtract(a, wr, b * wi), &fRef, unativeint o)
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(a, wi, b * wr), &fRef, unativeint (o + half))
+                j <- j + 8
+            for i in 0 .. level - 1 do
+                p.Dif(path, fourier, firstOffset + i * levelStride)
+        | _ ->
+            decomposer.DecomposePolynomialInto(false, input, inputOffset, polynomialSize, digits)
+            for i in 0 .. decomposer.Level - 1 do
+                p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
+
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
     member p.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
@@ -611,6 +647,52 @@ type FftPlan(polynomialSize: int) =
                 let br, bi = b[bOffset + j], b[bOffset + half + j]
                 acc[accOffset + j] <- Math.FusedMultiplyAdd(ar, br, Math.FusedMultiplyAdd(-ai, bi, acc[accOffset + j]))
                 acc[accOffset + half + j] <- Math.FusedMultiplyAdd(ar, bi, Math.FusedMultiplyAdd(ai, br, acc[accOffset + half + j]))
+
+    /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
+    /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
+    /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    static member MultiplyRows
+        (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
+        =
+        let n = polynomialSize
+        let half = n / 2
+        match path with
+        | SimdPath.Vector512 ->
+            let sumRef = &MemoryMarshal.GetArrayDataReference sums
+            let inRef = &MemoryMarshal.GetArrayDataReference inputs
+            let mRef = &MemoryMarshal.GetArrayDataReference matrix
+            let mutable j = 0
+            while j < half do
+                for c in 0 .. columns - 1 do
+                    let mutable accR = Vector512<float>.Zero
+                    let mutable accI = Vector512<float>.Zero
+                    for row in 0 .. rows - 1 do
+                        let ar = Vector512.LoadUnsafe(&inRef, unativeint (row * n + j))
+                        let ai = Vector512.LoadUnsafe(&inRef, unativeint (row * n + half + j))
+                        let g = matrixOffset + (row * columns + c) * n
+                        let br = Vector512.LoadUnsafe(&mRef, unativeint (g + j))
+                        let bi = Vector512.LoadUnsafe(&mRef, unativeint (g + half + j))
+                        accR <- Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, accR))
+                        accI <- Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, accI))
+                    Vector512.StoreUnsafe(accR, &sumRef, unativeint (c * n + j))
+                    Vector512.StoreUnsafe(accI, &sumRef, unativeint (c * n + half + j))
+                j <- j + 8
+        | _ ->
+            Array.Clear(sums, 0, columns * n)
+            for c in 0 .. columns - 1 do
+                for row in 0 .. rows - 1 do
+                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, matrixOffset + (row * columns + c) * n, n)
+
+    /// Asks the cache hierarchy (L2) for `count` doubles from `offset`, one request per 64-byte line, so that a
+    /// key about to be streamed arrives while other work runs. No effect where SSE prefetch is unavailable.
+    static member Prefetch(data: float[], offset: int, count: int) =
+        if Sse.IsSupported && count > 0 then
+            use start = fixed &data[offset]
+            let mutable i = 0
+            while i < count do
+                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add start i))
+                i <- i + 8
 
     /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
     /// the external product computes it (one forward per operand, one pointwise product, one backward).
