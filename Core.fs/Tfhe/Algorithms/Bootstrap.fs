@@ -91,17 +91,10 @@ module Bootstrap =
         let plan = FftPlan.ForSize n
         let digits = scratch.Digits
         let fourierDigits = scratch.FourierDigits
-        let vectorized = path = SimdPath.Vector512
         for r in 0..k do
-            decomposer.DecomposePolynomialInto(vectorized, input, r * n, n, digits)
-            for i in 0 .. level - 1 do
-                plan.ForwardInteger(path, digits, i * n, fourierDigits, (i * (k + 1) + r) * n)
+            plan.ForwardDecomposed(path, decomposer, input, r * n, fourierDigits, r * n, (k + 1) * n, digits)
         let sum = scratch.FourierSum
-        Array.Clear sum
-        let ggswBase = index * level * (k + 1) * (k + 1) * n
-        for c in 0..k do
-            for row in 0 .. level * (k + 1) - 1 do
-                FftPlan.MultiplyAccumulate(path, sum, c * n, fourierDigits, row * n, key.Data, ggswBase + (row * (k + 1) + c) * n, n)
+        FftPlan.MultiplyRows(path, sum, fourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
         for c in 0..k do
             plan.BackwardAddTorus(path, sum, c * n, output, c * n)
 
@@ -146,7 +139,11 @@ module Bootstrap =
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
             Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
+        let ggswSize = key.Decomposer.Level * (k + 1) * (k + 1) * n
         for i in 0 .. key.InputDimension - 1 do
+            // The key is streamed from memory once per bootstrap: request the next GGSW while this CMux computes.
+            if i + 1 < key.InputDimension then
+                FftPlan.Prefetch(key.Data, (i + 1) * ggswSize, ggswSize)
             let a = switched[i]
             if a <> 0 then
                 for r in 0..k do

@@ -1,8 +1,11 @@
+#nowarn "9" // NativePtr in FftPlan.Prefetch: prefetch instructions take an address
+
 namespace FheNet.Tfhe
 
 open System
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
+open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -34,6 +37,40 @@ module SimdPath =
 
     /// The supported paths, widest first.
     let supported = [ SimdPath.Vector512; SimdPath.Vector256; SimdPath.Scalar ] |> List.filter isSupported
+
+/// Twiddle factors to within about half an ulp: the FFT's rounding error is part of the bootstrap noise.
+module internal Twiddle =
+
+    let private piLow = 1.2246467991473532e-16 // π - fl(π)
+
+    /// (cos πu, sin πu) for u in [0, 1/4]: the angle as a double-double (fl(π·u) and its rounding error), then a
+    /// first-order correction of libm's cos and sin.
+    let private octant (u: float) =
+        let hi = Math.PI * u
+        let lo = Math.FusedMultiplyAdd(Math.PI, u, -hi) + piLow * u
+        let c, s = Math.Cos hi, Math.Sin hi
+        struct (c - lo * s, s + lo * c)
+
+    /// (cos πt, sin πt) for a dyadic t in [0, 2), reduced exactly to the first octant by symmetry.
+    let cosSinPi (t: float) =
+        let flip, t = if t >= 1.0 then true, t - 1.0 else false, t
+        let struct (c, s) =
+            if t > 0.5 then
+                let u = 1.0 - t
+                let struct (c, s) = if u > 0.25 then (let struct (c, s) = octant (0.5 - u) in struct (s, c)) else octant u
+                struct (-c, s)
+            elif t > 0.25 then
+                let struct (c, s) = octant (0.5 - t)
+                struct (s, c)
+            else
+                octant t
+        if flip then struct (-c, -s) else struct (c, s)
+
+    /// cos πt.
+    let cosPi t = let struct (c, _) = cosSinPi t in c
+
+    /// sin πt.
+    let sinPi t = let struct (_, s) = cosSinPi t in s
 
 /// AVX-512 building blocks of the FFT, inlined by the F# compiler into the kernels.
 module internal Butterfly512 =
@@ -78,10 +115,10 @@ type FftPlan(polynomialSize: int) =
 
     let half = polynomialSize / 2
     // Stage twiddles: span s (pairs i, i+s in blocks of 2s) uses e^{-2πi j/(2s)}, j < s, stored at index s + j.
-    let twiddleRe = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in Double.CosPi(float (i - s) / float s))
-    let twiddleIm = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in -Double.SinPi(float (i - s) / float s))
-    let twistRe = Array.init half (fun j -> Double.CosPi(float j / float polynomialSize))
-    let twistIm = Array.init half (fun j -> Double.SinPi(float j / float polynomialSize))
+    let twiddleRe = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in Twiddle.cosPi(float (i - s) / float s))
+    let twiddleIm = Array.init half (fun i -> if i = 0 then 0.0 else let s = 1 <<< Numerics.BitOperations.Log2(uint32 i) in -Twiddle.sinPi(float (i - s) / float s))
+    let twistRe = Array.init half (fun j -> Twiddle.cosPi(float j / float polynomialSize))
+    let twistIm = Array.init half (fun j -> Twiddle.sinPi(float j / float polynomialSize))
     // The backward transform's untwist conj(w_j) with the 1/(N/2) normalisation folded in.
     let untwistRe = Array.init half (fun j -> twistRe[j] / float half)
     let untwistIm = Array.init half (fun j -> -twistIm[j] / float half)
@@ -89,11 +126,11 @@ type FftPlan(polynomialSize: int) =
     // Lanes of an in-register butterfly of span s: the partner lane (l xor s), the sign (+1 for the lower lane of
     // a pair, -1 for the upper) and the twiddle (1 on lower lanes, e^{-2πi j/(2s)} on upper lane j mod s).
     let laneTwiddle width s conj =
-        let re = Array.init width (fun l -> if l &&& s = 0 then 1.0 else Double.CosPi(float (l &&& (s - 1)) / float s))
+        let re = Array.init width (fun l -> if l &&& s = 0 then 1.0 else Twiddle.cosPi(float (l &&& (s - 1)) / float s))
         let im =
             Array.init width (fun l ->
                 if l &&& s = 0 then 0.0
-                else (if conj then 1.0 else -1.0) * Double.SinPi(float (l &&& (s - 1)) / float s))
+                else (if conj then 1.0 else -1.0) * Twiddle.sinPi(float (l &&& (s - 1)) / float s))
         re, im
     let laneSign width s = Array.init width (fun l -> if l &&& s = 0 then 1.0 else -1.0)
     let v512 (a: float[]) = Vector512.Create<float>(ReadOnlySpan a)
@@ -472,6 +509,39 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
+    /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
+    /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomialInto
+    /// then ForwardInteger per level; on AVX-512 the digits go straight from the decomposer into the twist, never
+    /// stored. `digits` (ℓ·N) is the scratch of the other paths.
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    member p.ForwardDecomposed
+        (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
+        =
+        checkPath path
+        match path with
+        | SimdPath.Vector512 ->
+            let level = decomposer.Level
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let mutable j = 0
+            while j < half do
+                let mutable low = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + j]))
+                let mutable high = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + half + j]))
+                let wr = Vector512.LoadUnsafe(&twistRe[j])
+                let wi = Vector512.LoadUnsafe(&twistIm[j])
+                for i in 0 .. level - 1 do
+                    let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
+                    let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+                    let o = firstOffset + i * levelStride + j
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplySubtract(a, wr, b * wi), &fRef, unativeint o)
+                    Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(a, wi, b * wr), &fRef, unativeint (o + half))
+                j <- j + 8
+            for i in 0 .. level - 1 do
+                p.Dif(path, fourier, firstOffset + i * levelStride)
+        | _ ->
+            decomposer.DecomposePolynomialInto(false, input, inputOffset, polynomialSize, digits)
+            for i in 0 .. decomposer.Level - 1 do
+                p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
+
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
     member p.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
@@ -577,6 +647,52 @@ type FftPlan(polynomialSize: int) =
                 let br, bi = b[bOffset + j], b[bOffset + half + j]
                 acc[accOffset + j] <- Math.FusedMultiplyAdd(ar, br, Math.FusedMultiplyAdd(-ai, bi, acc[accOffset + j]))
                 acc[accOffset + half + j] <- Math.FusedMultiplyAdd(ar, bi, Math.FusedMultiplyAdd(ai, br, acc[accOffset + half + j]))
+
+    /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
+    /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
+    /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
+    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    static member MultiplyRows
+        (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
+        =
+        let n = polynomialSize
+        let half = n / 2
+        match path with
+        | SimdPath.Vector512 ->
+            let sumRef = &MemoryMarshal.GetArrayDataReference sums
+            let inRef = &MemoryMarshal.GetArrayDataReference inputs
+            let mRef = &MemoryMarshal.GetArrayDataReference matrix
+            let mutable j = 0
+            while j < half do
+                for c in 0 .. columns - 1 do
+                    let mutable accR = Vector512<float>.Zero
+                    let mutable accI = Vector512<float>.Zero
+                    for row in 0 .. rows - 1 do
+                        let ar = Vector512.LoadUnsafe(&inRef, unativeint (row * n + j))
+                        let ai = Vector512.LoadUnsafe(&inRef, unativeint (row * n + half + j))
+                        let g = matrixOffset + (row * columns + c) * n
+                        let br = Vector512.LoadUnsafe(&mRef, unativeint (g + j))
+                        let bi = Vector512.LoadUnsafe(&mRef, unativeint (g + half + j))
+                        accR <- Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, accR))
+                        accI <- Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, accI))
+                    Vector512.StoreUnsafe(accR, &sumRef, unativeint (c * n + j))
+                    Vector512.StoreUnsafe(accI, &sumRef, unativeint (c * n + half + j))
+                j <- j + 8
+        | _ ->
+            Array.Clear(sums, 0, columns * n)
+            for c in 0 .. columns - 1 do
+                for row in 0 .. rows - 1 do
+                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, matrixOffset + (row * columns + c) * n, n)
+
+    /// Asks the cache hierarchy (L2) for `count` doubles from `offset`, one request per 64-byte line, so that a
+    /// key about to be streamed arrives while other work runs. No effect where SSE prefetch is unavailable.
+    static member Prefetch(data: float[], offset: int, count: int) =
+        if Sse.IsSupported && count > 0 then
+            use start = fixed &data[offset]
+            let mutable i = 0
+            while i < count do
+                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add start i))
+                i <- i + 8
 
     /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
     /// the external product computes it (one forward per operand, one pointwise product, one backward).

@@ -71,6 +71,26 @@ type Decomposer =
             for i in 0 .. d.Level - 1 do
                 digits[i * n + c] <- d.NextDigit(&state)
 
+    /// InitState on 8 coefficients at once (AVX-512 integer operations).
+    member inline d.InitState512(x: Vector512<uint64>) =
+        let r = d.RepresentedBits
+        let one = Vector512<uint64>.One
+        let res = Vector512.ShiftRightLogical(x, 64 - r - 1)
+        let roundingBit = res &&& one
+        let res = Vector512.ShiftRightLogical(res + one, 1) &&& Vector512.Create((1UL <<< r) - 1UL)
+        let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, r - 1)) &&& res, r - 1)
+        res - Vector512.ShiftLeft(needBalance, r)
+
+    /// NextDigit on 8 states at once.
+    member inline d.NextDigit512(state: byref<Vector512<uint64>>) =
+        let beta = d.BaseLog
+        let one = Vector512<uint64>.One
+        let digit = state &&& Vector512.Create((1UL <<< beta) - 1UL)
+        state <- Vector512.ShiftRightArithmetic(state.AsInt64(), beta).AsUInt64()
+        let carry = Vector512.ShiftRightLogical(((digit - one) ||| state) &&& digit, beta - 1)
+        state <- state + carry
+        (digit - Vector512.ShiftLeft(carry, beta)).AsInt64()
+
     /// The same as DecomposePolynomial on N values of `coefficients` from `offset`, 8 coefficients at a time with
     /// AVX-512 integer operations when `vectorized` (N a multiple of 8), else scalar.
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
@@ -78,24 +98,10 @@ type Decomposer =
         if not vectorized then
             d.DecomposePolynomial(ReadOnlySpan(coefficients, offset, n), digits)
         else
-            let r = d.RepresentedBits
-            let beta = d.BaseLog
-            let one = Vector512<uint64>.One
-            let maskR = Vector512.Create((1UL <<< r) - 1UL)
-            let maskB = Vector512.Create((1UL <<< beta) - 1UL)
             let mutable c = 0
             while c < n do
-                let x = Vector512.LoadUnsafe(&coefficients[offset + c])
-                let res = Vector512.ShiftRightLogical(x, 64 - r - 1)
-                let roundingBit = res &&& one
-                let res = Vector512.ShiftRightLogical(res + one, 1) &&& maskR
-                let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, r - 1)) &&& res, r - 1)
-                let mutable state = res - Vector512.ShiftLeft(needBalance, r)
+                let mutable state = d.InitState512(Vector512.LoadUnsafe(&coefficients[offset + c]))
                 for i in 0 .. d.Level - 1 do
-                    let digit = state &&& maskB
-                    state <- Vector512.ShiftRightArithmetic(state.AsInt64(), beta).AsUInt64()
-                    let carry = Vector512.ShiftRightLogical(((digit - one) ||| state) &&& digit, beta - 1)
-                    state <- state + carry
-                    Vector512.StoreUnsafe((digit - Vector512.ShiftLeft(carry, beta)).AsInt64(), &digits[i * n + c])
+                    Vector512.StoreUnsafe(d.NextDigit512(&state), &digits[i * n + c])
                 c <- c + 8
 

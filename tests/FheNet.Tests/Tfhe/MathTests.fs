@@ -122,6 +122,41 @@ let tests =
                         && closest % (1UL <<< shift) = 0UL
                         && (x - closest + (1UL <<< (shift - 1))) <= (1UL <<< shift)
                         && digits |> Array.forall (fun g -> abs g <= (1L <<< (beta - 1))))
+                testProperty "the AVX-512 polynomial decomposition equals the scalar one"
+                <| forAll
+                    (gen {
+                        let! beta = Gen.choose (1, 30)
+                        let! level = Gen.choose (1, 63 / beta)
+                        let! xs = Gen.arrayOfLength 64 u64
+                        return beta, level, xs
+                     })
+                    (fun (beta, level, xs) ->
+                        let d = Decomposer.Create(beta, level)
+                        let scalar = Array.zeroCreate<int64> (level * 64)
+                        let vector = Array.zeroCreate<int64> (level * 64)
+                        d.DecomposePolynomialInto(false, xs, 0, 64, scalar)
+                        if SimdPath.isSupported SimdPath.Vector512 then d.DecomposePolynomialInto(true, xs, 0, 64, vector) else Array.blit scalar 0 vector 0 scalar.Length
+                        scalar = vector)
+                testProperty "decompose-and-transform equals decompose then transform, every SIMD path"
+                <| forAll
+                    (gen {
+                        let! level = Gen.choose (1, 3)
+                        let! xs = Gen.arrayOfLength 256 u64
+                        return level, xs
+                     })
+                    (fun (level, xs) ->
+                        let d = Decomposer.Create(10, level)
+                        let plan = FftPlan.ForSize 256
+                        let digits = Array.zeroCreate<int64> (level * 256)
+                        d.DecomposePolynomialInto(false, xs, 0, 256, digits)
+                        SimdPath.supported
+                        |> List.forall (fun path ->
+                            let reference = Array.zeroCreate<float> (level * 256)
+                            for i in 0 .. level - 1 do
+                                plan.ForwardInteger(path, digits, i * 256, reference, i * 256)
+                            let fused = Array.zeroCreate<float> (level * 256)
+                            plan.ForwardDecomposed(path, d, xs, 0, fused, 0, 256, Array.zeroCreate (level * 256))
+                            fused = reference))
                 test "hand-computed digits follow TFHE-rs's rounding and balancing" {
                     // β = 4, ℓ = 1: top bits 1000.1 round up to 1001 = 9 > B/2, balanced to 9 - 16 = -7.
                     Expect.equal (Decomposer.Create(4, 1).Decompose(0x88UL <<< 56)) [| -7L |] "0x88 → -7"
