@@ -1,37 +1,47 @@
 // The README's main job: dotnet fsi build.fsx quickstart
-// Until training and FHE land, it shows the quantization core on a shipped dataset: calibration, error per bit-width,
-// power-of-two scales, and the accumulator bound that pruning enforces.
+// Trains a 3-bit network on Iris with quantization-aware training, compiles it to an FHE circuit, generates keys,
+// and classifies a few test rows encrypted end to end, checking that they match the integer model in the clear.
 #load "prelude.fsx"
 
 open System
+open System.Diagnostics
 open Prelude
-open FheNet.Quantization
+open FheNet.Estimators
+open FheNet.Fhe
 
-let iris = readCsv (dataFile "iris_train.csv")
-printfn "iris_train: %d rows, %d features" iris.Features.Length iris.Columns.Length
+let train = readCsv (dataFile "iris_train.csv")
+let test = readCsv (dataFile "iris_test.csv")
 
-// Standardize each feature (statistics of the train split), then quantize it per tensor.
-let columns =
-    Array.init iris.Columns.Length (fun j ->
-        let column = iris.Features |> Array.map (fun r -> float r[j])
-        let mean = Array.average column
-        let std = sqrt (column |> Array.averageBy (fun v -> (v - mean) ** 2.0))
-        column |> Array.map (fun v -> float32 ((v - mean) / std)))
-let values = Array.concat columns
+// Standardize with the train split's statistics.
+let columns = train.Columns.Length
+let mean = Array.init columns (fun j -> train.Features |> Array.averageBy (fun r -> float r[j]))
+let std = Array.init columns (fun j -> sqrt (train.Features |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0)))
+let standardize (rows: float32[][]) =
+    rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
+let xTrain, xTest = standardize train.Features, standardize test.Features
+let yTrain, yTest = train.Target |> Array.map int, test.Target |> Array.map int
 
-printfn "\n%-6s %-22s %-12s %-12s" "bits" "scale (power of two)" "RMS error" "max error"
-for bits in [ 2; 3; 4; 6; 8 ] do
-    let q = Calibration.calibrate (Calibrator.MinMse 200) bits true false true values
-    let codes = Quantizer.quantizeArray q values
-    let back = Quantizer.dequantizeArray q codes
-    let errors = Array.map2 (fun (a: float32) b -> float (a - b)) values back
-    let rms = sqrt (errors |> Array.averageBy (fun e -> e * e))
-    let scale = match q.Scale with Scale.PowerOfTwo j -> $"2^%d{j} = %g{q.Scale.Value}" | Scale.Real s -> $"%g{s}"
-    printfn "%-6d %-22s %-12.4f %-12.4f" bits scale rms (errors |> Array.map abs |> Array.max)
+let timed label (work: unit -> 'a) =
+    let watch = Stopwatch.StartNew()
+    let result = work ()
+    printfn "%-34s %8.2f s" label watch.Elapsed.TotalSeconds
+    result
 
-printfn "\nLargest fan-in that can never overflow the accumulator (signed inputs, bias bound 0):"
-printfn "%-10s %-10s %-10s %-10s" "w bits" "a bits" "acc bits" "fan-in"
-for w, a, acc in [ (3, 3, 8); (4, 4, 10); (3, 3, 12); (2, 2, 6) ] do
-    let weights = CodeRange.OfQuantizer(Quantizer.symmetric w true true (Scale.Real 1.0))
-    let inputs = CodeRange.OfQuantizer(Quantizer.symmetric a true false (Scale.Real 1.0))
-    printfn "%-10d %-10d %-10d %-10d" w a acc (Pruning.maxFanIn weights inputs acc 0L)
+let settings =
+    NeuralNetSettings.defaults
+    |> NeuralNetSettings.setMany [ "module__n_layers", "3"; "max_epochs", "100" ]
+
+let model, twin = timed "fit (3/3-bit QAT + float twin)" (fun () -> NeuralNetClassifier<int>(settings).FitBenchmark(xTrain, yTrain))
+printfn "test accuracy: float %.3f, quantized %.3f" (twin.Score(xTest, yTest)) (model.Score(xTest, yTest))
+
+let circuit = timed "compile" (fun () -> model.Compile xTrain)
+timed "key generation" (fun () -> model.Keygen()) |> ignore
+printf "%s" (string (CircuitReport.create circuit None 1 None))
+
+let rows = xTest[..2]
+let encrypted = timed $"predict %d{rows.Length} rows encrypted" (fun () -> model.Predict(rows, FheMode.Execute))
+let clear = model.Predict rows
+printfn "encrypted predictions %A, in the clear %A, true labels %A" encrypted clear yTest[..2]
+if encrypted <> clear then
+    eprintfn "encrypted and clear predictions differ"
+    exit 1
