@@ -8,9 +8,12 @@ open FheNet.Tfhe
 /// How the low bits of an accumulator are dropped before its table lookup.
 [<RequireQualifiedAccess>]
 type RoundingMethod =
-    /// One sign bootstrap per dropped bit: the table sees exactly round_half_up(acc / 2^t), bit for bit what the
-    /// integer model computes. The default.
+    /// Exact, two bootstraps per group of up to P + 1 dropped bits (P the table's bits): a sign bootstrap clears the
+    /// group's top bit, a (c−1)-bit lookup the rest. The table sees exactly round_half_up(acc / 2^t), bit for bit what
+    /// the integer model computes. The default.
     | Exact
+    /// Exact, one sign bootstrap per dropped bit (Concrete's method).
+    | ExactPerBit
     /// No extra bootstrap: the table reads the top bits of the accumulator directly, which is off by one with a small
     /// probability when the accumulator lies within its noise of a rounding threshold.
     | Approximate
@@ -54,13 +57,26 @@ type LayerCircuit =
       CalibrationMin: int64
       CalibrationMax: int64 }
 
-    /// Bootstraps per sample: per neuron, t sign lookups (exact rounding) and the table.
+    /// The groups (lowest bit, size) in which exact rounding clears the t dropped bits, lowest first.
+    member l.RoundingGroups(rounding: RoundingMethod) =
+        let size =
+            match rounding with
+            | RoundingMethod.Exact -> max 1 (min l.Shift (l.LookupBits + 1))
+            | RoundingMethod.ExactPerBit
+            | RoundingMethod.Approximate -> 1
+        [ for low in 0 .. size .. l.Shift - 1 -> low, min size (l.Shift - low) ]
+
+    /// Bootstraps per sample: per neuron, those of exact rounding (one per group of one bit, two per larger group)
+    /// and the table.
     member l.BootstrapsFor(rounding: RoundingMethod) =
         if l.Table.Length = 0 then 0
         else
             match rounding with
-            | RoundingMethod.Exact -> l.Neurons * (l.Shift + 1)
             | RoundingMethod.Approximate -> l.Neurons
+            | RoundingMethod.Exact
+            | RoundingMethod.ExactPerBit ->
+                let rounding = l.RoundingGroups rounding |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
+                l.Neurons * (rounding + 1)
 
 /// A network compiled for FHE: the integer model it computes (any rounding threshold applied), the program of each
 /// layer, and one TFHE parameter set for the whole circuit.
@@ -174,15 +190,23 @@ module Compiler =
             [ { PbsVarianceFactor = nu2; PlaintextModulus = 1 <<< b; ThroughBlindRotation = false } ]
         else
             match rounding with
-            | RoundingMethod.Exact when layer.Shift > 0 ->
-                // Sign lookup i reads bit i moved to the padding bit: the accumulator noise grows by 2^(B−i) (worst
-                // at i = 0), and each earlier subtraction added a bootstrap output.
-                [ { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float b) * nu2
-                    PlaintextModulus = 1
-                    ThroughBlindRotation = true }
-                  { PbsVarianceFactor = nu2 + float layer.Shift
-                    PlaintextModulus = 1 <<< layer.LookupBits
-                    ThroughBlindRotation = true } ]
+            | RoundingMethod.Exact
+            | RoundingMethod.ExactPerBit when layer.Shift > 0 ->
+                // A group of c bits from bit i is read with its top bit on the padding bit: the accumulator noise
+                // grows by 2^(B−i−c+1), and the group decodes on c−1 bits; each earlier subtraction added a bootstrap
+                // output.
+                let groups = layer.RoundingGroups rounding
+                let reads =
+                    groups
+                    |> List.mapi (fun g (low, size) ->
+                        { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + 2.0 * float g)
+                          PlaintextModulus = 1 <<< (size - 1)
+                          ThroughBlindRotation = true })
+                let subtracted = groups |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
+                reads
+                @ [ { PbsVarianceFactor = nu2 + float subtracted
+                      PlaintextModulus = 1 <<< layer.LookupBits
+                      ThroughBlindRotation = true } ]
             | _ ->
                 [ { PbsVarianceFactor = nu2
                     PlaintextModulus = 1 <<< layer.LookupBits

@@ -51,9 +51,10 @@ type PreparedCircuit =
     private
         { circuit: Circuit
           serverKey: ServerKey
-          // Per layer: the output table, and the sign tables of exact rounding (one per dropped bit).
+          // Per layer: the output table, and per rounding group of exact rounding its sign table and (groups of more
+          // than one bit) the table of its remaining bits.
           tables: LookupTable option[]
-          signTables: LookupTable[][] }
+          groupTables: (LookupTable * LookupTable option)[][] }
 
     member p.Circuit = p.circuit
 
@@ -74,28 +75,53 @@ module FheServer =
             |> Array.map (fun layer ->
                 if layer.Table.Length = 0 then None
                 else Some(Pbs.lookupTableOfValues p (1 <<< next layer.Layer) layer.Table))
-          signTables =
+          groupTables =
             circuit.Layers
             |> Array.map (fun layer ->
                 match circuit.Rounding with
-                | RoundingMethod.Exact when layer.Table.Length > 0 ->
-                    // Output −2^i at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(i−1)·Δ_B for bit i = 0 / 1.
-                    Array.init layer.Shift (fun i ->
-                        Pbs.lookupTableWith p 1 (1 <<< (layer.AccumulatorBits + 1)) (fun _ -> -(1L <<< i)))
+                | RoundingMethod.Exact
+                | RoundingMethod.ExactPerBit when layer.Table.Length > 0 ->
+                    layer.RoundingGroups circuit.Rounding
+                    |> List.map (fun (low, size) ->
+                        let top = low + size - 1
+                        // Output −2^top at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(top−1)·Δ_B for a top bit 0 / 1.
+                        let sign = Pbs.lookupTableWith p 1 (1 <<< (layer.AccumulatorBits + 1)) (fun _ -> -(1L <<< top))
+                        // The group's other bits v, read as a (size−1)-bit message, give v·2^low at Δ_B.
+                        let rest =
+                            if size = 1 then None
+                            else Some(Pbs.lookupTableWith p (1 <<< (size - 1)) (1 <<< layer.AccumulatorBits) (fun v -> int64 v <<< low))
+                        sign, rest)
+                    |> Array.ofList
                 | _ -> [||]) }
 
-    /// round_half_up(y / 2^t) of a ciphertext of y at Δ_B, as a ciphertext of the result at Δ_(B−t): one sign
-    /// bootstrap per dropped bit (Concrete's exact rounding).
+    /// round_half_up(y / 2^t) of a ciphertext of y at Δ_B, as a ciphertext of the result at Δ_(B−t). The dropped
+    /// bits are cleared group by group from the lowest: multiplying by 2^(B−low−size+1) brings the group's top bit
+    /// onto the padding bit and wraps away every higher bit; a sign bootstrap reads that bit, and a (size−1)-bit
+    /// lookup the bits below it, each subtracted at its weight.
     let private roundExactly (prepared: PreparedCircuit) (layer: LayerCircuit) (y: LweCiphertext) =
         let b = layer.AccumulatorBits
         let half = Encoding.WithPadding(1 <<< (b + 1))
-        let withCarry = Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< b)) (1L <<< (layer.Shift - 1)) y
-        let mutable c = withCarry
-        for i in 0 .. layer.Shift - 1 do
-            // Bits below i are already 0: multiplying by 2^(B−i) puts bit i on the padding bit, higher bits vanish.
-            let moved = Lwe.mulScalar (1L <<< (b - i)) c
-            let extracted = Pbs.apply prepared.serverKey (prepared.signTables[layer.Layer][i]) moved
-            c <- Lwe.sub c (Lwe.addPlaintextWith half (1L <<< i) extracted)
+        let mutable c = Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< b)) (1L <<< (layer.Shift - 1)) y
+        let groups = layer.RoundingGroups prepared.circuit.Rounding
+        groups
+        |> List.iteri (fun g (low, size) ->
+            let sign, rest = prepared.groupTables[layer.Layer][g]
+            let moved = Lwe.mulScalar (1L <<< (b - low - size + 1)) c
+            // A one-bit group sits on the padding bit (phase 0 or ½); a wider one is centred in its half of the torus
+            // (plus half a group step, minus a quarter turn) so the one-box sign lookup reads its top bit.
+            let centred =
+                if size = 1 then moved
+                else
+                    moved
+                    |> Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< size)) 1L
+                    |> Lwe.addPlaintextWith (Encoding.WithPadding 2) -1L
+            let top = Pbs.apply prepared.serverKey sign centred
+            c <- Lwe.sub c (Lwe.addPlaintextWith half (1L <<< (low + size - 1)) top)
+            match rest with
+            | Some table ->
+                let remaining = Lwe.mulScalar (1L <<< (b - low - size + 1)) c
+                c <- Lwe.sub c (Pbs.apply prepared.serverKey table remaining)
+            | None -> ())
         c
 
     let private neuron (prepared: PreparedCircuit) (layer: LayerCircuit) (inputs: LweCiphertext[]) (j: int) =
@@ -115,7 +141,8 @@ module FheServer =
         | Some table ->
             let input =
                 match prepared.circuit.Rounding with
-                | RoundingMethod.Exact when layer.Shift > 0 -> roundExactly prepared layer y
+                | RoundingMethod.Exact
+                | RoundingMethod.ExactPerBit when layer.Shift > 0 -> roundExactly prepared layer y
                 // Half a step of y centres the table's boxes between two rounding thresholds.
                 | RoundingMethod.Approximate when layer.Shift > 0 ->
                     Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< (layer.AccumulatorBits + 1))) 1L y
@@ -202,14 +229,18 @@ module FheSimulator =
             else
                 let index =
                     match circuit.Rounding with
-                    | RoundingMethod.Exact when t > 0 ->
-                        // Sign lookup i misreads its bit when keyswitch + modulus-switch noise passes a quarter turn.
+                    | RoundingMethod.Exact
+                    | RoundingMethod.ExactPerBit when t > 0 ->
+                        // Each group's read is off when keyswitch + modulus-switch noise passes half a step of its
+                        // (size−1)-bit decoding (a quarter turn for one bit); the rest is subtracted as read.
                         let mutable v = y + (1L <<< (t - 1))
-                        for i in 0 .. t - 1 do
-                            let bit = (v >>> i) &&& 1L
-                            let read = if abs (rng.NextGaussian() * sqrt lookupExtra) > 0.25 then 1L - bit else bit
-                            v <- v - (read <<< i)
-                        (v >>> t) + steps rng (lookupExtra + float t * pbsVariance) p
+                        let groups = layer.RoundingGroups circuit.Rounding
+                        for low, size in groups do
+                            let group = (v >>> low) &&& ((1L <<< size) - 1L)
+                            let read = group + steps rng lookupExtra (size - 1)
+                            v <- v - (read <<< low)
+                        let subtracted = groups |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
+                        (v >>> t) + steps rng (lookupExtra + float subtracted * pbsVariance) p
                     | RoundingMethod.Approximate when t > 0 ->
                         // The table reads (y + 1/2) / 2^t to the nearest integer, its own noise included.
                         let exact = (float y + 0.5) / Math.ScaleB(1.0, t)

@@ -47,14 +47,19 @@ let tests =
     testSequenced
     <| testList
         "Fhe"
-        [ test "execute equals disable: ReLU, power-of-two, exact rounding of the accumulators" {
+        [ test "execute equals disable: ReLU, power-of-two, exact rounding grouped and per bit" {
               let x, _, xTest, _ = moons.Force()
               let model = (classifier []).IntegerModel.Value
-              // A 3-bit threshold forces dropped bits, so the sign bootstraps of exact rounding run.
-              let circuit = Compiler.compile { CompileOptions.Default with RoundingThresholdBits = Some 3 } model x
-              Expect.isGreaterThan (circuit.Layers[0].Shift) 0 "bits are dropped before the lookup"
-              Expect.isGreaterThan circuit.BootstrapsPerSample circuit.Layers[0].Neurons "sign bootstraps on top of the lookups"
-              expectExecuteEqualsDisable circuit xTest[..2]
+              // A 2-bit threshold drops several bits, so that grouped rounding reads a group of more than one bit.
+              for rounding in [ RoundingMethod.Exact; RoundingMethod.ExactPerBit ] do
+                  let circuit =
+                      Compiler.compile { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = rounding } model x
+                  let hidden = circuit.Layers[0]
+                  Expect.isGreaterThan hidden.Shift 1 "several bits dropped before the lookup"
+                  if rounding = RoundingMethod.Exact then
+                      Expect.exists (hidden.RoundingGroups rounding) (fun (_, size) -> size > 1) "a group of several bits"
+                  Expect.isGreaterThan circuit.BootstrapsPerSample hidden.Neurons "rounding bootstraps on top of the lookups"
+                  expectExecuteEqualsDisable circuit xTest[..1]
           }
 
           test "execute equals disable: Sigmoid, power-of-two" {
@@ -75,7 +80,10 @@ let tests =
           test "simulate equals disable at the default p_error" {
               let x, _, xTest, _ = moons.Force()
               let model = (classifier []).IntegerModel.Value
-              for options in [ CompileOptions.Default; { CompileOptions.Default with RoundingThresholdBits = Some 3 } ] do
+              for options in
+                  [ CompileOptions.Default
+                    { CompileOptions.Default with RoundingThresholdBits = Some 2 }
+                    { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = RoundingMethod.ExactPerBit } ] do
                   let circuit = Compiler.compile options model x
                   Expect.equal (simulateAccumulators 0 circuit xTest) (disableAccumulators circuit xTest) "simulate = disable"
           }
