@@ -62,7 +62,8 @@ module Server =
                 try
                     do! handler ctx
                 with
-                | :? OperationCanceledException when ctx.RequestAborted.IsCancellationRequested -> ()
+                // Cancelled or reset by the disconnect: nobody is left to answer.
+                | _ when ctx.RequestAborted.IsCancellationRequested -> ()
                 | :? InvalidFheDataException as e -> do! writeError ctx 400 "invalid FheNet data" e.Message
                 | :? BodyTooLargeException as e -> do! writeError ctx 413 "request too large" e.Message
                 | :? KeyTooLargeException as e -> do! writeError ctx 413 "evaluation keys too large" e.Message
@@ -118,14 +119,22 @@ module Server =
         let header = string request.Headers[InferenceApi.KeyIdHeader]
         if String.IsNullOrWhiteSpace header then string request.Query[InferenceApi.KeyIdQuery] else header
 
-    /// Runs one evaluation in a slot, off the request thread. The slot is released only when Evaluate has returned,
+    /// Runs one evaluation in a slot, off the request threads. The slot is released only when Evaluate has returned,
     /// so the bound holds even for an evaluation that ignores cancellation.
     let private evaluate (state: ServerState) (backend: IInferenceBackend) (key: obj) (body: byte[]) (aborted: CancellationToken) =
         task {
             state.Started()
             try
                 try
-                    let! result = Task.Run((fun () -> backend.Evaluate(key, body, aborted)), aborted)
+                    // A dedicated thread: a multi-second CPU-bound evaluation must not hold a thread-pool thread that
+                    // Kestrel needs for I/O; the slots bound how many such threads exist.
+                    let! result =
+                        Task.Factory.StartNew(
+                            (fun () -> backend.Evaluate(key, body, aborted)),
+                            aborted,
+                            TaskCreationOptions.LongRunning,
+                            TaskScheduler.Default
+                        )
                     state.Completed()
                     return result
                 with :? OperationCanceledException when aborted.IsCancellationRequested ->

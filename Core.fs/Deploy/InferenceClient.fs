@@ -78,8 +78,8 @@ type InferenceServerException(request: string, statusCode: int, error: string, d
     /// The server's explanation (for example the reason serialized data was refused).
     member _.Detail = detail
 
-/// HTTP 400: the server refused the serialized keys or ciphertexts (truncated, altered, another model...);
-/// <c>Detail</c> says why.
+/// HTTP 400: the server refused the request as malformed, typically serialized keys or ciphertexts that fail
+/// validation (truncated, altered, made for another model...); <c>Detail</c> says why.
 type RejectedFheDataException(request: string, error: string, detail: string) =
     inherit InferenceServerException(request, 400, error, detail)
 
@@ -117,8 +117,8 @@ type InferenceServerUnavailableException(baseAddress: Uri, problem: string, inne
 /// A client of the FheNet HTTP inference server. It only moves bytes: evaluation keys, ciphertexts and results are
 /// produced and decrypted by the model client, and the secret key never leaves it. Thread-safe.
 /// <param name="baseAddress">The server's absolute base address, e.g. <c>http://127.0.0.1:5000/</c>.</param>
-/// <param name="httpClient">An HttpClient to use (and not dispose); by default one is created and owned, with a
-/// 10-minute timeout since an encrypted prediction may wait for a slot and then take seconds.</param>
+/// <param name="httpClient">An HttpClient to use and not dispose; when null, the client creates and owns one with a
+/// 10-minute timeout, since an encrypted prediction may wait for a slot and then take seconds.</param>
 [<Sealed>]
 type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
     do
@@ -136,23 +136,28 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
         | null -> new HttpClient(Timeout = TimeSpan.FromMinutes 10.0)
         | given -> given
 
+    /// A string field of a JSON object; None when the text is not such an object.
+    let stringField (document: JsonDocument) (name: string) =
+        if document.RootElement.ValueKind <> JsonValueKind.Object then
+            None
+        else
+            match document.RootElement.TryGetProperty name with
+            | true, value when value.ValueKind = JsonValueKind.String -> value.GetString() |> Option.ofObj
+            | _ -> None
+
     let keyIdOf (text: string) =
         use document = JsonDocument.Parse text
-        match document.RootElement.TryGetProperty "keyId" with
-        | true, value when value.ValueKind = JsonValueKind.String -> value.GetString() |> Option.ofObj
-        | _ -> None
+        stringField document "keyId"
 
     let healthOf (text: string) =
-        JsonSerializer.Deserialize<ServerHealth>(text, InferenceApi.JsonOptions) |> Option.ofObj
+        match JsonSerializer.Deserialize<ServerHealth>(text, InferenceApi.JsonOptions) |> Option.ofObj with
+        | Some health when not (isNull (box health.Status)) -> Some health
+        | _ -> None
 
     let errorBody (text: string) =
         try
             use document = JsonDocument.Parse text
-            let field (name: string) =
-                match document.RootElement.TryGetProperty name with
-                | true, value when value.ValueKind = JsonValueKind.String -> value.GetString() |> Option.ofObj
-                | _ -> None
-            field "error", field "detail"
+            stringField document "error", stringField document "detail"
         with :? JsonException -> None, None
 
     let failure (request: string) (keyId: string | null) (response: HttpResponseMessage) : Task<exn> =
@@ -189,7 +194,7 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
                         return! http.SendAsync(request, HttpCompletionOption.ResponseContentRead, ct)
                     with
                     | :? HttpRequestException as e ->
-                        return raise (InferenceServerUnavailableException(baseAddress, $"could not be reached (%s{e.Message})", e))
+                        return raise (InferenceServerUnavailableException(baseAddress, $"failed to answer %s{name} (%s{e.Message})", e))
                     | :? TaskCanceledException as e when not ct.IsCancellationRequested ->
                         return raise (InferenceServerUnavailableException(baseAddress, $"did not answer %s{name} within %O{http.Timeout}", e))
                 }

@@ -75,6 +75,18 @@ let private eventually (condition: unit -> Task<bool>) =
         return holds
     }
 
+/// Sends a request head (no body) over a raw loopback socket and returns the response's status line.
+let private statusLineFor (address: Uri) (head: string) =
+    task {
+        use tcp = new Sockets.TcpClient()
+        do! tcp.ConnectAsync(address.Host, address.Port)
+        use stream = tcp.GetStream()
+        do! stream.WriteAsync(Text.Encoding.ASCII.GetBytes(head.ReplaceLineEndings "\r\n"))
+        use reader = new StreamReader(stream)
+        use timeout = new CancellationTokenSource(seconds 5.0)
+        return! reader.ReadLineAsync(timeout.Token)
+    }
+
 /// A test that runs a task (Expecto's testTask binds `use` to IAsyncDisposable only).
 let private serverTest name (work: unit -> Task<unit>) =
     testCaseAsync name (async { do! work () |> Async.AwaitTask })
@@ -211,6 +223,30 @@ let server =
                   Expect.equal health.Completed 0L "no refused ciphertext was evaluated to a result"
               })
 
+          serverTest "300 random corruptions of ciphertexts all get 400, never another status" (fun () ->
+              task {
+                  let backend = ToyBackend()
+                  let local = backend :> IInferenceBackend
+                  use! running = start testOptions backend
+                  let! id = running.Client.RegisterKeysAsync(keyBytes keyB)
+                  let struct (loaded, _) = local.LoadEvaluationKeys(keyBytes keyB)
+                  let good = ciphertextBytes false (words 12 32)
+                  let rng = Random 12
+                  for case in 1..300 do
+                      let bad =
+                          match rng.Next 3 with
+                          | 0 ->
+                              let copy = Array.copy good
+                              let position = rng.Next copy.Length
+                              copy[position] <- copy[position] ^^^ byte (rng.Next(1, 256))
+                              copy
+                          | 1 -> good[.. rng.Next good.Length - 1]
+                          | _ -> Array.append good (Array.init (rng.Next(1, 9)) byte)
+                      let expected = inProcessError (fun () -> local.Evaluate(loaded, bad, CancellationToken.None) |> ignore)
+                      let! e = failsWith<RejectedFheDataException> (fun () -> running.Client.PredictAsync(id, bad))
+                      Expect.equal e.Detail expected $"case %d{case}"
+              })
+
           serverTest "evicted keys give 404 until they are registered again" (fun () ->
               task {
                   use! running = start { testOptions with KeyBudgetBytes = 2000L } (ToyBackend())
@@ -254,6 +290,22 @@ let server =
                   Expect.equal response.StatusCode HttpStatusCode.RequestEntityTooLarge "chunked body"
                   let! health = client.HealthAsync()
                   Expect.equal health.Keys 1 "nothing stored"
+              })
+
+          serverTest "with Expect: 100-continue, oversized bodies and unknown keys are refused before the upload" (fun () ->
+              task {
+                  use! running = start testOptions (ToyBackend())
+                  let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
+                  let head (path: string) (keyId: string) (length: int64) =
+                      $"POST /%s{path} HTTP/1.1\nHost: localhost\n%s{InferenceApi.KeyIdHeader}: %s{keyId}\nContent-Length: %d{length}\nExpect: 100-continue\n\n"
+                  let! tooLarge = statusLineFor running.Address (head "predict" id (1L <<< 30))
+                  Expect.stringStarts tooLarge "HTTP/1.1 413" "a 1 GiB prediction is refused without being sent"
+                  let! keysTooLarge = statusLineFor running.Address (head "keys" "" (1L <<< 30))
+                  Expect.stringStarts keysTooLarge "HTTP/1.1 413" "1 GiB of keys are refused without being sent"
+                  let! unknown = statusLineFor running.Address (head "predict" (String('f', 64)) 1000L)
+                  Expect.stringStarts unknown "HTTP/1.1 404" "an unknown key is reported before the upload"
+                  let! accepted = statusLineFor running.Address (head "predict" id 1000L)
+                  Expect.stringStarts accepted "HTTP/1.1 100" "a valid request is told to send its body"
               })
 
           serverTest "beyond the concurrency bound a prediction waits, then gets 503 with Retry-After" (fun () ->
@@ -318,6 +370,19 @@ let server =
                   Expect.equal (resultWords result) (expectedWords keyA (words 9 4)) "the slot is free again"
               })
 
+          serverTest "a client timeout is reported as such and cancels the evaluation" (fun () ->
+              task {
+                  let backend = ToyBackend()
+                  use! running = start testOptions backend
+                  let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
+                  use http = new HttpClient(Timeout = TimeSpan.FromMilliseconds 300.0)
+                  use impatient = new InferenceClient(running.Address, http)
+                  let! e = failsWith<InferenceServerUnavailableException> (fun () -> impatient.PredictAsync(id, ciphertextBytes true (words 11 4)))
+                  Expect.stringContains e.Message "did not answer POST /predict within 00:00:00.3" "says what happened"
+                  let! seen = eventually (fun () -> task { return backend.CancellationsSeen = 1 })
+                  Expect.isTrue seen "Evaluate observed its token"
+              })
+
           serverTest "health reports keys, memory, budget and evaluations" (fun () ->
               task {
                   use! running = start testOptions (ToyBackend())
@@ -370,7 +435,7 @@ let server =
                       }
                   use client = new InferenceClient(address)
                   let! e = failsWith<InferenceServerUnavailableException> (fun () -> client.HealthAsync())
-                  Expect.stringContains e.Message "could not be reached" "says what happened"
+                  Expect.stringContains e.Message "failed to answer GET /health" "says what happened"
               })
 
           serverTest "load: 4 clients x 10 predictions, none failed or lost" (fun () ->
@@ -378,6 +443,8 @@ let server =
                   let backend = ToyBackend()
                   use! running = start testOptions backend
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyB)
+                  // One untimed prediction first, so that JIT compilation is not counted as latency.
+                  let! _ = running.Client.PredictAsync(id, ciphertextBytes false (words 0 2048))
                   let clientCount, perClient = 4, 10
                   let one (c: int) =
                       task {
@@ -397,7 +464,7 @@ let server =
                   let sorted = Array.concat all |> Array.sort
                   Expect.equal sorted.Length (clientCount * perClient) "every request answered"
                   let! health = running.Client.HealthAsync()
-                  Expect.equal (health.Completed, health.Rejected, health.InFlight) (40L, 0L, 0) "all completed"
+                  Expect.equal (health.Completed, health.Rejected, health.InFlight) (41L, 0L, 0) "all completed"
                   Expect.isLessThanOrEqual backend.MostRunning 2 "the concurrency bound held"
                   printfn
                       "server load test (toy backend, 2048 words = 16 KiB per request, 2 slots): p50 %.2f ms, p99 %.2f ms, %.0f requests/s"
