@@ -54,7 +54,9 @@ module ServerOptions =
             if not condition then
                 raise (ServerOptionsException problem)
         require (not (String.IsNullOrWhiteSpace options.ModelDirectory)) "--model: pass the model directory"
-        require (not (String.IsNullOrWhiteSpace options.Urls)) "--urls: pass at least one address, e.g. http://127.0.0.1:5000"
+        require
+            (not (String.IsNullOrWhiteSpace options.Urls))
+            "--urls: pass at least one address, e.g. http://127.0.0.1:5000"
         require (options.MaxConcurrentEvaluations >= 1) "--max-concurrent must be at least 1"
         require (options.KeyBudgetBytes >= 1L) "--key-budget-mb must be at least 1"
         require

@@ -107,7 +107,7 @@ module Server =
                 return buffer.ToArray()
         }
 
-    let private registerKeys (state: ServerState) (options: ServerOptions) (backend: IInferenceBackend) (ctx: HttpContext) =
+    let private registerKeys (state: ServerState) (options: ServerOptions) (backend: IInferenceBackend) ctx =
         task {
             let! body = readBody ctx options.MaxKeyRequestBytes
             let id = state.Keys.Register(body, Func<_, _> backend.LoadEvaluationKeys)
@@ -121,7 +121,7 @@ module Server =
 
     /// Runs one evaluation in a slot, off the request threads. The slot is released only when Evaluate has returned,
     /// so the bound holds even for an evaluation that ignores cancellation.
-    let private evaluate (state: ServerState) (backend: IInferenceBackend) (key: obj) (body: byte[]) (aborted: CancellationToken) =
+    let private evaluate (state: ServerState) (backend: IInferenceBackend) key body (aborted: CancellationToken) =
         task {
             state.Started()
             try
@@ -217,8 +217,8 @@ module ModelDirectory =
     [<Literal>]
     let ServerArtifactFile = "server.fhenet"
 
-    /// The path of the directory's server artifact; raises <see cref="T:FheNet.Server.ServerArtifactNotFoundException"/>
-    /// when the directory or the file does not exist.
+    /// The path of the directory's server artifact; raises
+    /// <see cref="T:FheNet.Server.ServerArtifactNotFoundException"/> when the directory or the file does not exist.
     let serverArtifact (directory: string) =
         let path = Path.Combine(directory, ServerArtifactFile)
         if not (File.Exists path) then

@@ -123,7 +123,12 @@ type InferenceServerUnavailableException(baseAddress: Uri, problem: string, inne
 type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
     do
         if isNull (box baseAddress) || not baseAddress.IsAbsoluteUri then
-            raise (ArgumentException("the server's base address must be an absolute URI, e.g. http://127.0.0.1:5000/", "baseAddress"))
+            raise (
+                ArgumentException(
+                    "the server's base address must be an absolute URI, e.g. http://127.0.0.1:5000/",
+                    "baseAddress"
+                )
+            )
 
     // Relative paths resolve under the base path only when it ends with '/'.
     let root =
@@ -171,14 +176,16 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
             return
                 match response.StatusCode with
                 | HttpStatusCode.BadRequest -> RejectedFheDataException(request, error, detail) :> exn
-                | HttpStatusCode.NotFound when not (isNull keyId) -> UnknownKeyException(request, nonNull keyId, error, detail)
+                | HttpStatusCode.NotFound when not (isNull keyId) ->
+                    UnknownKeyException(request, nonNull keyId, error, detail)
                 | HttpStatusCode.RequestEntityTooLarge -> PayloadTooLargeException(request, error, detail)
                 | HttpStatusCode.ServiceUnavailable ->
                     let retryAfter =
                         match response.Headers.RetryAfter with
                         | null -> Nullable()
                         | header when header.Delta.HasValue -> header.Delta
-                        | header when header.Date.HasValue -> Nullable(max TimeSpan.Zero (header.Date.Value - DateTimeOffset.UtcNow))
+                        | header when header.Date.HasValue ->
+                            Nullable(max TimeSpan.Zero (header.Date.Value - DateTimeOffset.UtcNow))
                         | _ -> Nullable()
                     ServerBusyException(request, retryAfter, error, detail)
                 | _ -> InferenceServerException(request, status, error, detail)
@@ -186,7 +193,13 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
 
     /// Sends one request and reads a successful answer with <c>read</c>; maps transport failures and HTTP errors to
     /// typed exceptions. The caller's cancellation passes through as OperationCanceledException.
-    let send (name: string) (request: HttpRequestMessage) (keyId: string | null) (read: HttpContent -> Task<'T>) (ct: CancellationToken) : Task<'T> =
+    let send
+        (name: string)
+        (request: HttpRequestMessage)
+        (keyId: string | null)
+        (read: HttpContent -> Task<'T>)
+        (ct: CancellationToken)
+        : Task<'T> =
         task {
             let! response =
                 task {
@@ -248,7 +261,8 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
 
     /// Runs the encrypted model on serialized ciphertexts with the keys registered under <c>keyId</c>; returns the
     /// serialized encrypted result. Raises UnknownKeyException when the server no longer holds the keys (register
-    /// them again), ServerBusyException (retry after its RetryAfter), RejectedFheDataException, PayloadTooLargeException.
+    /// them again), ServerBusyException (retry after its RetryAfter), RejectedFheDataException and
+    /// PayloadTooLargeException.
     member _.PredictAsync(keyId: string, ciphertexts: byte[], [<Optional>] ct: CancellationToken) : Task<byte[]> =
         if String.IsNullOrWhiteSpace keyId then
             raise (ArgumentException("pass the id returned by RegisterKeysAsync", "keyId"))

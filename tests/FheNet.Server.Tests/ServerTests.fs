@@ -101,7 +101,8 @@ let options =
         [ test "every option is read from the command line" {
               let o =
                   ServerOptions.parse
-                      [| "--model"; "m"; "--urls"; "http://127.0.0.1:0"; "--max-concurrent"; "3"; "--key-budget-mb"; "10"
+                      [| "--model"; "m"; "--urls"; "http://127.0.0.1:0"; "--max-concurrent"; "3"
+                         "--key-budget-mb"; "10"
                          "--max-key-mb"; "5"; "--max-request-mb"; "2"; "--queue-timeout-ms"; "250" |]
               Expect.equal
                   o
@@ -147,6 +148,16 @@ let options =
                       "found"
               finally
                   directory.Delete true
+          }
+
+          test "main exits with status 2, before listening, on a bad command line or a directory without a model" {
+              let directory = Directory.CreateTempSubdirectory "fhenet-server-test"
+              try
+                  let model = directory.FullName
+                  Expect.equal (Program.main [| "--model"; model; "--urls"; "http://127.0.0.1:0" |]) 2 "no artifact"
+                  Expect.equal (Program.main [| "--model"; model; "--max-concurrent"; "0" |]) 2 "bad option"
+              finally
+                  directory.Delete true
           } ]
 
 [<Tests>]
@@ -183,7 +194,8 @@ let server =
                   Expect.equal byQuery.StatusCode HttpStatusCode.OK "served"
                   let! body = byQuery.Content.ReadAsByteArrayAsync()
                   Expect.equal (resultWords body) (expectedWords keyB input) "result"
-                  use! noKey = http.PostAsync(Uri(running.Address, "/predict"), new ByteArrayContent(ciphertextBytes false input))
+                  let noKeyBody = new ByteArrayContent(ciphertextBytes false input)
+                  use! noKey = http.PostAsync(Uri(running.Address, "/predict"), noKeyBody)
                   Expect.equal noKey.StatusCode HttpStatusCode.BadRequest "no key id"
                   let! error = noKey.Content.ReadAsStringAsync()
                   Expect.stringContains error "\"error\":\"missing key id\"" "a JSON error body"
@@ -210,7 +222,8 @@ let server =
                             yield copy
                         yield bytes[.. bytes.Length - 2] ]
                   for bad in mutations good do
-                      let expected = inProcessError (fun () -> local.Evaluate(loaded, bad, CancellationToken.None) |> ignore)
+                      let expected =
+                          inProcessError (fun () -> local.Evaluate(loaded, bad, CancellationToken.None) |> ignore)
                       let! e = failsWith<RejectedFheDataException> (fun () -> running.Client.PredictAsync(id, bad))
                       Expect.equal e.StatusCode 400 "status"
                       Expect.equal e.Detail expected "the server sends the format error"
@@ -242,7 +255,8 @@ let server =
                               copy
                           | 1 -> good[.. rng.Next good.Length - 1]
                           | _ -> Array.append good (Array.init (rng.Next(1, 9)) byte)
-                      let expected = inProcessError (fun () -> local.Evaluate(loaded, bad, CancellationToken.None) |> ignore)
+                      let expected =
+                          inProcessError (fun () -> local.Evaluate(loaded, bad, CancellationToken.None) |> ignore)
                       let! e = failsWith<RejectedFheDataException> (fun () -> running.Client.PredictAsync(id, bad))
                       Expect.equal e.Detail expected $"case %d{case}"
               })
@@ -255,10 +269,14 @@ let server =
                   let! _ = client.RegisterKeysAsync(keyBytes keyB)
                   let! _ = client.RegisterKeysAsync(keyBytes keyC)
                   let input = words 2 10
-                  let! e = failsWith<UnknownKeyException> (fun () -> client.PredictAsync(idA, ciphertextBytes false input))
+                  let! e =
+                      failsWith<UnknownKeyException> (fun () -> client.PredictAsync(idA, ciphertextBytes false input))
                   Expect.equal e.KeyId idA "the unknown id"
                   Expect.stringContains e.Message "POST /keys again" "tells the client what to do"
-                  let! never = failsWith<UnknownKeyException> (fun () -> client.PredictAsync(String('0', 64), ciphertextBytes false input))
+                  let unregistered = String('0', 64)
+                  let! never =
+                      failsWith<UnknownKeyException> (fun () ->
+                          client.PredictAsync(unregistered, ciphertextBytes false input))
                   Expect.equal never.StatusCode 404 "never registered"
                   let! idA' = client.RegisterKeysAsync(keyBytes keyA)
                   Expect.equal idA' idA "same id"
@@ -276,9 +294,11 @@ let server =
                   let big = ciphertextBytes false (words 3 (300 * 1024 / 8))
                   let! e = failsWith<PayloadTooLargeException> (fun () -> client.PredictAsync(id, big))
                   Expect.stringContains e.Detail "262144 bytes" "names the limit"
-                  let! e = failsWith<PayloadTooLargeException> (fun () -> client.RegisterKeysAsync(Array.zeroCreate (65 * 1024)))
+                  let oversizedKeys = Array.zeroCreate<byte> (65 * 1024)
+                  let! e = failsWith<PayloadTooLargeException> (fun () -> client.RegisterKeysAsync oversizedKeys)
                   Expect.stringContains e.Detail "65536 bytes" "names the key limit"
-                  let! e = failsWith<PayloadTooLargeException> (fun () -> client.RegisterKeysAsync(keyBytes { keyA with MemoryBytes = 2L <<< 20 }))
+                  let hugeKey = keyBytes { keyA with MemoryBytes = 2L <<< 20 }
+                  let! e = failsWith<PayloadTooLargeException> (fun () -> client.RegisterKeysAsync hugeKey)
                   Expect.stringContains e.Detail "exceeds the key store's budget" "a key larger than the budget"
                   // A chunked body (no Content-Length) is cut off while it is read.
                   use http = new HttpClient()
@@ -292,7 +312,7 @@ let server =
                   Expect.equal health.Keys 1 "nothing stored"
               })
 
-          serverTest "with Expect: 100-continue, oversized bodies and unknown keys are refused before the upload" (fun () ->
+          serverTest "with Expect: 100-continue, too large bodies and unknown keys are refused before upload" (fun () ->
               task {
                   use! running = start testOptions (ToyBackend())
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
@@ -311,14 +331,18 @@ let server =
           serverTest "beyond the concurrency bound a prediction waits, then gets 503 with Retry-After" (fun () ->
               task {
                   let backend = ToyBackend()
-                  let options = { testOptions with MaxConcurrentEvaluations = 1; QueueTimeout = TimeSpan.FromMilliseconds 200.0 }
+                  let options =
+                      { testOptions with
+                          MaxConcurrentEvaluations = 1
+                          QueueTimeout = TimeSpan.FromMilliseconds 200.0 }
                   use! running = start options backend
                   let client = running.Client
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
                   let input = words 4 16
                   let held = client.PredictAsync(id, ciphertextBytes true input)
                   Expect.isTrue (backend.WaitEntered(seconds 5.0)) "the held evaluation started"
-                  let! busy = failsWith<ServerBusyException> (fun () -> client.PredictAsync(id, ciphertextBytes false input))
+                  let! busy =
+                      failsWith<ServerBusyException> (fun () -> client.PredictAsync(id, ciphertextBytes false input))
                   Expect.equal busy.RetryAfter (Nullable(seconds 1.0)) "Retry-After"
                   Expect.stringContains busy.Detail "evaluation slots stayed busy" "says why"
                   let! health = client.HealthAsync()
@@ -377,7 +401,8 @@ let server =
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
                   use http = new HttpClient(Timeout = TimeSpan.FromMilliseconds 300.0)
                   use impatient = new InferenceClient(running.Address, http)
-                  let! e = failsWith<InferenceServerUnavailableException> (fun () -> impatient.PredictAsync(id, ciphertextBytes true (words 11 4)))
+                  let held = ciphertextBytes true (words 11 4)
+                  let! e = failsWith<InferenceServerUnavailableException> (fun () -> impatient.PredictAsync(id, held))
                   Expect.stringContains e.Message "did not answer POST /predict within 00:00:00.3" "says what happened"
                   let! seen = eventually (fun () -> task { return backend.CancellationsSeen = 1 })
                   Expect.isTrue seen "Evaluate observed its token"
@@ -467,7 +492,7 @@ let server =
                   Expect.equal (health.Completed, health.Rejected, health.InFlight) (41L, 0L, 0) "all completed"
                   Expect.isLessThanOrEqual backend.MostRunning 2 "the concurrency bound held"
                   printfn
-                      "server load test (toy backend, 2048 words = 16 KiB per request, 2 slots): p50 %.2f ms, p99 %.2f ms, %.0f requests/s"
+                      "server load test (toy backend, 16 KiB per request, 2 slots): p50 %.2f ms, p99 %.2f ms, %.0f requests/s"
                       (percentile sorted 0.50)
                       (percentile sorted 0.99)
                       (float sorted.Length / elapsed)

@@ -72,7 +72,8 @@ type ToyBackend() =
 
     interface IInferenceBackend with
         member _.ClientArtifact =
-            Container.toBytes ObjectKind.ClientArtifact context (fun w -> w.WriteString "toy client: identity quantizers")
+            Container.toBytes ObjectKind.ClientArtifact context (fun w ->
+                w.WriteString "toy client: identity quantizers")
 
         member _.LoadEvaluationKeys serialized =
             let key = readKey serialized
@@ -81,7 +82,8 @@ type ToyBackend() =
         member _.Evaluate(keys, ciphertexts, cancellation) =
             let key = keys :?> ToyKey
             let hold, words =
-                Container.ofBytes ciphertexts ObjectKind.Ciphertexts context (fun r -> r.ReadByte() = 1uy, r.ReadUInt64Array())
+                Container.ofBytes ciphertexts ObjectKind.Ciphertexts context (fun r ->
+                    r.ReadByte() = 1uy, r.ReadUInt64Array())
             let now = Interlocked.Increment &running
             let mutable seen = Volatile.Read &mostRunning
             while now > seen && Interlocked.CompareExchange(&mostRunning, now, seen) <> seen do
