@@ -176,7 +176,7 @@ let server =
                   Expect.equal again id "registering again gives the same id"
                   let struct (loaded, _) = local.LoadEvaluationKeys(keyBytes keyA)
                   for count in [ 0; 1; 17; 4096 ] do
-                      let input = ciphertextBytes false (words count count)
+                      let input = ciphertextBytes Mode.Run (words count count)
                       let! remote = running.Client.PredictAsync(id, input)
                       Expect.equal remote (local.Evaluate(loaded, input, CancellationToken.None)) $"%d{count} words"
                       Expect.equal (resultWords remote) (expectedWords keyA (words count count)) "the model's values"
@@ -190,11 +190,11 @@ let server =
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyB)
                   use http = new HttpClient()
                   let input = words 5 8
-                  use! byQuery = http.PostAsync(Uri(running.Address, $"/predict?keyId=%s{id}"), new ByteArrayContent(ciphertextBytes false input))
+                  use! byQuery = http.PostAsync(Uri(running.Address, $"/predict?keyId=%s{id}"), new ByteArrayContent(ciphertextBytes Mode.Run input))
                   Expect.equal byQuery.StatusCode HttpStatusCode.OK "served"
                   let! body = byQuery.Content.ReadAsByteArrayAsync()
                   Expect.equal (resultWords body) (expectedWords keyB input) "result"
-                  let noKeyBody = new ByteArrayContent(ciphertextBytes false input)
+                  let noKeyBody = new ByteArrayContent(ciphertextBytes Mode.Run input)
                   use! noKey = http.PostAsync(Uri(running.Address, "/predict"), noKeyBody)
                   Expect.equal noKey.StatusCode HttpStatusCode.BadRequest "no key id"
                   let! error = noKey.Content.ReadAsStringAsync()
@@ -212,7 +212,7 @@ let server =
                   use! running = start testOptions backend
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
                   let struct (loaded, _) = local.LoadEvaluationKeys(keyBytes keyA)
-                  let good = ciphertextBytes false (words 1 64)
+                  let good = ciphertextBytes Mode.Run (words 1 64)
                   let goodKey = keyBytes keyC
                   // Magic, version, kind, context, length, payload and checksum bytes, and a truncation.
                   let mutations (bytes: byte[]) =
@@ -243,7 +243,7 @@ let server =
                   use! running = start testOptions backend
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyB)
                   let struct (loaded, _) = local.LoadEvaluationKeys(keyBytes keyB)
-                  let good = ciphertextBytes false (words 12 32)
+                  let good = ciphertextBytes Mode.Run (words 12 32)
                   let rng = Random 12
                   for case in 1..300 do
                       let bad =
@@ -270,17 +270,17 @@ let server =
                   let! _ = client.RegisterKeysAsync(keyBytes keyC)
                   let input = words 2 10
                   let! e =
-                      failsWith<UnknownKeyException> (fun () -> client.PredictAsync(idA, ciphertextBytes false input))
+                      failsWith<UnknownKeyException> (fun () -> client.PredictAsync(idA, ciphertextBytes Mode.Run input))
                   Expect.equal e.KeyId idA "the unknown id"
                   Expect.stringContains e.Message "POST /keys again" "tells the client what to do"
                   let unregistered = String('0', 64)
                   let! never =
                       failsWith<UnknownKeyException> (fun () ->
-                          client.PredictAsync(unregistered, ciphertextBytes false input))
+                          client.PredictAsync(unregistered, ciphertextBytes Mode.Run input))
                   Expect.equal never.StatusCode 404 "never registered"
                   let! idA' = client.RegisterKeysAsync(keyBytes keyA)
                   Expect.equal idA' idA "same id"
-                  let! result = client.PredictAsync(idA, ciphertextBytes false input)
+                  let! result = client.PredictAsync(idA, ciphertextBytes Mode.Run input)
                   Expect.equal (resultWords result) (expectedWords keyA input) "served after re-registration"
                   let! health = client.HealthAsync()
                   Expect.equal (health.Keys, health.KeyBytes, health.Evictions) (2, 2000L, 2L) "A evicted, then B"
@@ -291,7 +291,7 @@ let server =
                   use! running = start testOptions (ToyBackend())
                   let client = running.Client
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
-                  let big = ciphertextBytes false (words 3 (300 * 1024 / 8))
+                  let big = ciphertextBytes Mode.Run (words 3 (300 * 1024 / 8))
                   let! e = failsWith<PayloadTooLargeException> (fun () -> client.PredictAsync(id, big))
                   Expect.stringContains e.Detail "262144 bytes" "names the limit"
                   let oversizedKeys = Array.zeroCreate<byte> (65 * 1024)
@@ -339,10 +339,10 @@ let server =
                   let client = running.Client
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
                   let input = words 4 16
-                  let held = client.PredictAsync(id, ciphertextBytes true input)
+                  let held = client.PredictAsync(id, ciphertextBytes Mode.Hold input)
                   Expect.isTrue (backend.WaitEntered(seconds 5.0)) "the held evaluation started"
                   let! busy =
-                      failsWith<ServerBusyException> (fun () -> client.PredictAsync(id, ciphertextBytes false input))
+                      failsWith<ServerBusyException> (fun () -> client.PredictAsync(id, ciphertextBytes Mode.Run input))
                   Expect.equal busy.RetryAfter (Nullable(seconds 1.0)) "Retry-After"
                   Expect.stringContains busy.Detail "evaluation slots stayed busy" "says why"
                   let! health = client.HealthAsync()
@@ -359,9 +359,9 @@ let server =
                   use! running = start { testOptions with MaxConcurrentEvaluations = 1 } backend
                   let client = running.Client
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
-                  let held = client.PredictAsync(id, ciphertextBytes true (words 6 4))
+                  let held = client.PredictAsync(id, ciphertextBytes Mode.Hold (words 6 4))
                   Expect.isTrue (backend.WaitEntered(seconds 5.0)) "the held evaluation started"
-                  let queued = client.PredictAsync(id, ciphertextBytes false (words 7 4))
+                  let queued = client.PredictAsync(id, ciphertextBytes Mode.Run (words 7 4))
                   do! Task.Delay 300
                   Expect.isFalse queued.IsCompleted "the second prediction waits for the slot"
                   backend.Release 1
@@ -377,7 +377,7 @@ let server =
                   let client = running.Client
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
                   use cts = new CancellationTokenSource()
-                  let held = client.PredictAsync(id, ciphertextBytes true (words 8 4), cts.Token)
+                  let held = client.PredictAsync(id, ciphertextBytes Mode.Hold (words 8 4), cts.Token)
                   Expect.isTrue (backend.WaitEntered(seconds 5.0)) "the held evaluation started"
                   cts.Cancel()
                   let! _ = failsWith<OperationCanceledException> (fun () -> held)
@@ -390,7 +390,7 @@ let server =
                               return h.InFlight = 0 && h.Cancelled = 1L
                           })
                   Expect.isTrue settled "the evaluation ended and was counted as cancelled"
-                  let! result = client.PredictAsync(id, ciphertextBytes false (words 9 4))
+                  let! result = client.PredictAsync(id, ciphertextBytes Mode.Run (words 9 4))
                   Expect.equal (resultWords result) (expectedWords keyA (words 9 4)) "the slot is free again"
               })
 
@@ -401,11 +401,25 @@ let server =
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
                   use http = new HttpClient(Timeout = TimeSpan.FromMilliseconds 300.0)
                   use impatient = new InferenceClient(running.Address, http)
-                  let held = ciphertextBytes true (words 11 4)
+                  let held = ciphertextBytes Mode.Hold (words 11 4)
                   let! e = failsWith<InferenceServerUnavailableException> (fun () -> impatient.PredictAsync(id, held))
                   Expect.stringContains e.Message "did not answer POST /predict within 00:00:00.3" "says what happened"
                   let! seen = eventually (fun () -> task { return backend.CancellationsSeen = 1 })
                   Expect.isTrue seen "Evaluate observed its token"
+              })
+
+          serverTest "a backend failure is answered 500 without its details" (fun () ->
+              task {
+                  use! running = start testOptions (ToyBackend())
+                  let! id = running.Client.RegisterKeysAsync(keyBytes keyA)
+                  let crash = ciphertextBytes Mode.Crash (words 13 4)
+                  let! e = failsWith<InferenceServerException> (fun () -> running.Client.PredictAsync(id, crash))
+                  Expect.equal (e.StatusCode, e.Error) (500, "internal server error") "a JSON 500"
+                  Expect.isFalse (e.Message.Contains "DEADBEEF") "the backend's message stays on the server"
+                  let! health = running.Client.HealthAsync()
+                  Expect.equal (health.InFlight, health.Completed) (0, 0L) "the slot was released"
+                  let! result = running.Client.PredictAsync(id, ciphertextBytes Mode.Run (words 14 4))
+                  Expect.equal (resultWords result) (expectedWords keyA (words 14 4)) "the server still serves"
               })
 
           serverTest "health reports keys, memory, budget and evaluations" (fun () ->
@@ -415,7 +429,7 @@ let server =
                   let! id = client.RegisterKeysAsync(keyBytes keyA)
                   let! _ = client.RegisterKeysAsync(keyBytes { keyB with MemoryBytes = 2500L })
                   for i in 1..3 do
-                      let! _ = client.PredictAsync(id, ciphertextBytes false (words i 4))
+                      let! _ = client.PredictAsync(id, ciphertextBytes Mode.Run (words i 4))
                       ()
                   let! health = client.HealthAsync()
                   Expect.equal
@@ -435,7 +449,7 @@ let server =
 
           serverTest "after a restart the client re-registers its keys and gets identical results" (fun () ->
               task {
-                  let input = ciphertextBytes false (words 10 32)
+                  let input = ciphertextBytes Mode.Run (words 10 32)
                   let! id, before =
                       task {
                           use! first = start testOptions (ToyBackend())
@@ -469,7 +483,7 @@ let server =
                   use! running = start testOptions backend
                   let! id = running.Client.RegisterKeysAsync(keyBytes keyB)
                   // One untimed prediction first, so that JIT compilation is not counted as latency.
-                  let! _ = running.Client.PredictAsync(id, ciphertextBytes false (words 0 2048))
+                  let! _ = running.Client.PredictAsync(id, ciphertextBytes Mode.Run (words 0 2048))
                   let clientCount, perClient = 4, 10
                   let one (c: int) =
                       task {
@@ -478,7 +492,7 @@ let server =
                           for r in 1..perClient do
                               let input = words (100 * c + r) 2048
                               let watch = Stopwatch.StartNew()
-                              let! result = client.PredictAsync(id, ciphertextBytes false input)
+                              let! result = client.PredictAsync(id, ciphertextBytes Mode.Run input)
                               latencies.Add watch.Elapsed.TotalMilliseconds
                               Expect.equal (resultWords result) (expectedWords keyB input) $"client %d{c} request %d{r}"
                           return latencies.ToArray()

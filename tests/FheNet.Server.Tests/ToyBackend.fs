@@ -38,11 +38,23 @@ let private readKey (bytes: byte[]) =
             raise (InvalidFheDataException(FormatError.Malformed "the key's memory size must be positive"))
         key)
 
-/// Serialized "ciphertexts": input words, and whether the evaluation should wait for the test's release.
-let ciphertextBytes (hold: bool) (words: uint64[]) =
+/// How the toy backend treats a request.
+type Mode =
+    /// Evaluates at once.
+    | Run = 0uy
+    /// Waits for the test's release (or the cancellation) before evaluating.
+    | Hold = 1uy
+    /// Fails with an unexpected (non-format) exception, as a bug in a backend would.
+    | Crash = 2uy
+
+/// Serialized "ciphertexts": the mode and the input words.
+let ciphertextBytes (mode: Mode) (words: uint64[]) =
     Container.toBytes ObjectKind.Ciphertexts context (fun w ->
-        w.WriteByte(if hold then 1uy else 0uy)
+        w.WriteByte(byte mode)
         w.WriteUInt64Array words)
+
+/// The text of the exception a Crash request raises inside the backend.
+let crashMessage = "toy backend bug: internal state 0xDEADBEEF"
 
 /// The words of a serialized result.
 let resultWords (bytes: byte[]) =
@@ -81,15 +93,17 @@ type ToyBackend() =
 
         member _.Evaluate(keys, ciphertexts, cancellation) =
             let key = keys :?> ToyKey
-            let hold, words =
+            let mode, words =
                 Container.ofBytes ciphertexts ObjectKind.Ciphertexts context (fun r ->
-                    r.ReadByte() = 1uy, r.ReadUInt64Array())
+                    LanguagePrimitives.EnumOfValue<byte, Mode>(r.ReadByte()), r.ReadUInt64Array())
             let now = Interlocked.Increment &running
             let mutable seen = Volatile.Read &mostRunning
             while now > seen && Interlocked.CompareExchange(&mostRunning, now, seen) <> seen do
                 seen <- Volatile.Read &mostRunning
             try
-                if hold then
+                if mode = Mode.Crash then
+                    raise (InvalidOperationException crashMessage)
+                if mode = Mode.Hold then
                     entered.Release() |> ignore
                     try
                         releases.Wait cancellation
