@@ -242,7 +242,9 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
             return
                 match parsed with
                 | Some value -> value
-                | None -> raise (InferenceServerUnavailableException(baseAddress, $"answered %s{name} with something that is not the FheNet API's JSON", null))
+                | None ->
+                    let problem = $"answered %s{name} with something that is not the FheNet API's JSON"
+                    raise (InferenceServerUnavailableException(baseAddress, problem, null))
         }
 
     /// A client with its own HttpClient.
