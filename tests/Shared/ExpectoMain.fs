@@ -1,4 +1,6 @@
-module FheNet.Tests.Main
+/// The entry point shared by the Expecto test projects: runs every [<Tests>] value of the entry assembly and ends with
+/// the "Tests: N passed, N failed, N skipped" line that build.fsx sums.
+module FheNet.Tests.ExpectoMain
 
 open System
 open System.IO

@@ -1,0 +1,25 @@
+namespace FheNet.Server
+
+open System.Threading
+
+/// What the HTTP server needs from a model: the server side of a compiled FHE model. The server only stores keys,
+/// bounds concurrency and moves bytes; everything cryptographic happens behind this interface. Implementations must
+/// be thread-safe: several evaluations run at once, each with its own keys object.
+type IInferenceBackend =
+
+    /// The client artifact (input quantizers, output post-processing, parameters; nothing secret), served verbatim at
+    /// <c>GET /client</c>.
+    abstract ClientArtifact: byte[]
+
+    /// Deserializes and validates evaluation keys uploaded to <c>POST /keys</c>. Returns the loaded keys object,
+    /// handed back to <see cref="M:FheNet.Server.IInferenceBackend.Evaluate"/>, and its size in memory in bytes,
+    /// charged to the key store's budget. Raises <see cref="T:FheNet.Deploy.InvalidFheDataException"/> for bytes
+    /// that are not valid evaluation keys of this model (answered with HTTP 400 and the reason).
+    abstract LoadEvaluationKeys: serialized: byte[] -> struct (obj * int64)
+
+    /// Runs the encrypted model: the keys object from <c>LoadEvaluationKeys</c> and serialized ciphertexts give the
+    /// serialized encrypted result. CPU-heavy (seconds); called off the request threads, at most the configured
+    /// number at once. Raises <see cref="T:FheNet.Deploy.InvalidFheDataException"/> for bytes that are not valid
+    /// ciphertexts of this model, and should check <c>cancellation</c> between steps: it is cancelled when the client
+    /// disconnects (an OperationCanceledException then ends the request without an answer).
+    abstract Evaluate: evaluationKeys: obj * ciphertexts: byte[] * cancellation: CancellationToken -> byte[]
