@@ -23,3 +23,23 @@ type IInferenceBackend =
     /// ciphertexts of this model, and should check <c>cancellation</c> between steps: it is cancelled when the client
     /// disconnects (an OperationCanceledException then ends the request without an answer).
     abstract Evaluate: evaluationKeys: obj * ciphertexts: byte[] * cancellation: CancellationToken -> byte[]
+
+/// The backend of a saved FHE model: FheModelServer's deserialization, key preparation and encrypted evaluation.
+[<Sealed>]
+type FheBackend(model: FheNet.Deploy.FheModelServer) =
+
+    /// The backend of the model saved in a directory by FheModelDev(...).Save(directory).
+    new(modelDirectory: string) = FheBackend(FheNet.Deploy.FheModelServer modelDirectory)
+
+    /// The model served.
+    member _.Model = model
+
+    interface IInferenceBackend with
+        member _.ClientArtifact = model.ClientArtifact
+
+        member _.LoadEvaluationKeys serialized =
+            let keys = model.LoadEvaluationKeys serialized
+            struct (keys :> obj, FheNet.Deploy.FheModelServer.MemoryBytes keys)
+
+        member _.Evaluate(keys, ciphertexts, cancellation) =
+            model.Evaluate(keys :?> FheNet.Fhe.PreparedCircuit, ciphertexts, cancellation)

@@ -215,7 +215,7 @@ module ModelDirectory =
 
     /// The server artifact's file name within a model directory.
     [<Literal>]
-    let ServerArtifactFile = "server.fhenet"
+    let ServerArtifactFile = ModelFiles.ServerArtifact
 
     /// The path of the directory's server artifact; raises
     /// <see cref="T:FheNet.Server.ServerArtifactNotFoundException"/> when the directory or the file does not exist.

@@ -460,6 +460,22 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
         c.Restore(f, classes |> Array.map label)
         c
 
+    // Deployment (issue 6): the artifacts of the compiled model, and its compiled form restored from them.
+
+    /// Restores the compiled circuit saved by <c>FheModelDev(this).Save(directory)</c> (after <c>Load</c> of the
+    /// dumped model), so that predict runs in every FHE mode exactly as before saving. Returns the circuit.
+    member _.LoadCompiled(directory: string) =
+        match (fst (fittedState "LoadCompiled")).Integer with
+        | Some model ->
+            let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
+            session <- Some(FheSession(circuit, settings.Seed))
+            circuit
+        | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
+
+    interface FheNet.Deploy.ICompiledFheModel with
+        member this.Circuit = this.Circuit
+        member this.Task = FheNet.Deploy.ModelTask.Classification(this.Classes |> Array.map string)
+
 /// A regressor trained with quantization-aware training on one or several targets (standardized internally);
 /// predicts with its integer model.
 type NeuralNetRegressor(settings: NeuralNetSettings) =
@@ -574,3 +590,21 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         r
 
     member internal _.Restore(f: FittedNetwork) = state <- Some f
+
+    // Deployment (issue 6): the artifacts of the compiled model, and its compiled form restored from them.
+
+    /// Restores the compiled circuit saved by <c>FheModelDev(this).Save(directory)</c> (see the classifier's).
+    member _.LoadCompiled(directory: string) =
+        let f = fittedState "LoadCompiled"
+        match f.Integer with
+        | Some model ->
+            let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
+            session <- Some(FheSession(circuit, settings.Seed))
+            circuit
+        | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
+
+    interface FheNet.Deploy.ICompiledFheModel with
+        member this.Circuit = this.Circuit
+        member _.Task =
+            let f = fittedState "Task"
+            FheNet.Deploy.ModelTask.Regression(Array.copy f.TargetMean, Array.copy f.TargetStd)

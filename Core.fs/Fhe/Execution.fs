@@ -58,6 +58,9 @@ type PreparedCircuit =
 
     member p.Circuit = p.circuit
 
+    /// The evaluation key it runs with.
+    member p.ServerKey = p.serverKey
+
 /// The server half of encrypted inference: linear layers on ciphertexts, rounding and table lookups by
 /// programmable bootstrapping. Uses only the evaluation key.
 module FheServer =
@@ -149,8 +152,8 @@ module FheServer =
                 | _ -> y
             Pbs.apply prepared.serverKey table input
 
-    /// `evaluate`, also returning the seconds each layer took.
-    let evaluateProfiled (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] * float[] =
+    /// The layers in order, each in parallel over its neurons; also the seconds each layer took.
+    let private run (cancellation: Threading.CancellationToken) (prepared: PreparedCircuit) (inputs: LweCiphertext[]) =
         let features = prepared.circuit.Model.Layers[0].Weights[0].Length
         if inputs.Length <> features then
             raise (InvalidShapeException("inputs", $"has %d{inputs.Length} ciphertexts; the model takes %d{features} features"))
@@ -165,10 +168,20 @@ module FheServer =
             |> Array.map (fun layer ->
                 let watch = Diagnostics.Stopwatch.StartNew()
                 let out = Array.zeroCreate layer.Neurons
-                Parallel.For(0, layer.Neurons, fun j -> out[j] <- neuron prepared layer x j) |> ignore
+                let options = ParallelOptions(CancellationToken = cancellation)
+                Parallel.For(0, layer.Neurons, options, fun j -> out[j] <- neuron prepared layer x j) |> ignore
                 x <- out
                 watch.Elapsed.TotalSeconds)
         x, seconds
+
+    /// `evaluate`, also returning the seconds each layer took.
+    let evaluateProfiled (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] * float[] =
+        run Threading.CancellationToken.None prepared inputs
+
+    /// `evaluate` that stops between neurons once `cancellation` fires (OperationCanceledException): a server
+    /// abandons the work of a client that disconnected.
+    let evaluateCancellable (cancellation: Threading.CancellationToken) (prepared: PreparedCircuit) (inputs: LweCiphertext[]) =
+        fst (run cancellation prepared inputs)
 
     /// The encrypted inference of one sample: the input ciphertexts (one per feature) to the output ciphertexts
     /// (the last layer's accumulators, offset), in parallel over the neurons of each layer.

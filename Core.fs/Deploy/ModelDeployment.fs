@@ -1,0 +1,422 @@
+namespace FheNet.Deploy
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Text.Json
+open System.Threading
+open FheNet
+open FheNet.Autodiff
+open FheNet.Integer
+open FheNet.Numerics
+open FheNet.Tfhe
+open FheNet.Fhe
+
+/// The files of a model directory (written by FheModelDev.Save) and of a client's key directory.
+module ModelFiles =
+
+    /// The server artifact: the circuit (integer weights, tables, rounding, parameter set). Nothing secret.
+    [<Literal>]
+    let ServerArtifact = "server.fhe"
+
+    /// The client artifact: quantizer, encodings, post-processing, parameter set. Nothing secret.
+    [<Literal>]
+    let ClientArtifact = "client.fhe"
+
+    /// A small JSON description for people and tools (versions, parameter set, model id, sizes); never read back.
+    [<Literal>]
+    let Manifest = "manifest.json"
+
+    /// The client's secret key, readable by its owner only.
+    [<Literal>]
+    let ClientKey = "client.key"
+
+    /// The client's compressed evaluation keys, as uploaded to servers.
+    [<Literal>]
+    let EvaluationKeys = "evaluation.key"
+
+/// A model compiled for FHE, ready for deployment: the fitted and compiled estimators implement it.
+type ICompiledFheModel =
+    /// The compiled circuit.
+    abstract Circuit: Circuit
+    /// The task and the post-processing of the outputs.
+    abstract Task: ModelTask
+
+/// Serialized forms of every deployment object: each one framed by <see cref="T:FheNet.Deploy.Container"/>, with
+/// its own object kind and the context that binds it (the artifacts' fixed context, or the model context for keys
+/// and ciphertexts). Reading validates everything and raises only InvalidFheDataException on bad bytes.
+module FheSerializer =
+
+    let private ofBytes (bytes: byte[]) kind context read =
+        if isNull (box bytes) then
+            raise (ArgumentNullException "bytes")
+        Container.ofBytes bytes kind context read
+
+    /// The server artifact of a circuit.
+    let circuitToBytes (circuit: Circuit) =
+        Container.toBytes ObjectKind.ServerArtifact ModelContext.artifacts (fun w -> CircuitFormat.write w circuit)
+
+    let circuitOfBytes (bytes: byte[]) : Circuit =
+        ofBytes bytes ObjectKind.ServerArtifact ModelContext.artifacts CircuitFormat.read
+
+    let clientArtifactToBytes (artifact: ClientArtifact) =
+        Container.toBytes ObjectKind.ClientArtifact ModelContext.artifacts (fun w -> ClientArtifactFormat.write w artifact)
+
+    let clientArtifactOfBytes (bytes: byte[]) : ClientArtifact =
+        ofBytes bytes ObjectKind.ClientArtifact ModelContext.artifacts ClientArtifactFormat.read
+
+    /// A client key (secret) of the model with the given context.
+    let clientKeyToBytes (context: byte[]) (key: ClientKey) =
+        Container.toBytes ObjectKind.ClientKey context (fun w -> KeyFormat.writeClientKey w key)
+
+    let clientKeyOfBytes (artifact: ClientArtifact) (bytes: byte[]) : ClientKey =
+        ofBytes bytes ObjectKind.ClientKey artifact.ModelContext (KeyFormat.readClientKey artifact.Parameters)
+
+    /// Compressed evaluation keys of the model with the given context.
+    let evaluationKeysToBytes (context: byte[]) (key: CompressedServerKey) =
+        Container.toBytes ObjectKind.CompressedEvaluationKey context (fun w -> KeyFormat.writeEvaluationKeys w key)
+
+    let evaluationKeysOfBytes (parameters: TfheParameters) (context: byte[]) (bytes: byte[]) : CompressedServerKey =
+        ofBytes bytes ObjectKind.CompressedEvaluationKey context (KeyFormat.readEvaluationKeys parameters)
+
+    /// One compressed input row.
+    let inputsToBytes (context: byte[]) (row: SeededLweRow) =
+        Container.toBytes ObjectKind.CompressedCiphertexts context (fun w -> CiphertextFormat.writeRow w row)
+
+    let inputsOfBytes (parameters: TfheParameters) (features: int) (context: byte[]) (bytes: byte[]) : SeededLweRow =
+        ofBytes bytes ObjectKind.CompressedCiphertexts context (CiphertextFormat.readRow parameters features)
+
+    /// The output ciphertexts of one row.
+    let outputsToBytes (context: byte[]) (outputs: LweCiphertext[]) =
+        Container.toBytes ObjectKind.Ciphertexts context (fun w -> CiphertextFormat.writeOutputs w outputs)
+
+    let outputsOfBytes (parameters: TfheParameters) (count: int) (context: byte[]) (bytes: byte[]) : LweCiphertext[] =
+        ofBytes bytes ObjectKind.Ciphertexts context (CiphertextFormat.readOutputs parameters count)
+
+/// File access shared by the deployment types: atomic writes (owner-only for secrets), validated reads.
+module internal Files =
+
+    let private ownerOnly = UnixFileMode.UserRead ||| UnixFileMode.UserWrite
+
+    /// Creates a directory (owner-only on Unix when it holds secrets).
+    let createDirectory (path: string) (secret: bool) =
+        if secret && not (OperatingSystem.IsWindows()) then
+            Directory.CreateDirectory(path, ownerOnly ||| UnixFileMode.UserExecute) |> ignore
+        else
+            Directory.CreateDirectory path |> ignore
+
+    /// Streams `write` into a temporary file then renames it over `path`, so a reader never sees a partial file.
+    /// A secret file is created with mode 0600 on Unix (no moment where others could open it).
+    let write (path: string) (secret: bool) (write: Stream -> unit) =
+        let temp = path + "." + Guid.NewGuid().ToString "N" + ".tmp"
+        let options = FileStreamOptions(Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None)
+        if secret && not (OperatingSystem.IsWindows()) then
+            options.UnixCreateMode <- Nullable ownerOnly
+        let writeTemp () =
+            use file = new FileStream(temp, options)
+            use buffered = new BufferedStream(file, 1 <<< 20)
+            write buffered
+            buffered.Flush()
+            file.Flush true
+        try
+            writeTemp ()
+            File.Move(temp, path, true)
+            if secret && not (OperatingSystem.IsWindows()) then
+                File.SetUnixFileMode(path, ownerOnly)
+        with _ ->
+            File.Delete temp
+            reraise ()
+
+    /// Reads one framed object from a file, streaming; the file must hold exactly that object.
+    let read (path: string) (missing: string) (kind: ObjectKind) (context: byte[]) (read: PayloadReader -> 'T) : 'T =
+        if not (File.Exists path) then
+            raise (FileNotFoundException(missing, path))
+        use file = File.OpenRead path
+        use buffered = new BufferedStream(file, 1 <<< 20)
+        let value = Container.read buffered kind context file.Length read
+        if buffered.ReadByte() <> -1 then
+            raise (InvalidFheDataException(FormatError.Malformed "bytes after the checksum"))
+        value
+
+/// A saved model directory: the two artifacts, checked to belong together.
+module internal SavedModel =
+
+    let private missing (dir: string) =
+        $"No FheNet model in %s{dir}: save one with FheModelDev(compiledModel).Save(\"%s{dir}\")."
+
+    let readClient (dir: string) =
+        Files.read (Path.Combine(dir, ModelFiles.ClientArtifact)) (missing dir) ObjectKind.ClientArtifact ModelContext.artifacts ClientArtifactFormat.read
+
+    /// The circuit and client artifact of a directory; ParameterMismatch when the client artifact is another model's.
+    let read (dir: string) : Circuit * ClientArtifact =
+        let circuit =
+            Files.read (Path.Combine(dir, ModelFiles.ServerArtifact)) (missing dir) ObjectKind.ServerArtifact ModelContext.artifacts CircuitFormat.read
+        let client = readClient dir
+        if ClientArtifactFormat.ofCircuit circuit client.Task <> client then
+            raise (InvalidFheDataException FormatError.ParameterMismatch)
+        circuit, client
+
+/// The model owner's side: writes a compiled model's server and client artifacts (nothing secret in either) and
+/// reads them back.
+[<Sealed>]
+type FheModelDev(circuit: Circuit, task: ModelTask) =
+    let client = ClientArtifactFormat.ofCircuit circuit task
+
+    /// The artifacts of a fitted, compiled estimator.
+    new(model: ICompiledFheModel) = FheModelDev(model.Circuit, model.Task)
+
+    /// The compiled circuit (the server artifact's content).
+    member _.Circuit = circuit
+
+    /// The client artifact.
+    member _.ClientArtifact = client
+
+    /// Writes <c>server.fhe</c>, <c>client.fhe</c> and <c>manifest.json</c> into <c>directory</c> (created if
+    /// needed; existing artifacts are replaced atomically).
+    member _.Save(directory: string) =
+        if String.IsNullOrWhiteSpace directory then
+            raise (ArgumentException("pass the directory to save the model in", "directory"))
+        Files.createDirectory directory false
+        let serverPath = Path.Combine(directory, ModelFiles.ServerArtifact)
+        let clientPath = Path.Combine(directory, ModelFiles.ClientArtifact)
+        Files.write serverPath false (fun s ->
+            Container.write s ObjectKind.ServerArtifact ModelContext.artifacts (fun w -> CircuitFormat.write w circuit))
+        Files.write clientPath false (fun s ->
+            Container.write s ObjectKind.ClientArtifact ModelContext.artifacts (fun w -> ClientArtifactFormat.write w client))
+        let manifest =
+            {| format = "FheNet model"
+               formatVersion = int Container.FormatVersion
+               library = string (typeof<FheModelDev>.Assembly.GetName().Version)
+               parameterSet = circuit.Parameters.Name
+               modelId = Convert.ToHexStringLower client.ModelContext
+               task =
+                match task with
+                | ModelTask.Classification _ -> "classification"
+                | ModelTask.Regression _ -> "regression"
+               features = client.Features
+               outputs = client.Outputs
+               bootstrapsPerSample = circuit.BootstrapsPerSample
+               serverArtifactBytes = FileInfo(serverPath).Length
+               clientArtifactBytes = FileInfo(clientPath).Length |}
+        Files.write (Path.Combine(directory, ModelFiles.Manifest)) false (fun s ->
+            JsonSerializer.Serialize(s, manifest, JsonSerializerOptions(WriteIndented = true)))
+
+    /// Reads a saved model directory; raises InvalidFheDataException for damaged or mismatched artifacts and
+    /// FileNotFoundException when there is none.
+    static member Load(directory: string) =
+        let circuit, client = SavedModel.read directory
+        FheModelDev(circuit, client.Task)
+
+    /// The circuit saved in a directory, checked to be compiled from this integer model (same input quantizer,
+    /// weights and biases; a rounding threshold may have changed the shifts): how a fitted estimator gets its
+    /// compiled form back. ArgumentException when the directory holds another network's circuit.
+    static member LoadCircuitOf(model: IntegerModel, directory: string) : Circuit =
+        let circuit = (FheModelDev.Load directory).Circuit
+        let same (a: IntegerLayer) (b: IntegerLayer) = a.Weights = b.Weights && a.Biases = b.Biases
+        let saved = circuit.Model
+        if saved.InputScale <> model.InputScale
+           || saved.InputCodes <> model.InputCodes
+           || saved.Layers.Length <> model.Layers.Length
+           || not (Array.forall2 same saved.Layers model.Layers) then
+            raise (ArgumentException($"The model saved in %s{directory} was compiled from another network; save this one with FheModelDev.", "directory"))
+        circuit
+
+/// The client's keys: the secret key and the serialized evaluation keys made from it.
+type private ClientKeys = { Secret: ClientKey; Evaluation: byte[] }
+
+/// The data owner's side: keys (the secret one never leaves keyDirectory), quantization + encryption of inputs,
+/// decryption + dequantization of results. Thread-safe.
+[<Sealed>]
+type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
+    do
+        if String.IsNullOrWhiteSpace keyDirectory then
+            raise (ArgumentException("pass the directory that holds (or will hold) the client's keys", "keyDirectory"))
+
+    let gate = obj ()
+    let mutable keys: ClientKeys option = None
+    let secretPath = Path.Combine(keyDirectory, ModelFiles.ClientKey)
+    let evaluationPath = Path.Combine(keyDirectory, ModelFiles.EvaluationKeys)
+    let context = artifact.ModelContext
+    let inputEncoding = Encoding.WithPadding(1 <<< artifact.InputAccumulatorBits)
+    let outputEncoding = Encoding.WithPadding(1 <<< artifact.OutputAccumulatorBits)
+
+    let missingKeys = $"No FheNet keys in %s{keyDirectory}: call GenerateKeys() first."
+
+    let readSecret () =
+        Files.read secretPath missingKeys ObjectKind.ClientKey context (KeyFormat.readClientKey artifact.Parameters)
+
+    let writeEvaluation (secret: ClientKey) =
+        let compressed = CompressedServerKey.generate secret
+        Files.write evaluationPath false (fun s ->
+            Container.write s ObjectKind.CompressedEvaluationKey context (fun w -> KeyFormat.writeEvaluationKeys w compressed))
+
+    /// Loads the keys of keyDirectory (making the evaluation keys again if only the secret key is there).
+    let load () =
+        let secret = readSecret ()
+        if not (File.Exists evaluationPath) then
+            writeEvaluation secret
+        let evaluation = File.ReadAllBytes evaluationPath
+        // Validated like any received bytes: a damaged or foreign file is refused here, not by the server.
+        FheSerializer.evaluationKeysOfBytes artifact.Parameters context evaluation |> ignore
+        { Secret = secret; Evaluation = evaluation }
+
+    let current () =
+        lock gate (fun () ->
+            match keys with
+            | Some k -> k
+            | None ->
+                let k = load ()
+                keys <- Some k
+                k)
+
+    /// A client for the model saved in modelDirectory (its client.fhe), with keys in keyDirectory.
+    new(modelDirectory: string, keyDirectory: string) = FheModelClient(SavedModel.readClient modelDirectory, keyDirectory)
+
+    /// A client for a client artifact received as bytes (e.g. from a server's GET /client).
+    new(clientArtifact: byte[], keyDirectory: string) =
+        FheModelClient(FheSerializer.clientArtifactOfBytes clientArtifact, keyDirectory)
+
+    /// The client artifact.
+    member _.Artifact = artifact
+
+    /// The class labels of a classifier (empty for a regressor), in the order of the probabilities.
+    member _.Classes =
+        match artifact.Task with
+        | ModelTask.Classification classes -> Array.copy classes
+        | ModelTask.Regression _ -> [||]
+
+    /// Loads the keys of keyDirectory, or generates and saves them when there are none (or when <c>force</c>):
+    /// the secret key with owner-only permissions, the compressed evaluation keys beside it. Existing keys of
+    /// another model are refused (InvalidFheDataException, ParameterMismatch) rather than overwritten, unless forced.
+    member _.GenerateKeys(?force: bool) =
+        lock gate (fun () ->
+            if defaultArg force false || not (File.Exists secretPath) then
+                let secret = ClientKey.generate artifact.Parameters
+                Files.createDirectory keyDirectory true
+                Files.write secretPath true (fun s ->
+                    Container.write s ObjectKind.ClientKey context (fun w -> KeyFormat.writeClientKey w secret))
+                writeEvaluation secret
+            keys <- Some(load ()))
+
+    /// The serialized compressed evaluation keys to upload to a server (bootstrapping and keyswitching keys as
+    /// seeds and bodies; no secret key material).
+    member _.EvaluationKeys() : byte[] = Array.copy (current ()).Evaluation
+
+    /// The input codes of one row of features: clip(round(x / scale)), as the integer model quantizes.
+    member _.Quantize(x: float32[]) : int[] =
+        if isNull (box x) then
+            raise (ArgumentNullException "x")
+        if x.Length <> artifact.Features then
+            raise (InvalidShapeException("x", $"has %d{x.Length} features; the model takes %d{artifact.Features}"))
+        Guard.allFinite "x" (ReadOnlySpan x)
+        x |> Array.map (fun v -> int (CodeSpec.code artifact.InputCodes (v / artifact.InputScale)))
+
+    /// Quantizes one row, encrypts its codes (one public seed for the whole row) and serializes them.
+    member this.QuantizeEncryptSerialize(x: float32[]) : byte[] =
+        let codes = this.Quantize x
+        let row = SeededLweRow.encrypt (current ()).Secret inputEncoding (codes |> Array.map int64)
+        FheSerializer.inputsToBytes context row
+
+    /// The output accumulators of the last layer from a server's serialized result.
+    member _.DeserializeDecrypt(result: byte[]) : int64[] =
+        let outputs = FheSerializer.outputsOfBytes artifact.Parameters artifact.Outputs context result
+        let secret = (current ()).Secret
+        outputs |> Array.map (fun c -> Lwe.decryptWith secret outputEncoding c - artifact.OutputOffset)
+
+    /// Real outputs of accumulators: class probabilities (softmax of the logits, as the estimator's PredictProba)
+    /// or target values (as the estimator's PredictMulti).
+    member _.Dequantize(accumulators: int64[]) : float[] =
+        if isNull (box accumulators) || accumulators.Length <> artifact.Outputs then
+            raise (InvalidShapeException("accumulators", $"must hold the model's %d{artifact.Outputs} outputs"))
+        let values = accumulators |> Array.map (fun a -> float32 a * artifact.OutputScale)
+        match artifact.Task with
+        | ModelTask.Classification _ -> Tensor.row (Ad.softmaxRows (Tensor.ofRows [| values |])) 0 |> Array.map float
+        | ModelTask.Regression(mean, std) -> values |> Array.mapi (fun j v -> float v * std[j] + mean[j])
+
+    /// Decrypts a serialized result and dequantizes it: probabilities or values.
+    member this.DeserializeDecryptDequantize(result: byte[]) : float[] = this.Dequantize(this.DeserializeDecrypt result)
+
+/// Evaluation keys with this id are not (or no longer) registered with the model server.
+type EvaluationKeysNotFoundException(keyId: string) =
+    inherit
+        KeyNotFoundException(
+            $"No evaluation keys registered under id %s{keyId} (never registered, or evicted to stay within the memory budget); register them again with RegisterKeys."
+        )
+
+    /// The unknown id.
+    member _.KeyId = keyId
+
+/// The compute side: runs the encrypted model with a client's evaluation keys; never sees a secret key. Keys may be
+/// registered once (deserialized, decompressed and prepared, held in a KeyStore under a memory budget) and referred
+/// to by id. Thread-safe.
+[<Sealed>]
+type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: int64) =
+    let context = ModelContext.ofCircuit circuit
+    let store = KeyStore<PreparedCircuit>(keyBudgetBytes)
+    let features = circuit.Model.Layers[0].Weights[0].Length
+    let outputs = (Array.last circuit.Layers).Neurons
+
+    /// Default memory budget of registered keys: 4 GiB.
+    static member DefaultKeyBudgetBytes = 4L <<< 30
+
+    /// The server of a saved model directory, with a memory budget for registered keys.
+    new(modelDirectory: string, keyBudgetBytes: int64) =
+        let circuit, client = SavedModel.read modelDirectory
+        FheModelServer(circuit, FheSerializer.clientArtifactToBytes client, keyBudgetBytes)
+
+    /// The server of a saved model directory (4 GiB of registered keys at most).
+    new(modelDirectory: string) = FheModelServer(modelDirectory, FheModelServer.DefaultKeyBudgetBytes)
+
+    /// The circuit run.
+    member _.Circuit = circuit
+
+    /// The serialized client artifact, for clients that download it.
+    member _.ClientArtifact = Array.copy clientArtifact
+
+    /// Deserializes, decompresses and prepares evaluation keys; InvalidFheDataException for bytes that are not
+    /// evaluation keys of this model.
+    member _.LoadEvaluationKeys(evaluationKeys: byte[]) : PreparedCircuit =
+        let compressed = FheSerializer.evaluationKeysOfBytes circuit.Parameters context evaluationKeys
+        FheServer.prepare circuit (CompressedServerKey.decompress compressed)
+
+    /// Runs the model on one serialized input row with prepared keys; stops when <c>cancellation</c> fires.
+    member _.Evaluate(keys: PreparedCircuit, ciphertexts: byte[], cancellation: CancellationToken) : byte[] =
+        if not (obj.ReferenceEquals(keys.Circuit, circuit)) && keys.Circuit <> circuit then
+            raise (ArgumentException("these keys were prepared for another model", "keys"))
+        let row = FheSerializer.inputsOfBytes circuit.Parameters features context ciphertexts
+        cancellation.ThrowIfCancellationRequested()
+        let result = FheServer.evaluateCancellable cancellation keys (SeededLweRow.expand row)
+        if result.Length <> outputs then
+            raise (InvalidOperationException "the circuit produced a wrong number of outputs")
+        FheSerializer.outputsToBytes context result
+
+    /// Runs the model on one serialized input row with serialized evaluation keys (loaded for this call only).
+    member this.Run(ciphertexts: byte[], evaluationKeys: byte[]) : byte[] =
+        this.Evaluate(this.LoadEvaluationKeys evaluationKeys, ciphertexts, CancellationToken.None)
+
+    /// Registers evaluation keys (loaded once; the same bytes again return the same id at no cost) and returns their
+    /// id. KeyTooLargeException when they alone exceed the budget.
+    member this.RegisterKeys(evaluationKeys: byte[]) : string =
+        store.Register(
+            evaluationKeys,
+            Func<_, _>(fun bytes ->
+                let prepared = this.LoadEvaluationKeys bytes
+                struct (prepared, FheModelServer.MemoryBytes prepared))
+        )
+
+    /// Runs the model with registered keys; EvaluationKeysNotFoundException when the id is unknown or evicted.
+    member this.Run(keyId: string, ciphertexts: byte[]) : byte[] =
+        match this.TryGetKeys keyId with
+        | Some keys -> this.Evaluate(keys, ciphertexts, CancellationToken.None)
+        | None -> raise (EvaluationKeysNotFoundException keyId)
+
+    /// The registered keys with this id, if held.
+    member _.TryGetKeys(keyId: string) : PreparedCircuit option =
+        let mutable keys = Unchecked.defaultof<PreparedCircuit>
+        if store.TryGet(keyId, &keys) then Some keys else None
+
+    /// Occupancy of the registered keys.
+    member _.KeyStats = store.Stats
+
+    /// Memory held by prepared keys: the expanded keyswitching key and the Fourier bootstrapping key.
+    static member MemoryBytes(keys: PreparedCircuit) = keys.ServerKey.SizeBytes
