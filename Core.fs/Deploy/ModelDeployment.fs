@@ -42,6 +42,16 @@ type ICompiledFheModel =
     /// The task and the post-processing of the outputs.
     abstract Task: ModelTask
 
+module internal Available =
+
+    /// Reads data whose every byte is at hand (a buffer, a file): the payload limit is the data's size, so a
+    /// declared payload beyond it means the data was cut short, which is reported as Truncated.
+    let read (read: unit -> 'T) : 'T =
+        try
+            read ()
+        with :? InvalidFheDataException as e when e.Error.IsTooLarge ->
+            raise (InvalidFheDataException FormatError.Truncated)
+
 /// Serialized forms of every deployment object: each one framed by <see cref="T:FheNet.Deploy.Container"/>, with
 /// its own object kind and the context that binds it (the artifacts' fixed context, or the model context for keys
 /// and ciphertexts). Reading validates everything and raises only InvalidFheDataException on bad bytes.
@@ -50,7 +60,7 @@ module FheSerializer =
     let private ofBytes (bytes: byte[]) kind context read =
         if isNull (box bytes) then
             raise (ArgumentNullException "bytes")
-        Container.ofBytes bytes kind context read
+        Available.read (fun () -> Container.ofBytes bytes kind context read)
 
     /// The server artifact of a circuit.
     let circuitToBytes (circuit: Circuit) =
@@ -133,7 +143,7 @@ module internal Files =
             raise (FileNotFoundException(missing, path))
         use file = File.OpenRead path
         use buffered = new BufferedStream(file, 1 <<< 20)
-        let value = Container.read buffered kind context file.Length read
+        let value = Available.read (fun () -> Container.read buffered kind context file.Length read)
         if buffered.ReadByte() <> -1 then
             raise (InvalidFheDataException(FormatError.Malformed "bytes after the checksum"))
         value
