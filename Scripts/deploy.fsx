@@ -81,7 +81,7 @@ let serverProcess =
         ProcessStartInfo(
             "dotnet",
             [ serverDll; "--model"; modelDirectory; "--urls"; $"http://127.0.0.1:%d{port}"; "--max-concurrent"; "2"
-              "--key-budget-mb"; "2048"; "--queue-timeout-ms"; "600000" ],
+              "--key-budget-mb"; argOr "key-budget-mb" "8192"; "--queue-timeout-ms"; "600000" ],
             UseShellExecute = false
         )
     )
@@ -148,12 +148,17 @@ try
 
     // The same evaluation in this process, without HTTP: what the transport adds.
     let local = FheModelServer modelDirectory
+    let context = client.Artifact.ModelContext
+    let compressed, parseMs = timed (fun () -> FheSerializer.evaluationKeysOfBytes circuit.Parameters context evaluationKeys)
+    let _, serializeMs = timed (fun () -> FheSerializer.evaluationKeysToBytes context compressed)
     let prepared, prepareMs = timed (fun () -> local.LoadEvaluationKeys evaluationKeys)
     let request = client.QuantizeEncryptSerialize rows[0]
     let _, evaluateMs = timed (fun () -> local.Evaluate(prepared, request, Threading.CancellationToken.None))
     report
         "deploy_in_process"
-        [ "load_evaluation_keys_ms", box prepareMs
+        [ "serialize_evaluation_keys_ms", box serializeMs
+          "deserialize_evaluation_keys_ms", box parseMs
+          "load_evaluation_keys_ms", box prepareMs
           "prepared_key_bytes", box (FheModelServer.MemoryBytes prepared)
           "evaluate_ms", box evaluateMs
           "bootstraps_per_sample", box circuit.BootstrapsPerSample ]
