@@ -331,7 +331,7 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     member _.DeserializeDecrypt(result: byte[]) : int64[] =
         let outputs = FheSerializer.outputsOfBytes artifact.Parameters artifact.Outputs context result
         let secret = (current ()).Secret
-        outputs |> Array.map (fun c -> Lwe.decryptWith secret outputEncoding c - artifact.OutputOffset)
+        outputs |> Array.mapi (fun j c -> Lwe.decryptWith secret outputEncoding c - artifact.OutputOffsets[j])
 
     /// Real outputs of accumulators: class probabilities (softmax of the logits, as the estimator's PredictProba)
     /// or target values (as the estimator's PredictMulti).

@@ -34,8 +34,8 @@ type ClientArtifact =
       InputAccumulatorBits: int
       /// Output accumulators per row.
       Outputs: int
-      /// The last layer's accumulators arrive as acc + OutputOffset in OutputAccumulatorBits bits.
-      OutputOffset: int64
+      /// Output j's accumulator arrives as acc + OutputOffsets[j] in OutputAccumulatorBits bits.
+      OutputOffsets: int64[]
       OutputAccumulatorBits: int
       /// The real value of one output accumulator unit.
       OutputScale: float32
@@ -311,8 +311,9 @@ module ParameterFormat =
 ///     integer layer = i32 rows, cols · rows·cols × i32 weight · i64[] biases · code range (inputs, weights)
 ///                     · f32 accumulator scale · i64 worst lo, hi · i32 shift · u8 has lookup [· lookup]
 ///     lookup = string activation · f32 step · f32 output scale · code spec
-///     layer circuit = i32 layer, neurons · i64 offset · i32 accumulator bits, shift, lookup bits · f64 ν
-///                     · i64[] table · i64 calibration min, max
+///     layer circuit = i32 layer, neurons · i64[] offsets (one per neuron) · i32 accumulator bits, shift,
+///                     lookup bits · f64 ν · i32 table count (neurons, or 0 for the last layer) · that many i64[]
+///                     tables · i64 calibration min, max
 ///     code spec = i32 qmin, qmax · u8 tie rule (1 half up, 2 half even); code range = i32 min, max
 ///     quantizer = i32 bits · u8 signed · u8 narrow · (u8 1 + f64 scale | u8 2 + i32 exponent) · i32 zero point
 module CircuitFormat =
@@ -427,12 +428,14 @@ module CircuitFormat =
     let private writeLayerCircuit (w: PayloadWriter) (c: LayerCircuit) =
         w.WriteInt32 c.Layer
         w.WriteInt32 c.Neurons
-        w.WriteInt64 c.Offset
+        Fields.writeInt64s w c.Offsets
         w.WriteInt32 c.AccumulatorBits
         w.WriteInt32 c.Shift
         w.WriteInt32 c.LookupBits
         w.WriteDouble c.Nu
-        Fields.writeInt64s w c.Table
+        w.WriteCount c.Tables.Length
+        for table in c.Tables do
+            Fields.writeInt64s w table
         w.WriteInt64 c.CalibrationMin
         w.WriteInt64 c.CalibrationMax
 
@@ -444,40 +447,51 @@ module CircuitFormat =
         Check.equal $"%s{name} index" (int64 l) (int64 index)
         let neurons = r.ReadInt32()
         Check.equal $"%s{name} neurons" (int64 layer.Weights.Length) (int64 neurons)
-        let offset = r.ReadInt64()
-        Check.range $"%s{name}.Offset" -(1L <<< 48) (1L <<< 48) offset
+        let offsets = Fields.readInt64s r
+        Check.equal $"%s{name} offsets" (int64 neurons) (int64 offsets.Length)
         let bits = r.ReadInt32()
         Check.range $"%s{name}.AccumulatorBits" 1L (int64 Compiler.MaxAccumulatorBits) (int64 bits)
         let shift = r.ReadInt32()
         Check.equal $"%s{name}.Shift" (int64 layer.Shift) (int64 shift)
         Check.range $"%s{name}.Shift" 0L (int64 (bits - 1)) (int64 shift)
-        if offset % (1L <<< shift) <> 0L then
-            Check.malformed $"%s{name}.Offset %d{offset} is not a multiple of 2^%d{shift}"
+        offsets
+        |> Array.iteri (fun j offset ->
+            Check.range $"%s{name} offset %d{j}" -(1L <<< 48) (1L <<< 48) offset
+            if offset % (1L <<< shift) <> 0L then
+                Check.malformed $"%s{name} offset %d{j} = %d{offset} is not a multiple of 2^%d{shift}")
         let lookupBits = r.ReadInt32()
         let nu = r.ReadDouble()
         Check.positive $"%s{name}.Nu" nu
-        let table = Fields.readInt64s r
-        match layer.Lookup with
-        | None ->
-            Check.equal $"%s{name}.LookupBits (last layer)" 0L (int64 lookupBits)
-            Check.equal $"%s{name} table entries (last layer)" 0L (int64 table.Length)
-        | Some lookup ->
-            Check.equal $"%s{name}.LookupBits" (int64 (bits - shift)) (int64 lookupBits)
-            Check.range $"%s{name} table size" 2L (int64 p.PolynomialSize) (1L <<< lookupBits)
-            Check.equal $"%s{name} table entries" (1L <<< lookupBits) (int64 table.Length)
-            let codes = lookup.OutputCodes
-            table |> Array.iteri (fun i v -> Check.range $"%s{name} table[%d{i}]" (int64 codes.QMin) (int64 codes.QMax) v)
+        let tableCount = r.ReadCount 4
+        let tables =
+            match layer.Lookup with
+            | None ->
+                Check.equal $"%s{name}.LookupBits (last layer)" 0L (int64 lookupBits)
+                Check.equal $"%s{name} tables (last layer)" 0L (int64 tableCount)
+                [||]
+            | Some lookup ->
+                Check.equal $"%s{name}.LookupBits" (int64 (bits - shift)) (int64 lookupBits)
+                Check.range $"%s{name} table size" 2L (int64 p.PolynomialSize) (1L <<< lookupBits)
+                Check.equal $"%s{name} tables" (int64 neurons) (int64 tableCount)
+                let codes = lookup.OutputCodes
+                Array.init tableCount (fun j ->
+                    let table = Fields.readInt64s r
+                    Check.equal $"%s{name} table %d{j} entries" (1L <<< lookupBits) (int64 table.Length)
+                    table
+                    |> Array.iteri (fun i v ->
+                        Check.range $"%s{name} table %d{j}[%d{i}]" (int64 codes.QMin) (int64 codes.QMax) v)
+                    table)
         let calibrationMin = r.ReadInt64()
         let calibrationMax = r.ReadInt64()
         Check.range $"%s{name} calibration range" calibrationMin Int64.MaxValue calibrationMax
         { Layer = l
           Neurons = neurons
-          Offset = offset
+          Offsets = offsets
           AccumulatorBits = bits
           Shift = shift
           LookupBits = lookupBits
           Nu = nu
-          Table = table
+          Tables = tables
           CalibrationMin = calibrationMin
           CalibrationMax = calibrationMax }
 
@@ -703,7 +717,7 @@ module CiphertextFormat =
 /// The binary form of the client artifact.
 ///
 ///     parameters · bytes model context (32) · i32 features · f32 input scale · code spec · i32 input bits
-///     · i32 outputs · i64 output offset · i32 output bits · f32 output scale
+///     · i32 outputs · i64[] output offsets · i32 output bits · f32 output scale
 ///     · u8 task: 1 + string[] classes | 2 + f64[] target mean + f64[] target std
 module ClientArtifactFormat =
 
@@ -715,7 +729,7 @@ module ClientArtifactFormat =
         Fields.writeCodeSpec w a.InputCodes
         w.WriteInt32 a.InputAccumulatorBits
         w.WriteInt32 a.Outputs
-        w.WriteInt64 a.OutputOffset
+        Fields.writeInt64s w a.OutputOffsets
         w.WriteInt32 a.OutputAccumulatorBits
         Fields.writeSingle w a.OutputScale
         match a.Task with
@@ -742,8 +756,9 @@ module ClientArtifactFormat =
         Check.range "input accumulator bits" 1L (int64 Compiler.MaxAccumulatorBits) (int64 inputBits)
         let outputs = r.ReadInt32()
         Check.range "outputs" 1L (int64 CircuitFormat.MaxWidth) (int64 outputs)
-        let offset = r.ReadInt64()
-        Check.range "output offset" -(1L <<< 48) (1L <<< 48) offset
+        let offsets = Fields.readInt64s r
+        Check.equal "output offsets" (int64 outputs) (int64 offsets.Length)
+        offsets |> Array.iteri (fun j offset -> Check.range $"output offset %d{j}" -(1L <<< 48) (1L <<< 48) offset)
         let outputBits = r.ReadInt32()
         Check.range "output accumulator bits" 1L (int64 Compiler.MaxAccumulatorBits) (int64 outputBits)
         let outputScale = Fields.readSingle r
@@ -769,7 +784,7 @@ module ClientArtifactFormat =
           InputCodes = inputCodes
           InputAccumulatorBits = inputBits
           Outputs = outputs
-          OutputOffset = offset
+          OutputOffsets = offsets
           OutputAccumulatorBits = outputBits
           OutputScale = outputScale
           Task = task }
@@ -793,7 +808,7 @@ module ClientArtifactFormat =
           InputCodes = circuit.Model.InputCodes
           InputAccumulatorBits = circuit.InputAccumulatorBits
           Outputs = outputs
-          OutputOffset = last.Offset
+          OutputOffsets = Array.copy last.Offsets
           OutputAccumulatorBits = last.AccumulatorBits
           OutputScale = (Array.last circuit.Model.Layers).AccumulatorScale
           Task = task }
