@@ -89,6 +89,14 @@ module FheSerializer =
     let evaluationKeysOfBytes (parameters: TfheParameters) (context: byte[]) (bytes: byte[]) : CompressedServerKey =
         ofBytes bytes ObjectKind.CompressedEvaluationKey context (KeyFormat.readEvaluationKeys parameters)
 
+    /// Streams compressed evaluation keys (hundreds of MB) to any stream, without building them in memory first.
+    let writeEvaluationKeys (destination: Stream) (context: byte[]) (key: CompressedServerKey) =
+        Container.write destination ObjectKind.CompressedEvaluationKey context (fun w -> KeyFormat.writeEvaluationKeys w key)
+
+    /// Reads compressed evaluation keys from a stream, refusing a payload over maxPayloadBytes before reading it.
+    let readEvaluationKeys (source: Stream) (parameters: TfheParameters) (context: byte[]) (maxPayloadBytes: int64) =
+        Container.read source ObjectKind.CompressedEvaluationKey context maxPayloadBytes (KeyFormat.readEvaluationKeys parameters)
+
     /// One compressed input row.
     let inputsToBytes (context: byte[]) (row: SeededLweRow) =
         Container.toBytes ObjectKind.CompressedCiphertexts context (fun w -> CiphertextFormat.writeRow w row)
@@ -257,8 +265,7 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
 
     let writeEvaluation (secret: ClientKey) =
         let compressed = CompressedServerKey.generate secret
-        Files.write evaluationPath false (fun s ->
-            Container.write s ObjectKind.CompressedEvaluationKey context (fun w -> KeyFormat.writeEvaluationKeys w compressed))
+        Files.write evaluationPath false (fun s -> FheSerializer.writeEvaluationKeys s context compressed)
 
     /// Loads the keys of keyDirectory (making the evaluation keys again if only the secret key is there).
     let load () =
@@ -307,6 +314,9 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
                     Container.write s ObjectKind.ClientKey context (fun w -> KeyFormat.writeClientKey w secret))
                 writeEvaluation secret
             keys <- Some(load ()))
+
+    /// The file of the serialized evaluation keys (for streaming them somewhere without loading them).
+    member _.EvaluationKeysPath = evaluationPath
 
     /// The serialized compressed evaluation keys to upload to a server (bootstrapping and keyswitching keys as
     /// seeds and bodies; no secret key material).
@@ -387,6 +397,12 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
     /// evaluation keys of this model.
     member _.LoadEvaluationKeys(evaluationKeys: byte[]) : PreparedCircuit =
         let compressed = FheSerializer.evaluationKeysOfBytes circuit.Parameters context evaluationKeys
+        FheServer.prepare circuit (CompressedServerKey.decompress compressed)
+
+    /// <c>LoadEvaluationKeys</c> from a stream (a file, a request body), read as it arrives; a payload over
+    /// maxPayloadBytes is refused (TooLarge) before it is read.
+    member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+        let compressed = FheSerializer.readEvaluationKeys source circuit.Parameters context maxPayloadBytes
         FheServer.prepare circuit (CompressedServerKey.decompress compressed)
 
     /// Runs the model on one serialized input row with prepared keys; stops when <c>cancellation</c> fires.

@@ -55,6 +55,16 @@ let tests =
                   rows |> Array.map (fun row -> client.DeserializeDecrypt(server.Run(client.QuantizeEncryptSerialize row, evaluationKeys)))
               Expect.equal remote (execute c rows) "equal to in-process execute"
               Expect.equal remote (disable c rows) "equal to disable"
+              use file = File.OpenRead client.EvaluationKeysPath
+              let streamed = server.LoadEvaluationKeys(file, file.Length)
+              let row = client.QuantizeEncryptSerialize rows[0]
+              Expect.equal
+                  (client.DeserializeDecrypt(server.Evaluate(streamed, row, Threading.CancellationToken.None)))
+                  remote[0]
+                  "keys streamed from the key file"
+              use cancelled = new Threading.CancellationTokenSource()
+              cancelled.Cancel()
+              Expect.throwsT<OperationCanceledException> (fun () -> server.Evaluate(streamed, row, cancelled.Token) |> ignore) "cancelled"
               let id = server.RegisterKeys evaluationKeys
               Expect.equal (server.RegisterKeys evaluationKeys) id "the same keys, the same id"
               let probabilities = rows |> Array.map (fun row -> client.DeserializeDecryptDequantize(server.Run(id, client.QuantizeEncryptSerialize row)))
