@@ -173,13 +173,17 @@ let tests =
                     testPropertyWithConfig fuzz $"%s{name}: edits of the frame are refused"
                     <| forAll (edit bytes.Length) (fun change -> (errorOf (fun () -> read (change (Array.copy bytes)))).IsSome)
 
-                    testPropertyWithConfig fuzz $"%s{name}: edits of the payload past the checksum are refused or decode"
+                    testPropertyWithConfig fuzz $"%s{name}: edits of the payload past the checksum are refused or decode, without large allocations"
                     <| forAll
                         (Gen.zip (Gen.choose (0, bytes.Length - Container.HeaderBytes - Container.ChecksumBytes - 1)) (Gen.choose (1, 255)))
                         (fun (position, flip) ->
+                            let mutated = reframe bytes (fun p -> p[position] <- p[position] ^^^ byte flip)
+                            let before = GC.GetAllocatedBytesForCurrentThread()
                             // Decoding either succeeds or raises the typed error; anything else escapes and fails.
-                            errorOf (fun () -> read (reframe bytes (fun p -> p[position] <- p[position] ^^^ byte flip))) |> ignore
-                            true) ]
+                            errorOf (fun () -> read mutated) |> ignore
+                            // A corrupted count or dimension never makes the reader allocate beyond the data's size (plus a
+                            // constant for formatting an error message).
+                            GC.GetAllocatedBytesForCurrentThread() - before < 32L * int64 mutated.Length + (4L <<< 20)) ]
 
           test "mismatched, truncated and misdirected data is refused with the right error" {
               let real = dev.Force().ClientArtifact
