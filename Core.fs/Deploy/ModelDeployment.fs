@@ -66,12 +66,15 @@ module FheSerializer =
     let circuitToBytes (circuit: Circuit) =
         Container.toBytes ObjectKind.ServerArtifact ModelContext.artifacts (fun w -> CircuitFormat.write w circuit)
 
+    /// The circuit of a server artifact.
     let circuitOfBytes (bytes: byte[]) : Circuit =
         ofBytes bytes ObjectKind.ServerArtifact ModelContext.artifacts CircuitFormat.read
 
+    /// The client artifact's bytes.
     let clientArtifactToBytes (artifact: ClientArtifact) =
         Container.toBytes ObjectKind.ClientArtifact ModelContext.artifacts (fun w -> ClientArtifactFormat.write w artifact)
 
+    /// A client artifact from its bytes.
     let clientArtifactOfBytes (bytes: byte[]) : ClientArtifact =
         ofBytes bytes ObjectKind.ClientArtifact ModelContext.artifacts ClientArtifactFormat.read
 
@@ -79,6 +82,7 @@ module FheSerializer =
     let clientKeyToBytes (context: byte[]) (key: ClientKey) =
         Container.toBytes ObjectKind.ClientKey context (fun w -> KeyFormat.writeClientKey w key)
 
+    /// A client key of the artifact's model (ParameterMismatch for another model's).
     let clientKeyOfBytes (artifact: ClientArtifact) (bytes: byte[]) : ClientKey =
         ofBytes bytes ObjectKind.ClientKey artifact.ModelContext (KeyFormat.readClientKey artifact.Parameters)
 
@@ -86,6 +90,7 @@ module FheSerializer =
     let evaluationKeysToBytes (context: byte[]) (key: CompressedServerKey) =
         Container.toBytes ObjectKind.CompressedEvaluationKey context (fun w -> KeyFormat.writeEvaluationKeys w key)
 
+    /// Compressed evaluation keys of the model with this parameter set and context.
     let evaluationKeysOfBytes (parameters: TfheParameters) (context: byte[]) (bytes: byte[]) : CompressedServerKey =
         ofBytes bytes ObjectKind.CompressedEvaluationKey context (KeyFormat.readEvaluationKeys parameters)
 
@@ -101,6 +106,7 @@ module FheSerializer =
     let inputsToBytes (context: byte[]) (row: SeededLweRow) =
         Container.toBytes ObjectKind.CompressedCiphertexts context (fun w -> CiphertextFormat.writeRow w row)
 
+    /// One compressed input row of `features` ciphertexts.
     let inputsOfBytes (parameters: TfheParameters) (features: int) (context: byte[]) (bytes: byte[]) : SeededLweRow =
         ofBytes bytes ObjectKind.CompressedCiphertexts context (CiphertextFormat.readRow parameters features)
 
@@ -108,6 +114,7 @@ module FheSerializer =
     let outputsToBytes (context: byte[]) (outputs: LweCiphertext[]) =
         Container.toBytes ObjectKind.Ciphertexts context (fun w -> CiphertextFormat.writeOutputs w outputs)
 
+    /// The `count` output ciphertexts of one row.
     let outputsOfBytes (parameters: TfheParameters) (count: int) (context: byte[]) (bytes: byte[]) : LweCiphertext[] =
         ofBytes bytes ObjectKind.Ciphertexts context (CiphertextFormat.readOutputs parameters count)
 

@@ -221,6 +221,7 @@ module ParameterFormat =
                $"insecure=%b{p.Insecure}" |]
         )
 
+    /// Writes a parameter set.
     let write (w: PayloadWriter) (p: TfheParameters) =
         w.WriteString p.Name
         w.WriteInt32 p.LweDimension
@@ -495,6 +496,7 @@ module CircuitFormat =
           CalibrationMin = calibrationMin
           CalibrationMax = calibrationMax }
 
+    /// Writes a circuit.
     let write (w: PayloadWriter) (c: Circuit) =
         ParameterFormat.write w c.Parameters
         w.WriteByte(
@@ -686,6 +688,7 @@ module CiphertextFormat =
         | PbsOrder.KeyswitchBootstrap -> p.BigLweDimension
         | PbsOrder.BootstrapKeyswitch -> p.LweDimension
 
+    /// Writes one seeded input row.
     let writeRow (w: PayloadWriter) (row: SeededLweRow) =
         w.WriteInt32 row.Dimension
         Fields.writeSeed w row.Seed
@@ -700,6 +703,7 @@ module CiphertextFormat =
         Check.equal "input ciphertexts (features)" (int64 features) (int64 bodies.Length)
         { Seed = seed; Dimension = dimension; Bodies = bodies }
 
+    /// Writes output ciphertexts (at least one, all of one dimension).
     let writeOutputs (w: PayloadWriter) (outputs: LweCiphertext[]) =
         w.WriteInt32 outputs.Length
         w.WriteInt32 outputs[0].Dimension
@@ -721,6 +725,7 @@ module CiphertextFormat =
 ///     · u8 task: 1 + string[] classes | 2 + f64[] target mean + f64[] target std
 module ClientArtifactFormat =
 
+    /// Writes a client artifact.
     let write (w: PayloadWriter) (a: ClientArtifact) =
         ParameterFormat.write w a.Parameters
         w.WriteBytes a.ModelContext
@@ -743,6 +748,7 @@ module ClientArtifactFormat =
             Fields.writeDoubles w mean
             Fields.writeDoubles w std
 
+    /// Reads and validates a client artifact.
     let read (r: PayloadReader) : ClientArtifact =
         let parameters = ParameterFormat.read r
         let context = r.ReadBytes()
