@@ -2,6 +2,7 @@
 // dotnet fsi Scripts/evaluate.fsx -- --train A.csv --test B.csv [--task classification|regression] [--layers 3]
 //   [--w-bits 3] [--a-bits 3] [--accum-bits N] [--epochs 10] [--lr 0.001] [--batch-size N] [--activation relu]
 //   [--multiplier 4] [--pot true|false] [--seed 0] [--fhe disable|simulate|execute] [--fhe-samples N]
+//   [--rounding exact|per-bit|approximate] [--rounding-bits N] [--p-error P]
 #load "prelude.fsx"
 
 open System
@@ -59,6 +60,17 @@ let fhe =
 
 /// Compiles on the training rows, then runs `fhe` on the first --fhe-samples test rows and compares every output
 /// with the integer model's (disable); `outputs mode rows` gives the model's real outputs per row.
+let rounding =
+    match (argOr "rounding" "exact").ToLowerInvariant() with
+    | "exact" -> FheNet.Fhe.RoundingMethod.Exact
+    | "per-bit" -> FheNet.Fhe.RoundingMethod.ExactPerBit
+    | "approximate" -> FheNet.Fhe.RoundingMethod.Approximate
+    | other -> failwith $"--rounding %s{other}: expected exact, per-bit or approximate"
+
+let compileArgs =
+    {| pError = scriptArgs |> Map.tryFind "p-error" |> Option.map float
+       roundingBits = scriptArgs |> Map.tryFind "rounding-bits" |> Option.map int |}
+
 let runFhe (compile: unit -> FheNet.Fhe.Circuit) (keygen: unit -> FheNet.Fhe.CircuitKeys) (outputs: FheMode -> float32[][] -> float[][]) =
     let circuit = compile ()
     let samples = min xTest.Length (int (argOr "fhe-samples" (if fhe = FheMode.Execute then "5" else string xTest.Length)))
@@ -79,7 +91,8 @@ let runFhe (compile: unit -> FheNet.Fhe.Circuit) (keygen: unit -> FheNet.Fhe.Cir
       "keygen_seconds", box (Math.Round(keygenSeconds, 3))
       "pbs_per_sample", box circuit.BootstrapsPerSample
       "eval_key_bytes", box (keys |> Option.map (fun k -> k.CompressedServerKey.SizeBytes) |> Option.defaultValue 0L)
-      "fhe_parameters", box circuit.Parameters.Name ]
+      "fhe_parameters", box circuit.Parameters.Name
+      "rounding", box (string circuit.Rounding) ]
 
 let watch = Stopwatch.StartNew()
 let score, floatScore, bitWidths, metric, fheFields =
@@ -90,14 +103,14 @@ let score, floatScore, bitWidths, metric, fheFields =
         let accuracy = model.Score(xTest, yTest)
         let fheFields =
             if fhe = FheMode.Disable then []
-            else runFhe (fun () -> model.Compile xTrain) (fun () -> model.Keygen()) (fun mode rows -> model.PredictProba(rows, mode))
+            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictProba(rows, mode))
         (accuracy, seconds), twin.Score(xTest, yTest), model.BitWidths xTrain, "accuracy", fheFields
     else
         let model, twin = NeuralNetRegressor(settings).FitBenchmark(xTrain, train.Target)
         let seconds = watch.Elapsed.TotalSeconds
         let fheFields =
             if fhe = FheMode.Disable then []
-            else runFhe (fun () -> model.Compile xTrain) (fun () -> model.Keygen()) (fun mode rows -> model.PredictMulti(rows, mode))
+            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictMulti(rows, mode))
         (model.Score(xTest, test.Target), seconds), twin.Score(xTest, test.Target), model.BitWidths xTrain, "r2", fheFields
 
 let result =

@@ -36,13 +36,14 @@ type CompileOptions =
           RoundingThresholdBits = None
           Rounding = RoundingMethod.Exact }
 
-/// The encrypted program of one layer. Every accumulator acc of the layer travels as y = acc + Offset, a value in
-/// [0, 2^AccumulatorBits) encoded at Δ = 2^(63 − AccumulatorBits) (one padding bit). Offset is a multiple of 2^Shift,
-/// so round_half_up(y / 2^Shift) = round_half_up(acc / 2^Shift) + Offset / 2^Shift exactly.
+/// The encrypted program of one layer. The accumulator acc of neuron j travels as y = acc + Offsets[j], a value in
+/// [0, 2^AccumulatorBits) encoded at Δ = 2^(63 − AccumulatorBits) (one padding bit). Each offset is a multiple of
+/// 2^Shift, so round_half_up(y / 2^Shift) = round_half_up(acc / 2^Shift) + Offsets[j] / 2^Shift exactly; offsets per
+/// neuron keep B as small as the widest single neuron's range needs.
 type LayerCircuit =
     { Layer: int
       Neurons: int
-      Offset: int64
+      Offsets: int64[]
       /// B: the bits of y, the rounding carry included.
       AccumulatorBits: int
       /// t: bits dropped before the lookup.
@@ -51,11 +52,15 @@ type LayerCircuit =
       LookupBits: int
       /// The largest 2-norm of a neuron's integer weights: the noise growth of the linear combination.
       Nu: float
-      /// Table entry k (k in [0, 2^P)) is the next layer's input code for the rounded y = k; empty for the last layer.
-      Table: int64[]
+      /// Per neuron, entry k (k in [0, 2^P)) is the next layer's input code for the rounded y = k; empty for the
+      /// last layer.
+      Tables: int64[][]
       /// Accumulator range seen on the calibration set.
       CalibrationMin: int64
       CalibrationMax: int64 }
+
+    /// False for the last layer, whose accumulators the client decrypts.
+    member l.HasTables = l.Tables.Length > 0
 
     /// The groups (lowest bit, size) in which exact rounding clears the t dropped bits, lowest first.
     member l.RoundingGroups(rounding: RoundingMethod) =
@@ -69,7 +74,7 @@ type LayerCircuit =
     /// Bootstraps per sample: per neuron, those of exact rounding (one per group of one bit, two per larger group)
     /// and the table.
     member l.BootstrapsFor(rounding: RoundingMethod) =
-        if l.Table.Length = 0 then 0
+        if not l.HasTables then 0
         else
             match rounding with
             | RoundingMethod.Approximate -> l.Neurons
@@ -146,47 +151,52 @@ module Compiler =
                                 Shift = needed
                                 Lookup = Some { lookup with Step = layer.AccumulatorScale * MathF.ScaleB(1.0f, needed) } }) }
 
+    /// Per layer, per neuron: the accumulator range on the calibration rows.
     let private calibrationRanges (model: IntegerModel) (calibration: float32[][]) =
         let traces = calibration |> Array.map (fun row -> IntegerModel.trace model (IntegerModel.quantizeRow model row))
         Array.init model.Layers.Length (fun l ->
-            let all = traces |> Array.collect (fun t -> t[l])
-            Array.min all, Array.max all)
+            Array.init model.Layers[l].Weights.Length (fun j ->
+                let values = traces |> Array.map (fun t -> t[l][j])
+                Array.min values, Array.max values))
 
-    let private layerCircuit (model: IntegerModel) (l: int) (lo: int64, hi: int64) =
+    let private layerCircuit (model: IntegerModel) (l: int) (ranges: (int64 * int64)[]) =
         let layer = model.Layers[l]
         let t = layer.Shift
         let half = if t > 0 then 1L <<< (t - 1) else 0L
-        // The smallest multiple of 2^t that makes every calibration accumulator non-negative.
-        let offset = -(lo >>> t <<< t)
-        let bits = max (t + 1) (IntegerModel.bitsFor 0L (hi + offset + half))
+        // Per neuron, the smallest multiple of 2^t that makes its calibration accumulators non-negative.
+        let offsets = ranges |> Array.map (fun (lo, _) -> -(lo >>> t <<< t))
+        let bits =
+            Array.map2 (fun (_, hi) offset -> IntegerModel.bitsFor 0L (hi + offset + half)) ranges offsets
+            |> Array.fold max (t + 1)
         let nu =
             layer.Weights
             |> Array.map (fun w -> sqrt (w |> Array.sumBy (fun v -> float v * float v)))
             |> Array.max
             |> max 1.0
-        let table, lookupBits =
+        let tables, lookupBits =
             match layer.Lookup with
             | None -> [||], 0
             | Some lookup ->
                 let p = bits - t
-                let shiftedOffset = offset >>> t
-                Array.init (1 <<< p) (fun k -> int64 (Lookup.apply lookup (int64 k - shiftedOffset))), p
+                let table (offset: int64) =
+                    Array.init (1 <<< p) (fun k -> int64 (Lookup.apply lookup (int64 k - (offset >>> t))))
+                offsets |> Array.map table, p
         { Layer = l
           Neurons = layer.Weights.Length
-          Offset = offset
+          Offsets = offsets
           AccumulatorBits = bits
           Shift = t
           LookupBits = lookupBits
           Nu = nu
-          Table = table
-          CalibrationMin = lo
-          CalibrationMax = hi }
+          Tables = tables
+          CalibrationMin = ranges |> Array.map fst |> Array.min
+          CalibrationMax = ranges |> Array.map snd |> Array.max }
 
     /// The noise requirements of one layer's operations on the circuit's parameter set.
     let requirements (rounding: RoundingMethod) (layer: LayerCircuit) : LookupRequirement list =
         let nu2 = layer.Nu * layer.Nu
         let b = layer.AccumulatorBits
-        if layer.Table.Length = 0 then
+        if not layer.HasTables then
             [ { PbsVarianceFactor = nu2; PlaintextModulus = 1 <<< b; ThroughBlindRotation = false } ]
         else
             match rounding with
@@ -245,7 +255,11 @@ module Compiler =
             Guard.allFinite $"calibration[%d{i}]" (ReadOnlySpan row))
         let model =
             match options.RoundingThresholdBits with
-            | Some bits -> withRoundingThreshold bits model (calibrationRanges model calibration)
+            | Some bits ->
+                let layerRanges =
+                    calibrationRanges model calibration
+                    |> Array.map (fun r -> Array.map fst r |> Array.min, Array.map snd r |> Array.max)
+                withRoundingThreshold bits model layerRanges
             | None -> model
         let ranges = calibrationRanges model calibration
         let layers = Array.init model.Layers.Length (fun l -> layerCircuit model l ranges[l])

@@ -44,16 +44,16 @@ module FheClient =
         if outputs.Length <> last.Neurons then
             raise (InvalidShapeException("outputs", $"has %d{outputs.Length} ciphertexts; the model has %d{last.Neurons} outputs"))
         let encoding = Encoding.WithPadding(1 <<< last.AccumulatorBits)
-        outputs |> Array.map (fun c -> Lwe.decryptWith keys.ClientKey encoding c - last.Offset)
+        outputs |> Array.mapi (fun j c -> Lwe.decryptWith keys.ClientKey encoding c - last.Offsets[j])
 
 /// A circuit bound to a server key, its lookup tables built once.
 type PreparedCircuit =
     private
         { circuit: Circuit
           serverKey: ServerKey
-          // Per layer: the output table, and per rounding group of exact rounding its sign table and (groups of more
+          // Per layer: the neurons' tables, and per rounding group of exact rounding its sign table and (groups of more
           // than one bit) the table of its remaining bits.
-          tables: LookupTable option[]
+          tables: LookupTable[][]
           groupTables: (LookupTable * LookupTable option)[][] }
 
     member p.Circuit = p.circuit
@@ -73,14 +73,14 @@ module FheServer =
           tables =
             circuit.Layers
             |> Array.map (fun layer ->
-                if layer.Table.Length = 0 then None
-                else Some(Pbs.lookupTableOfValues p (1 <<< next layer.Layer) layer.Table))
+                if layer.HasTables then layer.Tables |> Array.map (Pbs.lookupTableOfValues p (1 <<< next layer.Layer))
+                else [||])
           groupTables =
             circuit.Layers
             |> Array.map (fun layer ->
                 match circuit.Rounding with
                 | RoundingMethod.Exact
-                | RoundingMethod.ExactPerBit when layer.Table.Length > 0 ->
+                | RoundingMethod.ExactPerBit when layer.HasTables ->
                     layer.RoundingGroups circuit.Rounding
                     |> List.map (fun (low, size) ->
                         let top = low + size - 1
@@ -130,15 +130,15 @@ module FheServer =
         // Pruned weights cost nothing: leave them out of the combination.
         let kept = [| for i in 0 .. weights.Length - 1 do if weights[i] <> 0 then yield i |]
         let encoding = Encoding.WithPadding(1 <<< layer.AccumulatorBits)
-        let bias = model.Biases[j] + layer.Offset
+        let bias = model.Biases[j] + layer.Offsets[j]
         let y =
             if kept.Length = 0 then
                 Lwe.trivial prepared.circuit.Parameters 0L |> Lwe.addPlaintextWith encoding bias
             else
                 Lwe.linearCombinationWith encoding (kept |> Array.map (fun i -> int64 weights[i])) (kept |> Array.map (fun i -> inputs[i])) bias
-        match prepared.tables[layer.Layer] with
-        | None -> y
-        | Some table ->
+        if not layer.HasTables then
+            y
+        else
             let input =
                 match prepared.circuit.Rounding with
                 | RoundingMethod.Exact
@@ -147,7 +147,7 @@ module FheServer =
                 | RoundingMethod.Approximate when layer.Shift > 0 ->
                     Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< (layer.AccumulatorBits + 1))) 1L y
                 | _ -> y
-            Pbs.apply prepared.serverKey table input
+            Pbs.apply prepared.serverKey (prepared.tables[layer.Layer][j]) input
 
     /// `evaluate`, also returning the seconds each layer took.
     let evaluateProfiled (prepared: PreparedCircuit) (inputs: LweCiphertext[]) : LweCiphertext[] * float[] =
@@ -221,11 +221,11 @@ module FheSimulator =
                 acc <- acc + int64 w[i] * x[i]
                 norm2 <- norm2 + float w[i] * float w[i]
             // The combination's noise, read at the precision of y.
-            let y = acc + layer.Offset + steps rng (norm2 * pbsVariance) b
-            if layer.Table.Length = 0 then
+            let y = acc + layer.Offsets[j] + steps rng (norm2 * pbsVariance) b
+            if not layer.HasTables then
                 // The client decodes y modulo 2^(B+1), as the ciphertext wraps.
                 let period = 1L <<< (b + 1)
-                ((y % period) + period) % period - layer.Offset
+                ((y % period) + period) % period - layer.Offsets[j]
             else
                 let index =
                     match circuit.Rounding with
@@ -247,7 +247,7 @@ module FheSimulator =
                         let noise = rng.NextGaussian() * sqrt lookupExtra * Math.ScaleB(1.0, p + 1)
                         int64 (Math.Floor(exact + noise + 0.5))
                     | _ -> y + steps rng lookupExtra p
-                lookup layer.Table index)
+                lookup layer.Tables[j] index)
 
     /// The output accumulators of one row of input codes, with simulated bootstrap errors.
     let forward (rng: TrainingRng) (circuit: Circuit) (codes: int[]) : int64[] =

@@ -70,7 +70,7 @@ module CircuitReport =
             |> Array.map (fun l ->
                 let bootstraps = l.BootstrapsFor circuit.Rounding
                 { Layer = l.Layer
-                  Lookups = (if l.Table.Length = 0 then 0 else l.Neurons)
+                  Lookups = (if l.HasTables then l.Neurons else 0)
                   Bootstraps = bootstraps
                   AccumulatorBits = l.AccumulatorBits
                   RoundedBits = l.Shift
