@@ -81,7 +81,7 @@ let decisionBoundaries (name: string) (grids: (float[] * float[]) list) (points:
             plot.Title(panel.Title, 12.0f)
             plot.Axes.SetLimits(xs[0], Array.last xs, Array.last ys, ys[0])
     let path = outFile name
-    multiplot.SavePng(path, 420 * columns, 360 * rows) |> ignore
+    multiplot.SavePng(path, 360 * columns, 310 * rows) |> ignore
     path
 
 /// Training curves: train (and validation) loss per epoch on the left axis, the validation metric on the right.
