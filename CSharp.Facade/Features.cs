@@ -42,9 +42,6 @@ public readonly struct Features
     /// <param name="row">The sample's feature values.</param>
     public static Features FromRow(ReadOnlySpan<float> row) => new([row.ToArray()]);
 
-    /// <summary>The rows as jagged 32-bit arrays (a copy).</summary>
-    public float[][] ToArray() => _rows?.Select(row => row?.ToArray()!).ToArray() ?? [];
-
     /// <summary>The rows, or ArgumentNullException naming the argument.</summary>
     internal float[][] Rows(string paramName) => _rows ?? throw new ArgumentNullException(paramName);
 

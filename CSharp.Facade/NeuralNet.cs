@@ -143,8 +143,12 @@ public sealed record ClassifierBuilder : NeuralNetBuilder<ClassifierBuilder>
 
     /// <summary>One loss weight per class, in the order of the sorted class labels.</summary>
     /// <param name="weights">Finite weights ≥ 0, as many as classes (checked by Fit).</param>
-    public ClassifierBuilder ClassWeights(params double[] weights) =>
-        With(Options with { ClassWeighting = ClassWeighting.Explicit, ClassWeights = weights.ToArray() });
+    /// <exception cref="ArgumentNullException"><paramref name="weights"/> is null.</exception>
+    public ClassifierBuilder ClassWeights(params double[] weights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        return With(Options with { ClassWeighting = ClassWeighting.Explicit, ClassWeights = weights.ToArray() });
+    }
 
     /// <summary>Validates the settings and builds a classifier of labels of any comparable type.</summary>
     /// <typeparam name="TLabel">The label type (int, string, an enum...); Predict returns labels of this type.</typeparam>

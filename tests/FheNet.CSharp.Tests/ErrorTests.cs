@@ -74,6 +74,28 @@ public class ErrorTests
     }
 
     [Fact]
+    public void RaggedRowsRaiseInvalidShapeNamingTheRow()
+    {
+        double[][] ragged = [[0.0, 1.0], [1.0, 0.0], [0.5]];
+
+        var e = Assert.Throws<InvalidShapeException>(() => NeuralNet.Classifier().Build().Fit(ragged, [0, 1, 0]));
+
+        Assert.Equal("X[2]", e.ParamName);
+    }
+
+    [Fact]
+    public async Task AsyncCallsWithAnAlreadyCancelledTokenDoNotStart()
+    {
+        var model = NeuralNet.Classifier().Layers(2).Epochs(2).Build().Fit(X, Y);
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => model.CompileAsync(X, cancellationToken: new CancellationToken(canceled: true)));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => model.FitAsync(X, Y, cancellationToken: new CancellationToken(canceled: true)));
+        Assert.Throws<FheNotAvailableException>(() => model.CircuitReport);
+    }
+
+    [Fact]
     public void OneClassRaisesInvalidShape()
     {
         var model = NeuralNet.Classifier().Build<string>();

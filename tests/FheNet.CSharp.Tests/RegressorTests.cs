@@ -35,6 +35,26 @@ public class RegressorTests
     }
 
     [Fact]
+    public async Task FitAsyncReportsEveryEpochAndCancelsBetweenEpochs()
+    {
+        var builder = NeuralNet.Regressor().Layers(2).Epochs(4);
+        var recorder = new Recorder<TrainingProgress>();
+
+        var model = await builder.Build().FitAsync(Diabetes.XTrain, Diabetes.YTrain, recorder);
+
+        Assert.Equal([1, 2, 3, 4], recorder.Items.Select(r => r.Epoch));
+        Assert.Equal(recorder.Items.Select(r => r.TrainLoss), model.History.Select(e => e.TrainLoss));
+
+        using var cancel = new CancellationTokenSource();
+        var stopped = new Recorder<TrainingProgress>(_ => cancel.Cancel());
+        var before = model.Predict(Diabetes.XTest);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => model.FitAsync(Diabetes.XTrain, Diabetes.YTrain, stopped, cancel.Token));
+        Assert.Single(stopped.Items);
+        Assert.Equal(before, model.Predict(Diabetes.XTest)); // the previous model is kept
+    }
+
+    [Fact]
     public void SavedAndReloadedRegressorsPredictIdentically()
     {
         var model = NeuralNet.Regressor().Layers(2).Epochs(3).Build().Fit(Diabetes.XTrain, Diabetes.YTrain);
