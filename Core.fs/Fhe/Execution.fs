@@ -165,7 +165,10 @@ module FheServer =
             |> Array.map (fun layer ->
                 let watch = Diagnostics.Stopwatch.StartNew()
                 let out = Array.zeroCreate layer.Neurons
-                Parallel.For(0, layer.Neurons, fun j -> out[j] <- neuron prepared layer x j) |> ignore
+                // One worker per core: bootstraps are long and CPU-bound, and more threads only thrash the caches.
+                Parallel.For(0, layer.Neurons, ParallelOptions(MaxDegreeOfParallelism = Environment.ProcessorCount), fun j ->
+                    out[j] <- neuron prepared layer x j)
+                |> ignore
                 x <- out
                 watch.Elapsed.TotalSeconds)
         x, seconds
