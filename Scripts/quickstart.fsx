@@ -34,14 +34,14 @@ let settings =
 let model, twin = timed "fit (3/3-bit QAT + float twin)" (fun () -> NeuralNetClassifier<int>(settings).FitBenchmark(xTrain, yTrain))
 printfn "test accuracy: float %.3f, quantized %.3f" (twin.Score(xTest, yTest)) (model.Score(xTest, yTest))
 
-let circuit = timed "compile" (fun () -> model.Compile xTrain)
+timed "compile" (fun () -> model.Compile xTrain) |> ignore
 timed "key generation" (fun () -> model.Keygen()) |> ignore
-printf "%s" (string (CircuitReport.create circuit None 1 None))
 
 let rows = xTest[..2]
 let encrypted = timed $"predict %d{rows.Length} rows encrypted" (fun () -> model.Predict(rows, FheMode.Execute))
 let clear = model.Predict rows
 printfn "encrypted predictions %A, in the clear %A, true labels %A" encrypted clear yTest[..2]
+printf "%s" (string (model.CircuitReport()))
 if encrypted <> clear then
     eprintfn "encrypted and clear predictions differ"
     exit 1

@@ -22,6 +22,8 @@ type FittedNetwork =
 [<Sealed>]
 type internal FheSession(circuit: Circuit, seed: int) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
+    // Mean seconds per layer over the rows of the last encrypted run.
+    let mutable lastLayerSeconds: float[] option = None
 
     member _.Circuit = circuit
 
@@ -45,10 +47,20 @@ type internal FheSession(circuit: Circuit, seed: int) =
     /// Output accumulators of rows computed encrypted: client encryption, server evaluation, client decryption.
     member this.Execute(x: float32[][]) : int64[][] =
         let k, prepared = this.Keygen false
-        x
-        |> Array.map (fun row ->
-            let inputs = FheClient.encryptRow k circuit row |> Array.map FheNet.Tfhe.Lwe.expand
-            FheClient.decrypt k circuit (FheServer.evaluate prepared inputs))
+        let runs =
+            x
+            |> Array.map (fun row ->
+                let inputs = FheClient.encryptRow k circuit row |> Array.map FheNet.Tfhe.Lwe.expand
+                let outputs, seconds = FheServer.evaluateProfiled prepared inputs
+                FheClient.decrypt k circuit outputs, seconds)
+        if runs.Length > 0 then
+            lastLayerSeconds <- Some(Array.init circuit.Layers.Length (fun l -> runs |> Array.averageBy (fun (_, s) -> s[l])))
+        runs |> Array.map fst
+
+    /// The circuit's report; with keys, estimated times from a measured bootstrap, and the last encrypted run's.
+    member _.Report() =
+        let perBootstrap = keys |> Option.map (fun (_, prepared) -> FheServer.bootstrapMilliseconds prepared)
+        CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
 
 /// Checks and training shared by both estimators.
 module internal Fitting =
@@ -419,6 +431,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
     member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
 
+    /// Per-layer lookups, bits, parameters, key sizes and (after keygen / an encrypted run) times.
+    member _.CircuitReport() = (Fitting.compiledSession session).Report()
+
     /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
         match (fst (fittedState "BitWidths")).Integer with
@@ -544,6 +559,9 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
 
     /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
     member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
+
+    /// Per-layer lookups, bits, parameters, key sizes and (after keygen / an encrypted run) times.
+    member _.CircuitReport() = (Fitting.compiledSession session).Report()
 
     member _.BitWidths(x: float32[][]) =
         match (fittedState "BitWidths").Integer with
