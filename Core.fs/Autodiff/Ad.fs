@@ -80,6 +80,19 @@ module CodeSpec =
             | Rounding.HalfEven -> MathF.Round v
         Math.Clamp(r, float32 spec.QMin, float32 spec.QMax)
 
+    /// <c>code</c> of every src[i] / scale, written to dst, with SIMD kernels performing the same IEEE operations
+    /// (division, then floor(v + 1/2) or round-half-even, then clipping); only the sign of a zero code may differ.
+    let codesInto (spec: CodeSpec) (scale: float32) (src: float32[]) (dst: float32[]) =
+        Guard.sameLength "dst" src.Length dst.Length
+        TensorPrimitives.Divide(ReadOnlySpan src, scale, Span dst)
+        match spec.Rounding with
+        | Rounding.HalfUp ->
+            TensorPrimitives.Add(ReadOnlySpan dst, 0.5f, Span dst)
+            TensorPrimitives.Floor(ReadOnlySpan dst, Span dst)
+        | Rounding.HalfEven -> TensorPrimitives.Round(ReadOnlySpan dst, Span dst)
+        TensorPrimitives.Max(ReadOnlySpan dst, float32 spec.QMin, Span dst)
+        TensorPrimitives.Min(ReadOnlySpan dst, float32 spec.QMax, Span dst)
+
 /// Differentiable operations. Each computes its value now and records how to push gradients back.
 module Ad =
 
@@ -106,9 +119,9 @@ module Ad =
             tape.Record(fun () ->
                 let g = Tensor.ofArray out.Value.Rows out.Value.Cols out.Grad
                 if a.RequiresGrad then
-                    accumulate a (Tensor.matmul tape.Threads g (Tensor.transpose b.Value)).Data
+                    accumulate a (Tensor.matmulNT tape.Threads g b.Value).Data
                 if b.RequiresGrad then
-                    accumulate b (Tensor.matmul tape.Threads (Tensor.transpose a.Value) g).Data)
+                    accumulate b (Tensor.matmulTN tape.Threads a.Value g).Data)
         out
 
     /// Aᵀ.
@@ -313,6 +326,106 @@ module Ad =
                     for t in log2Scales do
                         if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
         out
+
+    /// A quantized linear layer in one operation, equal to the composition
+    ///     scaleExp2 (matmul (quantize x [θx]) (transpose (quantize (W ⊙ mask) [θw])) + quantize b [θx; θw]) [θx; θw]
+    /// with the same straight-through / LSQ gradients (the bias code's scale s_x·s_w gets no gradient), but with
+    /// a few passes over the weights instead of a dozen. W is out × in (a row per neuron); the mask (1 kept, 0
+    /// pruned) is empty when nothing is pruned. Returns the output and the integer accumulators
+    /// Σ q_x·q_w + q_b (exact float32 integers below 2^24).
+    let quantizedLinear
+        (tape: Tape)
+        (powerOfTwo: bool)
+        (inputCodes: CodeSpec)
+        (weightCodes: CodeSpec)
+        (biasCodes: CodeSpec)
+        (x: Var)
+        (weight: Var)
+        (mask: float32[])
+        (bias: Var)
+        (inputLog2Scale: Var)
+        (weightLog2Scale: Var)
+        : struct (Var * Tensor) =
+        let xv, w = x.Value, weight.Value
+        if w.Cols <> xv.Cols then
+            raise (InvalidShapeException("weight", $"has %d{w.Cols} inputs but x has %d{xv.Cols} columns"))
+        if bias.Value.Rows <> 1 || bias.Value.Cols <> w.Rows then
+            raise (InvalidShapeException("bias", $"must be 1 × %d{w.Rows}"))
+        let m, k, n = xv.Rows, xv.Cols, w.Rows
+        let sx = Exp2Scale.value powerOfTwo inputLog2Scale.Value.Data[0]
+        let sw = Exp2Scale.value powerOfTwo weightLog2Scale.Value.Data[0]
+        let s = Exp2Scale.product powerOfTwo [ inputLog2Scale.Value.Data[0]; weightLog2Scale.Value.Data[0] ]
+        let qx = Array.zeroCreate (m * k)
+        CodeSpec.codesInto inputCodes sx xv.Data qx
+        let hasMask = mask.Length > 0
+        let effective =
+            if hasMask then
+                let e = Array.zeroCreate w.Length
+                TensorPrimitives.Multiply(ReadOnlySpan w.Data, ReadOnlySpan mask, Span e)
+                e
+            else
+                w.Data
+        let qw = Array.zeroCreate (n * k)
+        CodeSpec.codesInto weightCodes sw effective qw
+        let qb = bias.Value.Data |> Array.map (fun b -> CodeSpec.code biasCodes (b / s))
+        let acc = Tensor.matmulNT tape.Threads (Tensor.ofArray m k qx) (Tensor.ofArray n k qw)
+        for i in 0 .. m - 1 do
+            let o = i * n
+            for j in 0 .. n - 1 do
+                acc.Data[o + j] <- acc.Data[o + j] + qb[j]
+        let y = Array.zeroCreate acc.Length
+        TensorPrimitives.Multiply(ReadOnlySpan acc.Data, s, Span y)
+        let scales = [ inputLog2Scale; weightLog2Scale ]
+        let out = Var(Tensor.ofArray m n y, needs ([ x; weight; bias ] @ scales))
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let gy = out.Grad
+                let ln2 = Math.Log 2.0
+                // Through the final scaling: ∂y/∂acc = s, ∂y/∂θ = ln 2 · s · acc.
+                let gAcc = Array.zeroCreate gy.Length
+                let mutable gScale = 0.0
+                for i in 0 .. gy.Length - 1 do
+                    gAcc[i] <- gy[i] * s
+                    gScale <- gScale + float gy[i] * float acc.Data[i]
+                let gScale = ln2 * float s * gScale
+                let mutable gx = gScale
+                let mutable gw = gScale
+                let gAccT = Tensor.ofArray m n gAcc
+                if x.RequiresGrad || inputLog2Scale.RequiresGrad then
+                    let gqx = Tensor.matmul tape.Threads gAccT (Tensor.ofArray n k qw)
+                    let dx = if x.RequiresGrad then x.Grad else Array.empty
+                    let lo, hi = float32 inputCodes.QMin, float32 inputCodes.QMax
+                    for i in 0 .. gqx.Length - 1 do
+                        let v = xv.Data[i] / sx
+                        if v >= lo && v <= hi then
+                            if x.RequiresGrad then dx[i] <- dx[i] + gqx.Data[i] / sx
+                            gx <- gx - ln2 * float gqx.Data[i] * float v
+                if weight.RequiresGrad || weightLog2Scale.RequiresGrad then
+                    let gqw = Tensor.matmulTN tape.Threads gAccT (Tensor.ofArray m k qx)
+                    let dw = if weight.RequiresGrad then weight.Grad else Array.empty
+                    let lo, hi = float32 weightCodes.QMin, float32 weightCodes.QMax
+                    for i in 0 .. gqw.Length - 1 do
+                        let v = effective[i] / sw
+                        if v >= lo && v <= hi then
+                            if weight.RequiresGrad then
+                                let g = gqw.Data[i] / sw
+                                dw[i] <- dw[i] + (if hasMask then g * mask[i] else g)
+                            gw <- gw - ln2 * float gqw.Data[i] * float v
+                if bias.RequiresGrad then
+                    let db = bias.Grad
+                    let lo, hi = float32 biasCodes.QMin, float32 biasCodes.QMax
+                    for j in 0 .. n - 1 do
+                        let v = bias.Value.Data[j] / s
+                        if v >= lo && v <= hi then
+                            let mutable sum = 0.0f
+                            for i in 0 .. m - 1 do
+                                sum <- sum + gAcc[i * n + j]
+                            db[j] <- db[j] + sum / s
+                if inputLog2Scale.RequiresGrad then
+                    inputLog2Scale.Grad[0] <- inputLog2Scale.Grad[0] + float32 gx
+                if weightLog2Scale.RequiresGrad then
+                    weightLog2Scale.Grad[0] <- weightLog2Scale.Grad[0] + float32 gw)
+        struct (out, acc)
 
     /// The same value with no gradient flowing back (a constant copy).
     let detach (x: Var) = constant x.Value

@@ -87,7 +87,7 @@ type ForwardResult =
     { /// Network output (logits or standardized regression values), batch × outputs.
       Output: Var
       /// Per layer, the integer accumulator Σ q_x·q_w + q_b as exact float32 integers (quantized networks only).
-      Accumulators: Var list }
+      Accumulators: Tensor list }
 
 module Network =
 
@@ -120,20 +120,27 @@ module Network =
         let accumulators = ResizeArray()
         for l in 0 .. net.Layers.Length - 1 do
             let p = net.Layers[l]
-            let weight = maskedWeight tape p (param p.Weight)
             let y =
                 match config.Quant with
-                | None -> Ad.add tape (Ad.matmul tape h (Ad.transpose tape weight)) (param p.Bias)
+                | None ->
+                    let weight = maskedWeight tape p (param p.Weight)
+                    Ad.add tape (Ad.matmul tape h (Ad.transpose tape weight)) (param p.Bias)
                 | Some q ->
-                    let pot = q.PowerOfTwo
-                    let sIn, sW = param p.InputLog2Scale, param p.WeightLog2Scale
-                    let qx = Ad.quantize tape pot (Codes.layerInput config q l) h [ sIn ]
-                    let qw = Ad.quantize tape pot (Codes.weight q.WeightBits) weight [ sW ]
-                    let qb =
-                        Ad.quantize tape pot (Codes.bias q.AccumulatorBits) (param p.Bias) [ Ad.detach sIn; Ad.detach sW ]
-                    let acc = Ad.add tape (Ad.matmul tape qx (Ad.transpose tape qw)) qb
+                    let struct (y, acc) =
+                        Ad.quantizedLinear
+                            tape
+                            q.PowerOfTwo
+                            (Codes.layerInput config q l)
+                            (Codes.weight q.WeightBits)
+                            (Codes.bias q.AccumulatorBits)
+                            h
+                            (param p.Weight)
+                            p.Mask
+                            (param p.Bias)
+                            (param p.InputLog2Scale)
+                            (param p.WeightLog2Scale)
                     accumulators.Add acc
-                    Ad.scaleExp2 tape pot acc [ sIn; sW ]
+                    y
             h <- if l < net.Layers.Length - 1 then Ad.activation tape config.Activation y else y
         { Output = h; Accumulators = List.ofSeq accumulators }
 
@@ -193,7 +200,7 @@ module Network =
                     let r = forward tape partial false x
                     let last = r.Accumulators |> List.last
                     let s = Exp2Scale.product q.PowerOfTwo [ p.InputLog2Scale.Value.Data[0]; p.WeightLog2Scale.Value.Data[0] ]
-                    h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last.Value
+                    h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last
 
     /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
     /// weights are kept while the exact accumulator range (bias included) fits the budget.

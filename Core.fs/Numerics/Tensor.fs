@@ -2,6 +2,8 @@ namespace FheNet.Numerics
 
 open System
 open System.Numerics.Tensors
+open System.Runtime.InteropServices
+open System.Runtime.Intrinsics
 open System.Threading.Tasks
 open FheNet
 
@@ -131,6 +133,71 @@ module Tensor =
             )
             |> ignore
         ofArray a.Rows b.Cols c
+
+    /// Σₜ a[aOffset + t]·b[bOffset + t] for t < length: 256-bit lanes accumulated in a fixed order, then the lanes
+    /// summed, then the scalar tail; the result depends only on the two rows' values.
+    let private dot (a: float32[]) (aOffset: int) (b: float32[]) (bOffset: int) (length: int) =
+        let mutable total = 0.0f
+        let mutable t = 0
+        if Vector256.IsHardwareAccelerated && length >= Vector256<float32>.Count then
+            let width = Vector256<float32>.Count
+            let whole = length / width * width
+            let av = MemoryMarshal.Cast<float32, Vector256<float32>>(ReadOnlySpan<float32>(a, aOffset, whole))
+            let bv = MemoryMarshal.Cast<float32, Vector256<float32>>(ReadOnlySpan<float32>(b, bOffset, whole))
+            let mutable acc = Vector256<float32>.Zero
+            for v in 0 .. av.Length - 1 do
+                acc <- Vector256.FusedMultiplyAdd(av[v], bv[v], acc)
+            total <- Vector256.Sum acc
+            t <- whole
+        while t < length do
+            total <- total + a[aOffset + t] * b[bOffset + t]
+            t <- t + 1
+        total
+
+    /// A·Bᵀ for B given row-major (n × k, one row per output column): dot products of contiguous rows, no transpose.
+    /// Bit-identical whatever the thread count.
+    let matmulNT (threads: int) (a: Tensor) (b: Tensor) =
+        if a.Cols <> b.Cols then
+            raise (InvalidShapeException("b", $"has %d{b.Cols} columns but a has %d{a.Cols}; A·Bᵀ needs equal widths"))
+        let m, n, k = a.Rows, b.Rows, a.Cols
+        let c = Array.zeroCreate (m * n)
+        let rowsOf lo hi =
+            for i in lo .. hi - 1 do
+                for j in 0 .. n - 1 do
+                    c[i * n + j] <- dot a.Data (i * k) b.Data (j * k) k
+        if threads <= 1 || int64 m * int64 n * int64 k < int64 parallelThreshold then
+            rowsOf 0 m
+        else
+            let tasks = (m + rowsPerTask - 1) / rowsPerTask
+            Parallel.For(0, tasks, ParallelOptions(MaxDegreeOfParallelism = threads), fun t ->
+                rowsOf (t * rowsPerTask) (min m ((t + 1) * rowsPerTask)))
+            |> ignore
+        ofArray m n c
+
+    /// Aᵀ·B (a is m × n, b is m × k, the result n × k) without transposing: for each row r of both, adds
+    /// a[r, i]·B[r, :] to row i of the result (skipping zeros), rows r in increasing order. Bit-identical whatever
+    /// the thread count (threads split the result's rows).
+    let matmulTN (threads: int) (a: Tensor) (b: Tensor) =
+        if a.Rows <> b.Rows then
+            raise (InvalidShapeException("b", $"has %d{b.Rows} rows but a has %d{a.Rows}; Aᵀ·B needs equal heights"))
+        let m, n, k = a.Rows, a.Cols, b.Cols
+        let c = Array.zeroCreate (n * k)
+        let rowsOf lo hi =
+            for r in 0 .. m - 1 do
+                let bRow = ReadOnlySpan<float32>(b.Data, r * k, k)
+                for i in lo .. hi - 1 do
+                    let v = a.Data[r * n + i]
+                    if v <> 0.0f then
+                        let cRow = Span<float32>(c, i * k, k)
+                        TensorPrimitives.MultiplyAdd(bRow, v, cRow, cRow)
+        if threads <= 1 || int64 m * int64 n * int64 k < int64 parallelThreshold then
+            rowsOf 0 n
+        else
+            let tasks = (n + rowsPerTask - 1) / rowsPerTask
+            Parallel.For(0, tasks, ParallelOptions(MaxDegreeOfParallelism = threads), fun t ->
+                rowsOf (t * rowsPerTask) (min n ((t + 1) * rowsPerTask)))
+            |> ignore
+        ofArray n k c
 
     /// Element-wise map into a new tensor of the same shape.
     let map (f: float32 -> float32) (t: Tensor) = ofArray t.Rows t.Cols (Array.map f t.Data)
