@@ -2,6 +2,8 @@ namespace FheNet.Autodiff
 
 open System
 open System.Numerics.Tensors
+open System.Runtime.InteropServices
+open System.Runtime.Intrinsics
 open FheNet
 open FheNet.Numerics
 
@@ -327,6 +329,54 @@ module Ad =
                         if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
         out
 
+    /// The straight-through part of a quantizer's backward pass, 256 bits at a time. With v = values[i] · invScale,
+    /// where qmin <= v <= qmax: adds upstream[i] · invScale (times mask[i] when a mask is given) to grad[i] (when
+    /// grad is not empty), and returns Σ upstream[i] · v over those i (for the scale's LSQ gradient).
+    let private straightThrough
+        (values: float32[])
+        (invScale: float32)
+        (lo: float32)
+        (hi: float32)
+        (upstream: float32[])
+        (mask: float32[])
+        (grad: float32[])
+        =
+        let n = values.Length
+        let writes = grad.Length > 0
+        let masked = mask.Length > 0
+        let mutable total = Vector256<float32>.Zero
+        let mutable i = 0
+        if Vector256.IsHardwareAccelerated then
+            let width = Vector256<float32>.Count
+            let vs = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(values, 0, n / width * width))
+            let us = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(upstream, 0, n / width * width))
+            let inv, vlo, vhi = Vector256.Create invScale, Vector256.Create lo, Vector256.Create hi
+            for b in 0 .. vs.Length - 1 do
+                let v = vs[b] * inv
+                let inside = Vector256.BitwiseAnd(Vector256.GreaterThanOrEqual(v, vlo), Vector256.LessThanOrEqual(v, vhi))
+                let u = us[b]
+                total <- total + Vector256.ConditionalSelect(inside, u * v, Vector256<float32>.Zero)
+                if writes then
+                    let gs = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(grad, b * width, width))
+                    let step = u * inv
+                    let step =
+                        if masked then
+                            step * Vector256.Create<float32>(values = ReadOnlySpan<float32>(mask, b * width, width))
+                        else
+                            step
+                    gs[0] <- gs[0] + Vector256.ConditionalSelect(inside, step, Vector256<float32>.Zero)
+            i <- vs.Length * width
+        let mutable tail = 0.0f
+        while i < n do
+            let v = values[i] * invScale
+            if v >= lo && v <= hi then
+                tail <- tail + upstream[i] * v
+                if writes then
+                    let step = upstream[i] * invScale
+                    grad[i] <- grad[i] + (if masked then step * mask[i] else step)
+            i <- i + 1
+        float (Vector256.Sum total) + float tail
+
     /// A quantized linear layer in one operation, equal to the composition
     ///     scaleExp2 (matmul (quantize x [θx]) (transpose (quantize (W ⊙ mask) [θw])) + quantize b [θx; θw]) [θx; θw]
     /// with the same straight-through / LSQ gradients (the bias code's scale s_x·s_w gets no gradient), but with
@@ -395,32 +445,20 @@ module Ad =
                     let gqx = Tensor.matmul tape.Threads gAccT (Tensor.ofArray n k qw)
                     let dx = if x.RequiresGrad then x.Grad else Array.empty
                     let lo, hi = float32 inputCodes.QMin, float32 inputCodes.QMax
-                    for i in 0 .. gqx.Length - 1 do
-                        let v = xv.Data[i] / sx
-                        if v >= lo && v <= hi then
-                            if x.RequiresGrad then dx[i] <- dx[i] + gqx.Data[i] / sx
-                            gx <- gx - ln2 * float gqx.Data[i] * float v
+                    gx <- gx - ln2 * straightThrough xv.Data (1.0f / sx) lo hi gqx.Data Array.empty dx
                 if weight.RequiresGrad || weightLog2Scale.RequiresGrad then
                     let gqw = Tensor.matmulTN tape.Threads gAccT (Tensor.ofArray m k qx)
                     let dw = if weight.RequiresGrad then weight.Grad else Array.empty
                     let lo, hi = float32 weightCodes.QMin, float32 weightCodes.QMax
-                    for i in 0 .. gqw.Length - 1 do
-                        let v = effective[i] / sw
-                        if v >= lo && v <= hi then
-                            if weight.RequiresGrad then
-                                let g = gqw.Data[i] / sw
-                                dw[i] <- dw[i] + (if hasMask then g * mask[i] else g)
-                            gw <- gw - ln2 * float gqw.Data[i] * float v
+                    gw <- gw - ln2 * straightThrough effective (1.0f / sw) lo hi gqw.Data mask dw
                 if bias.RequiresGrad then
                     let db = bias.Grad
                     let lo, hi = float32 biasCodes.QMin, float32 biasCodes.QMax
+                    let sums = Tensor.sumRows gAccT
                     for j in 0 .. n - 1 do
                         let v = bias.Value.Data[j] / s
                         if v >= lo && v <= hi then
-                            let mutable sum = 0.0f
-                            for i in 0 .. m - 1 do
-                                sum <- sum + gAcc[i * n + j]
-                            db[j] <- db[j] + sum / s
+                            db[j] <- db[j] + sums.Data[j] / s
                 if inputLog2Scale.RequiresGrad then
                     inputLog2Scale.Grad[0] <- inputLog2Scale.Grad[0] + float32 gx
                 if weightLog2Scale.RequiresGrad then
