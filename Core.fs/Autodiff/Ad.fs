@@ -95,6 +95,19 @@ module CodeSpec =
         TensorPrimitives.Max(ReadOnlySpan dst, float32 spec.QMin, Span dst)
         TensorPrimitives.Min(ReadOnlySpan dst, float32 spec.QMax, Span dst)
 
+/// Arrays a quantized linear layer reuses from one training step to the next (weight codes, their transpose,
+/// their gradient). Weight-sized arrays live on the large-object heap; allocating three per layer per step made
+/// the garbage collector the largest cost of training. One set serves one pass at a time: never share it between
+/// concurrent forward passes.
+type LinearBuffers() =
+    let mutable arrays: float32[][] = Array.init 4 (fun _ -> Array.empty)
+
+    /// Buffer <c>slot</c> with exactly <c>length</c> values (contents unspecified), reallocated only on a size change.
+    member _.Get(slot: int, length: int) =
+        if arrays[slot].Length <> length then
+            arrays[slot] <- Array.zeroCreate length
+        arrays[slot]
+
 /// Differentiable operations. Each computes its value now and records how to push gradients back.
 module Ad =
 
@@ -395,6 +408,7 @@ module Ad =
         (bias: Var)
         (inputLog2Scale: Var)
         (weightLog2Scale: Var)
+        (buffers: LinearBuffers option)
         : struct (Var * Tensor) =
         let xv, w = x.Value, weight.Value
         if w.Cols <> xv.Cols then
@@ -408,17 +422,22 @@ module Ad =
         let qx = Array.zeroCreate (m * k)
         CodeSpec.codesInto inputCodes sx xv.Data qx
         let hasMask = mask.Length > 0
+        let buffer slot length =
+            match buffers with
+            | Some b -> b.Get(slot, length)
+            | None -> Array.zeroCreate length
         let effective =
             if hasMask then
-                let e = Array.zeroCreate w.Length
+                let e = buffer 0 w.Length
                 TensorPrimitives.Multiply(ReadOnlySpan w.Data, ReadOnlySpan mask, Span e)
                 e
             else
                 w.Data
-        let qw = Array.zeroCreate (n * k)
+        let qw = buffer 1 (n * k)
         CodeSpec.codesInto weightCodes sw effective qw
         let qb = bias.Value.Data |> Array.map (fun b -> CodeSpec.code biasCodes (b / s))
-        let acc = Tensor.matmulNT tape.Threads (Tensor.ofArray m k qx) (Tensor.ofArray n k qw)
+        let qwT = Tensor.transposeInto (Tensor.ofArray n k qw) (buffer 2 (n * k))
+        let acc = Tensor.matmul tape.Threads (Tensor.ofArray m k qx) qwT
         for i in 0 .. m - 1 do
             let o = i * n
             for j in 0 .. n - 1 do
@@ -447,7 +466,7 @@ module Ad =
                     let lo, hi = float32 inputCodes.QMin, float32 inputCodes.QMax
                     gx <- gx - ln2 * straightThrough xv.Data (1.0f / sx) lo hi gqx.Data Array.empty dx
                 if weight.RequiresGrad || weightLog2Scale.RequiresGrad then
-                    let gqw = Tensor.matmulTN tape.Threads gAccT (Tensor.ofArray m k qx)
+                    let gqw = Tensor.matmulInto tape.Threads (Tensor.transpose gAccT) (Tensor.ofArray m k qx) (buffer 3 (n * k))
                     let dw = if weight.RequiresGrad then weight.Grad else Array.empty
                     let lo, hi = float32 weightCodes.QMin, float32 weightCodes.QMax
                     gw <- gw - ln2 * straightThrough effective (1.0f / sw) lo hi gqw.Data mask dw

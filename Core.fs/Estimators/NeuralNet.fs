@@ -259,7 +259,8 @@ module internal Documents =
                       Bias = Ad.parameter (Tensor.ofArray 1 widths[l + 1] doc.Biases[l])
                       InputLog2Scale = Ad.parameter (Tensor.scalar doc.InputLog2Scales[l])
                       WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
-                      Mask = doc.Masks[l] }) }
+                      Mask = doc.Masks[l]
+                      Buffers = LinearBuffers() }) }
         settings, doc.Classes, Fitting.fitted net [] doc.TargetMean doc.TargetStd
 
 /// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).

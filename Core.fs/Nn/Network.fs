@@ -42,7 +42,9 @@ type LayerParams =
       InputLog2Scale: Var
       /// log2 of the scale of the weight codes.
       WeightLog2Scale: Var
-      mutable Mask: float32[] }
+      mutable Mask: float32[]
+      /// Arrays reused by training steps (not part of the model's value).
+      Buffers: LinearBuffers }
 
 /// A network under training: its configuration and its layers' values (updated in place by the optimizer).
 type Network = { Config: NetworkConfig; Layers: LayerParams[] }
@@ -104,7 +106,8 @@ module Network =
                   Bias = Ad.parameter (Tensor.zeros 1 fanOut)
                   InputLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
                   WeightLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
-                  Mask = Array.empty })
+                  Mask = Array.empty
+                  Buffers = LinearBuffers() })
         { Config = config; Layers = layers }
 
     /// The weights a forward pass uses: the trained values times the pruning mask.
@@ -139,6 +142,7 @@ module Network =
                             (param p.Bias)
                             (param p.InputLog2Scale)
                             (param p.WeightLog2Scale)
+                            (if training then Some p.Buffers else None)
                     accumulators.Add acc
                     y
             h <- if l < net.Layers.Length - 1 then Ad.activation tape config.Activation y else y
@@ -230,4 +234,5 @@ module Network =
                       Bias = clone p.Bias
                       InputLog2Scale = clone p.InputLog2Scale
                       WeightLog2Scale = clone p.WeightLog2Scale
-                      Mask = Array.copy p.Mask }) }
+                      Mask = Array.copy p.Mask
+                      Buffers = LinearBuffers() }) }

@@ -62,9 +62,9 @@ module Tensor =
             Array.blit t.Data (indices[r] * t.Cols) data (r * t.Cols) t.Cols
         ofArray indices.Length t.Cols data
 
-    /// The transpose, blocked for cache locality.
-    let transpose (t: Tensor) =
-        let out = Array.zeroCreate t.Data.Length
+    /// The transpose written into <c>out</c> (t.Length values), blocked for cache locality.
+    let transposeInto (t: Tensor) (out: float32[]) =
+        Guard.sameLength "out" t.Length out.Length
         let src = t.Data
         let rows, cols = t.Rows, t.Cols
         let block = 32
@@ -80,6 +80,9 @@ module Tensor =
                 j0 <- j1
             i0 <- i1
         ofArray cols rows out
+
+    /// The transpose.
+    let transpose (t: Tensor) = transposeInto t (Array.zeroCreate t.Length)
 
     /// Reference product: plain triple loop, each element summed over k in increasing order.
     let matmulReference (a: Tensor) (b: Tensor) =
@@ -157,11 +160,12 @@ module Tensor =
                 scalarCell i col
             i <- i + 1
 
-    /// The product A·B on up to <c>threads</c> threads; bit-identical whatever the thread count.
-    let matmul (threads: int) (a: Tensor) (b: Tensor) =
+    /// The product A·B written into <c>c</c> (a.Rows × b.Cols values, every one overwritten), on up to
+    /// <c>threads</c> threads; bit-identical whatever the thread count.
+    let matmulInto (threads: int) (a: Tensor) (b: Tensor) (c: float32[]) =
         if a.Cols <> b.Rows then
             raise (InvalidShapeException("b", $"has %d{b.Rows} rows but a has %d{a.Cols} columns"))
-        let c = Array.zeroCreate (a.Rows * b.Cols)
+        Guard.sameLength "c" (a.Rows * b.Cols) c.Length
         let work = int64 a.Rows * int64 a.Cols * int64 b.Cols
         if threads <= 1 || work < int64 parallelThreshold then
             matmulRows a b c 0 a.Rows
@@ -175,6 +179,9 @@ module Tensor =
             )
             |> ignore
         ofArray a.Rows b.Cols c
+
+    /// The product A·B on up to <c>threads</c> threads; bit-identical whatever the thread count.
+    let matmul (threads: int) (a: Tensor) (b: Tensor) = matmulInto threads a b (Array.zeroCreate (a.Rows * b.Cols))
 
     /// A·Bᵀ for B given row-major (n × k, one row per output column), through the tiled product.
     let matmulNT (threads: int) (a: Tensor) (b: Tensor) =

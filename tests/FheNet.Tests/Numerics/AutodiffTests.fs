@@ -229,7 +229,7 @@ let tests =
                       let tape = Tape 1
                       let y =
                           if fused then
-                              let struct (y, _) = Ad.quantizedLinear tape pot inputCodes weightCodes biasCodes xv wv mask bv tx tw
+                              let struct (y, _) = Ad.quantizedLinear tape pot inputCodes weightCodes biasCodes xv wv mask bv tx tw (Some(LinearBuffers()))
                               y
                           else
                               let weff = if mask.Length = 0 then wv else Ad.mul tape wv (Ad.constant (Tensor.ofArray w.R w.C mask))
