@@ -61,6 +61,13 @@ let trainingBench () =
     let fit threads quantized () =
         let model = FheNet.Estimators.NeuralNetClassifier<int>(settings threads)
         if quantized then model.Fit(x, y) |> ignore else model.FitBenchmark(x, y) |> ignore
+    // The PyTorch peer's QAT variant also prunes to an 8-bit accumulator per neuron.
+    let fitBudget () =
+        FheNet.Estimators.NeuralNetClassifier<int>({ settings 1 with AccumulatorBits = Some 8 }).Fit(x, y) |> ignore
+    report
+        "train/qat-3bit-acc8/1thread"
+        (median 5 fitBudget)
+        [ "cpu_ms", box (Math.Round(medianCpu 5 fitBudget, 1)); "epochs", box 10; "rows", box 1347 ]
     for threads in [ 1; 2 ] do
         report
             $"train/qat-3bit/%d{threads}thread"

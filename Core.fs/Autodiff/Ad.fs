@@ -100,7 +100,7 @@ module CodeSpec =
 /// the garbage collector the largest cost of training. One set serves one pass at a time: never share it between
 /// concurrent forward passes.
 type LinearBuffers() =
-    let mutable arrays: float32[][] = Array.init 4 (fun _ -> Array.empty)
+    let mutable arrays: float32[][] = Array.init 5 (fun _ -> Array.empty)
 
     /// Buffer <c>slot</c> with exactly <c>length</c> values (contents unspecified), reallocated only on a size change.
     member _.Get(slot: int, length: int) =

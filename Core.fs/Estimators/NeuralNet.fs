@@ -295,6 +295,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
+    /// Fits the quantized network or its float twin, from scratch or from <c>start</c>.
     member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: Network option) =
         Fitting.checkFeatures "X" x None
         if isNull (box y) then raise (InvalidShapeException("y", "is null"))
@@ -401,10 +402,15 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// An estimator with the documented defaults.
     new() = NeuralNetRegressor(NeuralNetSettings.defaults)
 
+    /// The settings.
     member _.Settings = settings
+    /// The integer model (None for a float twin).
     member _.IntegerModel = (fittedState "IntegerModel").Integer
+    /// The trained network (float values, scales, masks).
     member _.Network = (fittedState "Network").Network
+    /// The training log.
     member _.History = (fittedState "History").History
+    /// True after fit or load.
     member _.IsFitted = state.IsSome
 
     member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: Network option) =
@@ -456,6 +462,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         let ssRes = Array.fold2 (fun acc a b -> acc + (a - b) ** 2.0) 0.0 p y
         if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot
 
+    /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
         match (fittedState "BitWidths").Integer with
         | Some m -> IntegerModel.bitWidths m x
@@ -476,8 +483,10 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction))
         result
 
+    /// The fitted model as JSON.
     member _.Dump() = Documents.dump "regressor" settings [||] (fittedState "Dump")
 
+    /// A regressor restored from <c>Dump</c>'s JSON.
     static member Load(json: string) =
         let settings, _, f = Documents.load "regressor" json
         let r = NeuralNetRegressor(settings)

@@ -213,14 +213,22 @@ module Network =
         | Some({ AccumulatorBits = Some bits } as q) ->
             for l in 0 .. net.Layers.Length - 1 do
                 let p = net.Layers[l]
-                p.Mask <- Array.empty
-                let codes = weightCodes net l
+                let w = p.Weight.Value
+                let s = Exp2Scale.value q.PowerOfTwo p.WeightLog2Scale.Value.Data[0]
+                // Codes of the unmasked weights: a pruned weight may come back if it outgrows a kept one.
+                let codes = p.Buffers.Get(4, w.Length)
+                CodeSpec.codesInto (Codes.weight q.WeightBits) s w.Data codes
                 let bias = biasCodes net l
                 let inputs = Codes.range (Codes.layerInput net.Config q l)
-                p.Mask <-
-                    Array.init codes.Length (fun i -> Pruning.budgetMask codes[i] bias[i] inputs bits)
-                    |> Array.concat
-                    |> Array.map (fun keep -> if keep then 1.0f else 0.0f)
+                let mask = if p.Mask.Length = w.Length then p.Mask else Array.zeroCreate w.Length
+                let row = Array.zeroCreate w.Cols
+                for i in 0 .. w.Rows - 1 do
+                    for j in 0 .. w.Cols - 1 do
+                        row[j] <- int codes[i * w.Cols + j]
+                    let keep = Pruning.budgetMask row bias[i] inputs bits
+                    for j in 0 .. w.Cols - 1 do
+                        mask[i * w.Cols + j] <- if keep[j] then 1.0f else 0.0f
+                p.Mask <- mask
         | _ -> ()
 
     /// A deep copy (values, scales and masks), independent of further training.
