@@ -342,6 +342,33 @@ module Ad =
                         if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
         out
 
+    /// A float linear layer x·Wᵀ + b in one operation (W out × in, b 1 × out), equal to
+    /// add (matmul x (transpose W)) b, reusing weight-sized arrays from <c>buffers</c> between steps.
+    let linear (tape: Tape) (x: Var) (weight: Var) (bias: Var) (buffers: LinearBuffers option) =
+        let xv, w = x.Value, weight.Value
+        if w.Cols <> xv.Cols then
+            raise (InvalidShapeException("weight", $"has %d{w.Cols} inputs but x has %d{xv.Cols} columns"))
+        if bias.Value.Rows <> 1 || bias.Value.Cols <> w.Rows then
+            raise (InvalidShapeException("bias", $"must be 1 × %d{w.Rows}"))
+        let buffer slot length =
+            match buffers with
+            | Some b -> b.Get(slot, length)
+            | None -> Array.zeroCreate length
+        let m, n = xv.Rows, w.Rows
+        let y = Tensor.matmul tape.Threads xv (Tensor.transposeInto w (buffer 2 w.Length))
+        for i in 0 .. m - 1 do
+            for j in 0 .. n - 1 do
+                y.Data[i * n + j] <- y.Data[i * n + j] + bias.Value.Data[j]
+        let out = Var(y, needs [ x; weight; bias ])
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = Tensor.ofArray m n out.Grad
+                if x.RequiresGrad then accumulate x (Tensor.matmul tape.Threads g w).Data
+                if weight.RequiresGrad then
+                    accumulate weight (Tensor.matmulInto tape.Threads (Tensor.transpose g) xv (buffer 3 w.Length)).Data
+                if bias.RequiresGrad then accumulate bias (Tensor.sumRows g).Data)
+        out
+
     /// The straight-through part of a quantizer's backward pass, 256 bits at a time. With v = values[i] · invScale,
     /// where qmin <= v <= qmax: adds upstream[i] · invScale (times mask[i] when a mask is given) to grad[i] (when
     /// grad is not empty), and returns Σ upstream[i] · v over those i (for the scale's LSQ gradient).

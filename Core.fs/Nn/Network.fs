@@ -110,11 +110,6 @@ module Network =
                   Buffers = LinearBuffers() })
         { Config = config; Layers = layers }
 
-    /// The weights a forward pass uses: the trained values times the pruning mask.
-    let private maskedWeight (tape: Tape) (p: LayerParams) (weight: Var) =
-        if p.Mask.Length = 0 then weight
-        else Ad.mul tape weight (Ad.constant (Tensor.ofArray p.Weight.Value.Rows p.Weight.Value.Cols p.Mask))
-
     /// Runs the network on a batch (rows × inputDim). With <c>training</c> false no gradient is recorded.
     let forward (tape: Tape) (net: Network) (training: bool) (x: Tensor) : ForwardResult =
         let param (v: Var) = if training then v else Ad.detach v
@@ -126,8 +121,7 @@ module Network =
             let y =
                 match config.Quant with
                 | None ->
-                    let weight = maskedWeight tape p (param p.Weight)
-                    Ad.add tape (Ad.matmul tape h (Ad.transpose tape weight)) (param p.Bias)
+                    Ad.linear tape h (param p.Weight) (param p.Bias) (if training then Some p.Buffers else None)
                 | Some q ->
                     let struct (y, acc) =
                         Ad.quantizedLinear

@@ -245,6 +245,33 @@ let tests =
                       Array.forall2 (fun (u: float32) v -> abs (u - v) <= 1e-4f * (1.0f + abs v)) a b
                   yf = yc && List.forall2 near gf gc)
 
+          testProperty "linear equals add (matmul x (transpose W)) b (values and gradients)"
+          <| forAll
+              (gen {
+                  let! m = dims
+                  let! k = dims
+                  let! n = dims
+                  let! x = matrix m k
+                  let! w = matrix n k
+                  let! b = matrix 1 n
+                  let! g = matrix m n
+                  return x, w, b, g
+              })
+              (fun (x, w, b, g) ->
+                  let run fused =
+                      let xv, wv, bv = Ad.parameter (toTensor x), Ad.parameter (toTensor w), Ad.parameter (toTensor b)
+                      let tape = Tape 1
+                      let y =
+                          if fused then Ad.linear tape xv wv bv (Some(LinearBuffers()))
+                          else Ad.add tape (Ad.matmul tape xv (Ad.transpose tape wv)) bv
+                      tape.Backward(Ad.sum tape (Ad.mul tape y (Ad.constant (toTensor g))))
+                      y.Value.Data, [ xv.Grad; wv.Grad; bv.Grad ]
+                  let yf, gf = run true
+                  let yc, gc = run false
+                  let near (a: float32[]) (b: float32[]) =
+                      Array.forall2 (fun (u: float32) v -> abs (u - v) <= 1e-4f * (1.0f + abs v)) a b
+                  near yf yc && List.forall2 near gf gc)
+
           test "round half up sends ties towards +infinity; half even to the even neighbour" {
               let up = { QMin = -8; QMax = 7; Rounding = Rounding.HalfUp }
               let even = { up with Rounding = Rounding.HalfEven }
