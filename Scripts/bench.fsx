@@ -84,6 +84,6 @@ let trainingBench () =
     let integer = model.IntegerModel.Value
     for threads in [ 1; 2 ] do
         let ms = median 5 (fun () -> FheNet.Integer.IntegerModel.predict threads integer x |> ignore)
-        report $"predict/integer/%d{threads}thread" ms [ "rows_per_s", box (Math.Round(1347.0 / (ms / 1000.0))) ]
+        report $"predict/integer/%d{threads}thread" ms [ ("rows_per_s", box (Math.Round(1347.0 / (ms / 1000.0)))) ]
 
 trainingBench ()
