@@ -327,7 +327,8 @@ module internal Documents =
                       Bias = Ad.parameter (Tensor.ofArray 1 widths[l + 1] doc.Biases[l])
                       InputLog2Scale = Ad.parameter (Tensor.scalar doc.InputLog2Scales[l])
                       WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
-                      Mask = doc.Masks[l] }) }
+                      Mask = doc.Masks[l]
+                      Buffers = LinearBuffers() }) }
         settings, doc.Classes, Fitting.fitted net [] doc.TargetMean doc.TargetStd
 
 /// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).
@@ -363,6 +364,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
+    /// Fits the quantized network or its float twin, from scratch or from <c>start</c>.
     member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: Network option) =
         Fitting.checkFeatures "X" x None
         if isNull (box y) then raise (InvalidShapeException("y", "is null"))
@@ -490,10 +492,15 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// An estimator with the documented defaults.
     new() = NeuralNetRegressor(NeuralNetSettings.defaults)
 
+    /// The settings.
     member _.Settings = settings
+    /// The integer model (None for a float twin).
     member _.IntegerModel = (fittedState "IntegerModel").Integer
+    /// The trained network (float values, scales, masks).
     member _.Network = (fittedState "Network").Network
+    /// The training log.
     member _.History = (fittedState "History").History
+    /// True after fit or load.
     member _.IsFitted = state.IsSome
 
     member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: Network option) =
@@ -563,6 +570,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// Per-layer lookups, bits, parameters, key sizes and (after keygen / an encrypted run) times.
     member _.CircuitReport() = (Fitting.compiledSession session).Report()
 
+    /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
         match (fittedState "BitWidths").Integer with
         | Some m -> IntegerModel.bitWidths m x
@@ -583,8 +591,10 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction))
         result
 
+    /// The fitted model as JSON.
     member _.Dump() = Documents.dump "regressor" settings [||] (fittedState "Dump")
 
+    /// A regressor restored from <c>Dump</c>'s JSON.
     static member Load(json: string) =
         let settings, _, f = Documents.load "regressor" json
         let r = NeuralNetRegressor(settings)
