@@ -91,6 +91,32 @@ module internal Butterfly512 =
     let inline mulConjIm (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
         Avx512F.FusedMultiplySubtract(ai, br, ar * bi)
 
+    /// Two forward radix-2 stages (spans s and s/2) on the quadruple (x0, x1, x2, x3) at (j, j + s/2, j + s,
+    /// j + 3s/2), with w1 = e^{-2πi j/(2s)} and w2 = e^{-2πi j/s}.
+    let inline difQuad x0r x0i x1r x1i x2r x2i x3r x3i (w1r: Vector512<float>) w1i (w2r: Vector512<float>) w2i =
+        let y0r, y0i = x0r + x2r, x0i + x2i
+        let y1r, y1i = x1r + x3r, x1i + x3i
+        let ar, ai = x0r - x2r, x0i - x2i
+        let y2r, y2i = mulRe ar ai w1r w1i, mulIm ar ai w1r w1i
+        // (x1 - x3)·(-i)·w1: multiplying by -i maps (a, b) to (b, -a).
+        let br, bi = x1i - x3i, x3r - x1r
+        let y3r, y3i = mulRe br bi w1r w1i, mulIm br bi w1r w1i
+        let cr, ci = y0r - y1r, y0i - y1i
+        let er, ei = y2r - y3r, y2i - y3i
+        struct (y0r + y1r, y0i + y1i, mulRe cr ci w2r w2i, mulIm cr ci w2r w2i, y2r + y3r, y2i + y3i, mulRe er ei w2r w2i, mulIm er ei w2r w2i)
+
+    /// The inverse of difQuad (up to the factor 4): spans s/2 then s with the conjugate twiddles.
+    let inline ditQuad z0r z0i z1r z1i z2r z2i z3r z3i (w1r: Vector512<float>) w1i (w2r: Vector512<float>) w2i =
+        let vr, vi = mulConjRe z1r z1i w2r w2i, mulConjIm z1r z1i w2r w2i
+        let y0r, y0i, y1r, y1i = z0r + vr, z0i + vi, z0r - vr, z0i - vi
+        let vr, vi = mulConjRe z3r z3i w2r w2i, mulConjIm z3r z3i w2r w2i
+        let y2r, y2i, y3r, y3i = z2r + vr, z2i + vi, z2r - vr, z2i - vi
+        let vr, vi = mulConjRe y2r y2i w1r w1i, mulConjIm y2r y2i w1r w1i
+        let ur, ui = mulConjRe y3r y3i w1r w1i, mulConjIm y3r y3i w1r w1i
+        // ·i maps (a, b) to (-b, a)
+        let tr, ti = Vector512.Negate ui, ur
+        struct (y0r + vr, y0i + vi, y1r + tr, y1i + ti, y0r - vr, y0i - vi, y1r - tr, y1i - ti)
+
     /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
     let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
         Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
@@ -297,7 +323,7 @@ type FftPlan(polynomialSize: int) =
         go (half / 2) |> Array.ofList
 
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    member private p.DifV512(d: float[], off: int) =
+    member private p.DifV512(d: float[], off: int, firstStep: int) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
         let struct (p1, s1, _, _) = fwd512[2]
@@ -312,7 +338,8 @@ type FftPlan(polynomialSize: int) =
         let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
         let re = off
         let im = off + half
-        for s in schedule512 do
+        for step in firstStep .. schedule512.Length - 1 do
+            let s = schedule512[step]
             if s >= 16 then
                 let q = s / 2
                 let mutable b = 0
@@ -321,35 +348,19 @@ type FftPlan(polynomialSize: int) =
                     while j < q do
                         let i0 = b + j
                         let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
-                        let x0r = ld &base0 (re + i0)
-                        let x0i = ld &base0 (im + i0)
-                        let x1r = ld &base0 (re + i1)
-                        let x1i = ld &base0 (im + i1)
-                        let x2r = ld &base0 (re + i2)
-                        let x2i = ld &base0 (im + i2)
-                        let x3r = ld &base0 (re + i3)
-                        let x3i = ld &base0 (im + i3)
-                        let w1r = ld &tre (s + j)
-                        let w1i = ld &tim (s + j)
-                        let w2r = ld &tre (q + j)
-                        let w2i = ld &tim (q + j)
-                        let y0r, y0i = x0r + x2r, x0i + x2i
-                        let y1r, y1i = x1r + x3r, x1i + x3i
-                        let ar, ai = x0r - x2r, x0i - x2i
-                        let y2r, y2i = Butterfly512.mulRe ar ai w1r w1i, Butterfly512.mulIm ar ai w1r w1i
-                        // (x1 - x3)·(-i)·w1: multiplying by -i maps (a, b) to (b, -a).
-                        let br, bi = x1i - x3i, x3r - x1r
-                        let y3r, y3i = Butterfly512.mulRe br bi w1r w1i, Butterfly512.mulIm br bi w1r w1i
-                        st (y0r + y1r) &base0 (re + i0)
-                        st (y0i + y1i) &base0 (im + i0)
-                        let cr, ci = y0r - y1r, y0i - y1i
-                        st (Butterfly512.mulRe cr ci w2r w2i) &base0 (re + i1)
-                        st (Butterfly512.mulIm cr ci w2r w2i) &base0 (im + i1)
-                        st (y2r + y3r) &base0 (re + i2)
-                        st (y2i + y3i) &base0 (im + i2)
-                        let er, ei = y2r - y3r, y2i - y3i
-                        st (Butterfly512.mulRe er ei w2r w2i) &base0 (re + i3)
-                        st (Butterfly512.mulIm er ei w2r w2i) &base0 (im + i3)
+                        let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
+                            Butterfly512.difQuad
+                                (ld &base0 (re + i0)) (ld &base0 (im + i0)) (ld &base0 (re + i1)) (ld &base0 (im + i1))
+                                (ld &base0 (re + i2)) (ld &base0 (im + i2)) (ld &base0 (re + i3)) (ld &base0 (im + i3))
+                                (ld &tre (s + j)) (ld &tim (s + j)) (ld &tre (q + j)) (ld &tim (q + j))
+                        st z0r &base0 (re + i0)
+                        st z0i &base0 (im + i0)
+                        st z1r &base0 (re + i1)
+                        st z1i &base0 (im + i1)
+                        st z2r &base0 (re + i2)
+                        st z2i &base0 (im + i2)
+                        st z3r &base0 (re + i3)
+                        st z3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 8 then
@@ -378,7 +389,7 @@ type FftPlan(polynomialSize: int) =
                     b <- b + 8
 
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    member private p.DitV512(d: float[], off: int) =
+    member private p.DitV512(d: float[], off: int, lastStep: int) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
         let struct (p4, s4, w4r, w4i) = bwd512[2]
@@ -393,7 +404,7 @@ type FftPlan(polynomialSize: int) =
         let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
         let re = off
         let im = off + half
-        for k in schedule512.Length - 1 .. -1 .. 0 do
+        for k in schedule512.Length - 1 .. -1 .. lastStep do
             let s = schedule512[k]
             if s >= 16 then
                 let q = s / 2
@@ -403,36 +414,19 @@ type FftPlan(polynomialSize: int) =
                     while j < q do
                         let i0 = b + j
                         let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
-                        let z0r = ld &base0 (re + i0)
-                        let z0i = ld &base0 (im + i0)
-                        let z1r = ld &base0 (re + i1)
-                        let z1i = ld &base0 (im + i1)
-                        let z2r = ld &base0 (re + i2)
-                        let z2i = ld &base0 (im + i2)
-                        let z3r = ld &base0 (re + i3)
-                        let z3i = ld &base0 (im + i3)
-                        let w1r = ld &tre (s + j)
-                        let w1i = ld &tim (s + j)
-                        let w2r = ld &tre (q + j)
-                        let w2i = ld &tim (q + j)
-                        // span s/2: (z0, z1) and (z2, z3) with conj(w_s^j)
-                        let vr, vi = Butterfly512.mulConjRe z1r z1i w2r w2i, Butterfly512.mulConjIm z1r z1i w2r w2i
-                        let y0r, y0i, y1r, y1i = z0r + vr, z0i + vi, z0r - vr, z0i - vi
-                        let vr, vi = Butterfly512.mulConjRe z3r z3i w2r w2i, Butterfly512.mulConjIm z3r z3i w2r w2i
-                        let y2r, y2i, y3r, y3i = z2r + vr, z2i + vi, z2r - vr, z2i - vi
-                        // span s: (y0, y2) with conj(w_2s^j), (y1, y3) with conj(w_2s^j)·i
-                        let vr, vi = Butterfly512.mulConjRe y2r y2i w1r w1i, Butterfly512.mulConjIm y2r y2i w1r w1i
-                        st (y0r + vr) &base0 (re + i0)
-                        st (y0i + vi) &base0 (im + i0)
-                        st (y0r - vr) &base0 (re + i2)
-                        st (y0i - vi) &base0 (im + i2)
-                        let ur, ui = Butterfly512.mulConjRe y3r y3i w1r w1i, Butterfly512.mulConjIm y3r y3i w1r w1i
-                        // ·i maps (a, b) to (-b, a)
-                        let vr, vi = Vector512.Negate ui, ur
-                        st (y1r + vr) &base0 (re + i1)
-                        st (y1i + vi) &base0 (im + i1)
-                        st (y1r - vr) &base0 (re + i3)
-                        st (y1i - vi) &base0 (im + i3)
+                        let struct (x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i) =
+                            Butterfly512.ditQuad
+                                (ld &base0 (re + i0)) (ld &base0 (im + i0)) (ld &base0 (re + i1)) (ld &base0 (im + i1))
+                                (ld &base0 (re + i2)) (ld &base0 (im + i2)) (ld &base0 (re + i3)) (ld &base0 (im + i3))
+                                (ld &tre (s + j)) (ld &tim (s + j)) (ld &tre (q + j)) (ld &tim (q + j))
+                        st x0r &base0 (re + i0)
+                        st x0i &base0 (im + i0)
+                        st x1r &base0 (re + i1)
+                        st x1i &base0 (im + i1)
+                        st x2r &base0 (re + i2)
+                        st x2i &base0 (im + i2)
+                        st x3r &base0 (re + i3)
+                        st x3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 8 then
@@ -458,13 +452,13 @@ type FftPlan(polynomialSize: int) =
 
     member private p.Dif(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DifV512(d, off)
+        | SimdPath.Vector512 -> p.DifV512(d, off, 0)
         | SimdPath.Vector256 -> difV256 d off
         | SimdPath.Scalar -> difScalar d off 1
 
     member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DitV512(d, off)
+        | SimdPath.Vector512 -> p.DitV512(d, off, 0)
         | SimdPath.Vector256 -> ditV256 d off
         | SimdPath.Scalar -> ditScalar d off 1
 
@@ -519,6 +513,41 @@ type FftPlan(polynomialSize: int) =
         =
         checkPath path
         match path with
+        | SimdPath.Vector512 when decomposer.Level = 1 && schedule512[0] >= 16 ->
+            // One level: the digits, the twist and the first two FFT stages in one pass over the data.
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let inline twisted (m: int) =
+                let mutable low = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + m]))
+                let mutable high = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + half + m]))
+                let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
+                let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+                let wr = Vector512.LoadUnsafe(&twistRe[m])
+                let wi = Vector512.LoadUnsafe(&twistIm[m])
+                struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
+            let s = schedule512[0]
+            let q = s / 2
+            let re, im = firstOffset, firstOffset + half
+            let mutable j = 0
+            while j < q do
+                let struct (x0r, x0i) = twisted j
+                let struct (x1r, x1i) = twisted (j + q)
+                let struct (x2r, x2i) = twisted (j + s)
+                let struct (x3r, x3i) = twisted (j + s + q)
+                let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
+                    Butterfly512.difQuad
+                        x0r x0i x1r x1i x2r x2i x3r x3i
+                        (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
+                        (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
+                st z0r &fRef (re + j)
+                st z0i &fRef (im + j)
+                st z1r &fRef (re + j + q)
+                st z1i &fRef (im + j + q)
+                st z2r &fRef (re + j + s)
+                st z2i &fRef (im + j + s)
+                st z3r &fRef (re + j + s + q)
+                st z3i &fRef (im + j + s + q)
+                j <- j + 8
+            p.DifV512(fourier, firstOffset, 1)
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -560,11 +589,40 @@ type FftPlan(polynomialSize: int) =
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
         checkPath path
-        p.Dit(path, fourier, offset)
         let im = offset + half
         let o = outputOffset
         match path with
+        | SimdPath.Vector512 when schedule512[0] >= 16 ->
+            // The last two FFT stages, the untwist and the conversion to the torus in one pass over the data.
+            p.DitV512(fourier, offset, 1)
+            let scale = Vector512.Create two64
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let inline finish (m: int) (zr: Vector512<float>) (zi: Vector512<float>) =
+                let wr = Vector512.LoadUnsafe(&untwistRe[m])
+                let wi = Vector512.LoadUnsafe(&untwistIm[m])
+                let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
+                let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
+                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + m]) + ir, &output[o + m])
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + m]) + ii, &output[o + half + m])
+            let s = schedule512[0]
+            let q = s / 2
+            let mutable j = 0
+            while j < q do
+                let struct (x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i) =
+                    Butterfly512.ditQuad
+                        (ld &fRef (offset + j)) (ld &fRef (im + j)) (ld &fRef (offset + j + q)) (ld &fRef (im + j + q))
+                        (ld &fRef (offset + j + s)) (ld &fRef (im + j + s)) (ld &fRef (offset + j + s + q)) (ld &fRef (im + j + s + q))
+                        (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
+                        (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
+                finish j x0r x0i
+                finish (j + q) x1r x1i
+                finish (j + s) x2r x2i
+                finish (j + s + q) x3r x3i
+                j <- j + 8
         | SimdPath.Vector512 ->
+            p.Dit(path, fourier, offset)
             let scale = Vector512.Create two64
             let mutable j = 0
             while j < half do
@@ -581,6 +639,7 @@ type FftPlan(polynomialSize: int) =
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + j]) + ii, &output[o + half + j])
                 j <- j + 8
         | SimdPath.Vector256 ->
+            p.Dit(path, fourier, offset)
             // AVX2 has no f64 → i64 conversion: split fract·2^64 into two 32-bit halves, each exact via the magic constant.
             let two32 = Vector256.Create 4294967296.0
             let magicBits = Vector256.Create(BitConverter.DoubleToInt64Bits magic)
@@ -603,6 +662,7 @@ type FftPlan(polynomialSize: int) =
                 Vector256.StoreUnsafe(Vector256.LoadUnsafe(&output[o + half + j]) + toTorus xi, &output[o + half + j])
                 j <- j + 4
         | SimdPath.Scalar ->
+            p.Dit(path, fourier, offset)
             for j in 0 .. half - 1 do
                 let zr, zi = fourier[offset + j], fourier[im + j]
                 let xr = Math.FusedMultiplyAdd(zr, untwistRe[j], -(zi * untwistIm[j]))
