@@ -139,11 +139,7 @@ module Bootstrap =
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
             Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
-        let ggswSize = key.Decomposer.Level * (k + 1) * (k + 1) * n
         for i in 0 .. key.InputDimension - 1 do
-            // The key is streamed from memory once per bootstrap: request the next GGSW while this CMux computes.
-            if i + 1 < key.InputDimension then
-                FftPlan.Prefetch(key.Data, (i + 1) * ggswSize, ggswSize)
             let a = switched[i]
             if a <> 0 then
                 for r in 0..k do

@@ -24,6 +24,8 @@ module Keyswitch =
         let data = key.Data
         Array.Clear output
         output[key.OutputDimension] <- input[inputOffset + key.InputDimension]
+        if path = SimdPath.Vector512 && not (SimdPath.isSupported path) then
+            raise (PlatformNotSupportedException "The Vector512 keyswitch path is not supported on this machine.")
         let vectorEnd = if path = SimdPath.Vector512 then size - size % 8 else 0
         for i in 0 .. key.InputDimension - 1 do
             let mutable state = decomposer.InitState input[inputOffset + i]

@@ -1,11 +1,8 @@
-#nowarn "9" // NativePtr in FftPlan.Prefetch: prefetch instructions take an address
-
 namespace FheNet.Tfhe
 
 open System
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
-open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -743,16 +740,6 @@ type FftPlan(polynomialSize: int) =
             for c in 0 .. columns - 1 do
                 for row in 0 .. rows - 1 do
                     FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, matrixOffset + (row * columns + c) * n, n)
-
-    /// Asks the cache hierarchy (L2) for `count` doubles from `offset`, one request per 64-byte line, so that a
-    /// key about to be streamed arrives while other work runs. No effect where SSE prefetch is unavailable.
-    static member Prefetch(data: float[], offset: int, count: int) =
-        if Sse.IsSupported && count > 0 then
-            use start = fixed &data[offset]
-            let mutable i = 0
-            while i < count do
-                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add start i))
-                i <- i + 8
 
     /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
     /// the external product computes it (one forward per operand, one pointwise product, one backward).
