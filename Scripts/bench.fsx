@@ -104,7 +104,16 @@ let tfheEngineBench (all: bool) =
         [ "2bit", Presets.tuniformM1C1, (4.55, 5.72)
           "4bit", Presets.tuniformM2C2, (5.64, 7.28) ]
         @ (if all then [ "6bit", Presets.tuniformM3C3, (52.9, 60.8); "8bit", Presets.tuniformM4C4, (773.0, 870.0) ] else [])
-    for label, p, (nativePbs, nativeKsPbs) in presets do
+    // Fourier BSK + seeded BSK bodies + plain KSK, held together while the key is expanded.
+    let keyBytes (p: TfheParameters) =
+        let k1, n, bigN = int64 (p.GlweDimension + 1), int64 p.LweDimension, int64 p.PolynomialSize
+        8L * (n * k1 * k1 * int64 p.PbsLevel * bigN + n * k1 * int64 p.PbsLevel * bigN + int64 p.BigLweDimension * int64 p.KsLevel * (n + 1L))
+    let availableBytes () =
+        IO.File.ReadAllLines "/proc/meminfo"
+        |> Array.tryFind (fun l -> l.StartsWith "MemAvailable:")
+        |> Option.map (fun l -> int64 (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024L)
+        |> Option.defaultValue Int64.MaxValue
+    let benchPreset (label: string) (p: TfheParameters) (nativePbs: float, nativeKsPbs: float) =
         let total = Stopwatch.StartNew()
         let ck = ClientKey.generate p
         let compressed = CompressedServerKey.generate ck
@@ -140,6 +149,16 @@ let tfheEngineBench (all: bool) =
                 $"pbs-throughput/4bit/%d{Environment.ProcessorCount}threads"
                 perPbs
                 [ "ks_pbs_per_second", box (Math.Round(1000.0 / perPbs, 1)); "batch", box batch.Length; "note", box "median_ms = wall time per KS-PBS, batch of 32 over all cores" ]
+
+    for label, p, natives in presets do
+        let needed = keyBytes p
+        let available = availableBytes ()
+        if float needed * 1.25 > float available then
+            let note = $"skipped: keys need about %.1f{float needed / 1073741824.0} GiB (Fourier BSK + seeded BSK + KSK), %.1f{float available / 1073741824.0} GiB available"
+            printfn "%s" (JsonSerializer.Serialize(dict [ "name", box $"ks-pbs/%s{label}"; "median_ms", null; "note", box note ]))
+        else
+            GC.Collect()
+            benchPreset label p natives
 
 quantizationBench ()
 tfheAnalysisBench ()
