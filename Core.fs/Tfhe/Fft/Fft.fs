@@ -1,8 +1,11 @@
+#nowarn "9" // NativePtr in FftPlan.MultiplyRows: the prefetch instruction takes an address
+
 namespace FheNet.Tfhe
 
 open System
 open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
+open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 
@@ -708,6 +711,8 @@ type FftPlan(polynomialSize: int) =
     /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
     /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
     /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
+    /// On AVX-512 it also prefetches (into L2) the same lines of the next GGSW of `matrix`: a bootstrap streams its
+    /// key from memory once, and the next CMux's FFTs then run while those lines arrive (about 13 % of a PBS).
     [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyRows
         (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
@@ -719,6 +724,9 @@ type FftPlan(polynomialSize: int) =
             let sumRef = &MemoryMarshal.GetArrayDataReference sums
             let inRef = &MemoryMarshal.GetArrayDataReference inputs
             let mRef = &MemoryMarshal.GetArrayDataReference matrix
+            use mPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let prefetchNext = Sse.IsSupported
             let mutable j = 0
             while j < half do
                 for c in 0 .. columns - 1 do
@@ -730,6 +738,9 @@ type FftPlan(polynomialSize: int) =
                         let g = matrixOffset + (row * columns + c) * n
                         let br = Vector512.LoadUnsafe(&mRef, unativeint (g + j))
                         let bi = Vector512.LoadUnsafe(&mRef, unativeint (g + half + j))
+                        if prefetchNext && g + half + j + prefetchDistance < matrix.Length then
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add mPtr (g + j + prefetchDistance)))
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add mPtr (g + half + j + prefetchDistance)))
                         accR <- Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, accR))
                         accI <- Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, accI))
                     Vector512.StoreUnsafe(accR, &sumRef, unativeint (c * n + j))
