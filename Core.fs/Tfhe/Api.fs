@@ -44,10 +44,6 @@ module Lwe =
     let decryptSigned (clientKey: ClientKey) (ciphertext: LweCiphertext) : int64 =
         (encodingOf clientKey).DecodeSigned(phase clientKey ciphertext)
 
-    /// The noise of a ciphertext that should hold `message` (wrapping, so any integer), in torus units; for tests.
-    let noise (clientKey: ClientKey) (message: int64) (ciphertext: LweCiphertext) : int64 =
-        int64 (phase clientKey ciphertext - (encodingOf clientKey).EncodeWrapping message)
-
     let private sameDimension (a: LweCiphertext) (b: LweCiphertext) =
         if a.Dimension <> b.Dimension then
             raise (DimensionMismatchException("b", "the LWE dimension of the second ciphertext", a.Dimension, b.Dimension))

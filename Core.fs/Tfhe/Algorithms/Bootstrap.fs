@@ -66,8 +66,6 @@ type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     member val Difference = Array.zeroCreate<uint64> glweSize
     /// The blind-rotation accumulator.
     member val Accumulator = Array.zeroCreate<uint64> glweSize
-    /// Whether this scratch fits a key of these dimensions.
-    member _.Fits(k: int, n: int, l: int) = k = glweDimension && n = polynomialSize && l = level
 
 /// The external product, the CMux, the blind rotation, sample extraction and the modulus switch
 /// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).

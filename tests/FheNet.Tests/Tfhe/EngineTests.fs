@@ -72,6 +72,15 @@ let tests =
               && Lwe.decryptSigned ck (Lwe.mulScalar (int64 w) ca) = signed (int64 (w * a))
               && Lwe.decryptSigned ck (Lwe.addPlaintext weak4 (int64 w) ca) = signed (int64 (a + w))
               && Lwe.decryptSigned ck (Lwe.linearCombination weak4 [| int64 w; 2L |] [| ca; cb |] 5L) = signed (int64 (w * a + 2 * b + 5)))
+          test "signed messages wrap modulo 2p; trivial ciphertexts decrypt without noise" {
+              let ck, sk = keys weak4
+              for m in -16L .. 15L do
+                  Expect.equal (Lwe.decryptSigned ck (Lwe.encryptWrapping ck m)) m $"signed m = %d{m}"
+                  Expect.equal (Lwe.decryptSigned ck (Lwe.trivial weak4 m)) m $"trivial m = %d{m}"
+              // A trivial ciphertext bootstraps like any other.
+              let lut = Pbs.lookupTable weak4 (fun i -> int64 (i * i % 16))
+              Expect.equal (Lwe.decrypt ck (Pbs.apply sk lut (Lwe.trivial weak4 3L))) 9L "f(3) = 9"
+          }
           test "GLWE phase = plaintext + small noise; sample extraction keeps coefficient 0" {
               let ck, _ = keys weak4
               let key = ck.GlweKey
