@@ -3,7 +3,6 @@
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
 open Microsoft.FSharp.NativeInterop
@@ -16,7 +15,6 @@ module Keyswitch =
     /// Vector512 path runs the multiply-subtract over the output dimension 8 lanes at a time (AVX-512 DQ
     /// multiply-low) and prefetches the key four rows ahead (the keyswitch streams its whole key: about a third
     /// faster); the scalar path is the reference.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let keyswitchInto (path: SimdPath) (key: LweKeyswitchKey) (input: uint64[]) (inputOffset: int) (output: uint64[]) =
         if input.Length - inputOffset < key.InputDimension + 1 then
             raise (DimensionMismatchException("input", "the LWE dimension of the ciphertext", key.InputDimension, input.Length - inputOffset - 1))

@@ -3,7 +3,6 @@
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
@@ -322,7 +321,6 @@ type FftPlan(polynomialSize: int) =
         let rec go s = if s >= 16 then s :: go (s / 4) else [ s ]
         go (half / 2) |> Array.ofList
 
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member private p.DifV512(d: float[], off: int, firstStep: int) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
@@ -388,7 +386,6 @@ type FftPlan(polynomialSize: int) =
                     st xi &base0 (im + b)
                     b <- b + 8
 
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member private p.DitV512(d: float[], off: int, lastStep: int) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
@@ -467,7 +464,6 @@ type FftPlan(polynomialSize: int) =
 
     /// Forward transform of a polynomial of small signed integers (decomposition digits, exact in f64):
     /// `fourier[offset .. offset + N)` receives the N doubles of its Fourier form.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
         checkPath path
         let im = offset + half
@@ -503,51 +499,54 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
+    /// One decomposition level on AVX-512: the digits of the polynomial whose coefficients t..t+7 `load t` gives,
+    /// the twist and the first two FFT stages in one pass over the data, then the remaining passes.
+    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>) =
+        let fRef = &MemoryMarshal.GetArrayDataReference fourier
+        let inline twisted (m: int) =
+            let mutable low = decomposer.InitState512(load m)
+            let mutable high = decomposer.InitState512(load (half + m))
+            let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
+            let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+            let wr = Vector512.LoadUnsafe(&twistRe[m])
+            let wi = Vector512.LoadUnsafe(&twistIm[m])
+            struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
+        let s = schedule512[0]
+        let q = s / 2
+        let re, im = firstOffset, firstOffset + half
+        let mutable j = 0
+        while j < q do
+            let struct (x0r, x0i) = twisted j
+            let struct (x1r, x1i) = twisted (j + q)
+            let struct (x2r, x2i) = twisted (j + s)
+            let struct (x3r, x3i) = twisted (j + s + q)
+            let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
+                Butterfly512.difQuad
+                    x0r x0i x1r x1i x2r x2i x3r x3i
+                    (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
+                    (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
+            st z0r &fRef (re + j)
+            st z0i &fRef (im + j)
+            st z1r &fRef (re + j + q)
+            st z1i &fRef (im + j + q)
+            st z2r &fRef (re + j + s)
+            st z2i &fRef (im + j + s)
+            st z3r &fRef (re + j + s + q)
+            st z3i &fRef (im + j + s + q)
+            j <- j + 8
+        p.DifV512(fourier, firstOffset, 1)
+
     /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
     /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomialInto
     /// then ForwardInteger per level; on AVX-512 the digits go straight from the decomposer into the twist, never
     /// stored. `digits` (ℓ·N) is the scratch of the other paths.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.ForwardDecomposed
         (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
         =
         checkPath path
         match path with
         | SimdPath.Vector512 when decomposer.Level = 1 && schedule512[0] >= 16 ->
-            // One level: the digits, the twist and the first two FFT stages in one pass over the data.
-            let fRef = &MemoryMarshal.GetArrayDataReference fourier
-            let inline twisted (m: int) =
-                let mutable low = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + m]))
-                let mutable high = decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + half + m]))
-                let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
-                let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
-                let wr = Vector512.LoadUnsafe(&twistRe[m])
-                let wi = Vector512.LoadUnsafe(&twistIm[m])
-                struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
-            let s = schedule512[0]
-            let q = s / 2
-            let re, im = firstOffset, firstOffset + half
-            let mutable j = 0
-            while j < q do
-                let struct (x0r, x0i) = twisted j
-                let struct (x1r, x1i) = twisted (j + q)
-                let struct (x2r, x2i) = twisted (j + s)
-                let struct (x3r, x3i) = twisted (j + s + q)
-                let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
-                    Butterfly512.difQuad
-                        x0r x0i x1r x1i x2r x2i x3r x3i
-                        (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
-                        (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
-                st z0r &fRef (re + j)
-                st z0i &fRef (im + j)
-                st z1r &fRef (re + j + q)
-                st z1i &fRef (im + j + q)
-                st z2r &fRef (re + j + s)
-                st z2i &fRef (im + j + s)
-                st z3r &fRef (re + j + s + q)
-                st z3i &fRef (im + j + s + q)
-                j <- j + 8
-            p.DifV512(fourier, firstOffset, 1)
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, fun t -> Vector512.LoadUnsafe(&input[inputOffset + t]))
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -571,6 +570,40 @@ type FftPlan(polynomialSize: int) =
             for i in 0 .. decomposer.Level - 1 do
                 p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
 
+    /// ForwardDecomposed of acc·X^degree - acc (the CMux difference of a blind rotation, degree in [0, 2N)) where
+    /// acc is `acc[accOffset .. + N)`. On AVX-512 with one level the difference is formed lane by lane while
+    /// decomposing, never stored; otherwise it goes through `difference` (N values).
+    member p.ForwardDecomposedRotation
+        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[])
+        =
+        checkPath path
+        match path with
+        | SimdPath.Vector512 when decomposer.Level = 1 && schedule512[0] >= 16 ->
+            let n = polynomialSize
+            let negate = degree >= n
+            let d = if negate then degree - n else degree
+            let scalarRotated (t: int) =
+                let v = if t >= d then acc[accOffset + t - d] else 0UL - acc[accOffset + t - d + n]
+                if negate then 0UL - v else v
+            // acc·X^degree - acc on the 8 coefficients from t; only the chunk holding the wrap point d is scalar.
+            let inline rotatedDifference (t: int) =
+                let rotated =
+                    if t >= d then
+                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d])
+                        if negate then Vector512<uint64>.Zero - v else v
+                    elif t + 8 <= d then
+                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d + n])
+                        if negate then v else Vector512<uint64>.Zero - v
+                    else
+                        Vector512.Create(
+                            scalarRotated t, scalarRotated (t + 1), scalarRotated (t + 2), scalarRotated (t + 3),
+                            scalarRotated (t + 4), scalarRotated (t + 5), scalarRotated (t + 6), scalarRotated (t + 7))
+                rotated - Vector512.LoadUnsafe(&acc[accOffset + t])
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference)
+        | _ ->
+            Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
+            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits)
+
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
     member p.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
@@ -586,7 +619,6 @@ type FftPlan(polynomialSize: int) =
 
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
         checkPath path
         let im = offset + half
@@ -671,7 +703,6 @@ type FftPlan(polynomialSize: int) =
                 output[o + half + j] <- output[o + half + j] + Torus.ofReal xi
 
     /// acc += a ⊙ b, pointwise complex multiply-accumulate of two Fourier polynomials (N doubles each).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyAccumulate
         (path: SimdPath, acc: float[], accOffset: int, a: float[], aOffset: int, b: float[], bOffset: int, polynomialSize: int)
         =
@@ -713,7 +744,6 @@ type FftPlan(polynomialSize: int) =
     /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
     /// On AVX-512 it also prefetches (into L2) the same lines of the next GGSW of `matrix`: a bootstrap streams its
     /// key from memory once, and the next CMux's FFTs then run while those lines arrive (about 13 % of a PBS).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyRows
         (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
         =

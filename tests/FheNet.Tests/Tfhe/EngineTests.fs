@@ -117,6 +117,25 @@ let tests =
                       Bootstrap.cmux path fourier 0 ct0 (encrypt other).Data scratch
                       Expect.equal (decrypt { ct with Data = ct0 }) (if mu = 1L then other else messages) $"%A{path}: CMux(%d{mu})"
           }
+          testProperty "the blind rotation's fused CMux equals the external product of the explicit difference, every path"
+          <| forAll (Gen.choose (1, 2 * 512 - 1)) (fun degree ->
+              let ck, _ = keys weak4
+              let n = 512
+              let decomposer = Decomposer.Create(weak4.PbsBaseLog, weak4.PbsLevel)
+              let ggsw = GlweEncryption.encryptGgsw ck.GlweKey decomposer (AesCtrGenerator(Seed.Fresh())) (AesCtrGenerator.Secret()) weak4.GlweNoise 1L
+              let acc = Array.init (2 * n) (fun _ -> rng.Value.NextUInt64())
+              SimdPath.supported
+              |> List.forall (fun path ->
+                  let fourier = FourierConversion.ggsw path ggsw
+                  let scratch = BootstrapScratch(1, n, 1)
+                  let fused = Array.copy acc
+                  Bootstrap.cmuxRotation path fourier 0 fused degree scratch
+                  let difference = Array.zeroCreate<uint64> (2 * n)
+                  for r in 0..1 do
+                      Polynomial.monomialMulMinusSelf (ReadOnlySpan(acc, r * n, n)) degree (Span(difference, r * n, n))
+                  let reference = Array.copy acc
+                  Bootstrap.externalProductAdd path fourier 0 difference reference scratch
+                  fused = reference))
           test "keyswitch preserves the message; the Vector512 and scalar paths agree exactly" {
               let ck, sk = keys weak4
               let e = Parameters.encoding weak4
