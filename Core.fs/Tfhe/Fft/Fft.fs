@@ -317,9 +317,15 @@ type FftPlan(polynomialSize: int) =
     // Radix-2 stages fused in pairs (radix 2²): one pass over the data does the stages of spans s and s/2 on the
     // quadruples (j, j + s/2, j + s, j + 3s/2); the last pass does span 8 (when there is one) and the three
     // in-register spans 4, 2, 1 on blocks of 16. The backward transform runs the same passes in reverse.
+    // Steps: s ≥ 64 or s = 16: the fused spans s and s/2; s = 32: blocks of 64 points (spans 32 … 1) in registers;
+    // s = 8: blocks of 16 (spans 8 … 1); s = 4: the in-register spans only.
     let schedule512 =
-        let rec go s = if s >= 16 then s :: go (s / 4) else [ s ]
+        let rec go s =
+            if s >= 64 || s = 16 then s :: go (s / 4)
+            else [ s ]
         go (half / 2) |> Array.ofList
+    // The first DIF step (last DIT step) fuses with the twist when it is a pair of spans.
+    let firstStepIsPair = schedule512[0] >= 64 || schedule512[0] = 16
 
     member private p.DifV512(d: float[], off: int, firstStep: int) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
@@ -338,7 +344,7 @@ type FftPlan(polynomialSize: int) =
         let im = off + half
         for step in firstStep .. schedule512.Length - 1 do
             let s = schedule512[step]
-            if s >= 16 then
+            if s >= 64 || s = 16 then
                 let q = s / 2
                 let mutable b = 0
                 while b < half do
@@ -361,6 +367,35 @@ type FftPlan(polynomialSize: int) =
                         st z3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
+            elif s = 32 then
+                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, then 4, 2, 1 inside each.
+                let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (w: int) =
+                    let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
+                    let dr, di = ur - vr, ui - vi
+                    struct (ur + vr, ui + vi, Butterfly512.mulRe dr di wr wi, Butterfly512.mulIm dr di wr wi)
+                let mutable b = 0
+                while b < half do
+                    let struct (a0r, a0i, a4r, a4i) = bf (Vector512.LoadUnsafe(&d[re + b])) (Vector512.LoadUnsafe(&d[im + b])) (Vector512.LoadUnsafe(&d[re + b + 32])) (Vector512.LoadUnsafe(&d[im + b + 32])) 32
+                    let struct (a1r, a1i, a5r, a5i) = bf (Vector512.LoadUnsafe(&d[re + b + 8])) (Vector512.LoadUnsafe(&d[im + b + 8])) (Vector512.LoadUnsafe(&d[re + b + 40])) (Vector512.LoadUnsafe(&d[im + b + 40])) 40
+                    let struct (a2r, a2i, a6r, a6i) = bf (Vector512.LoadUnsafe(&d[re + b + 16])) (Vector512.LoadUnsafe(&d[im + b + 16])) (Vector512.LoadUnsafe(&d[re + b + 48])) (Vector512.LoadUnsafe(&d[im + b + 48])) 48
+                    let struct (a3r, a3i, a7r, a7i) = bf (Vector512.LoadUnsafe(&d[re + b + 24])) (Vector512.LoadUnsafe(&d[im + b + 24])) (Vector512.LoadUnsafe(&d[re + b + 56])) (Vector512.LoadUnsafe(&d[im + b + 56])) 56
+                    let struct (c0r, c0i, c2r, c2i) = bf a0r a0i a2r a2i 16
+                    let struct (c1r, c1i, c3r, c3i) = bf a1r a1i a3r a3i 24
+                    let struct (c4r, c4i, c6r, c6i) = bf a4r a4i a6r a6i 16
+                    let struct (c5r, c5i, c7r, c7i) = bf a5r a5i a7r a7i 24
+                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) =
+                        let struct (xr, xi, yr, yi) = bf ur ui vr vi 8
+                        let struct (xr, xi) = inRegister xr xi
+                        let struct (yr, yi) = inRegister yr yi
+                        Vector512.StoreUnsafe(xr, &d[re + b + at])
+                        Vector512.StoreUnsafe(xi, &d[im + b + at])
+                        Vector512.StoreUnsafe(yr, &d[re + b + at + 8])
+                        Vector512.StoreUnsafe(yi, &d[im + b + at + 8])
+                    finish c0r c0i c1r c1i 0
+                    finish c2r c2i c3r c3i 16
+                    finish c4r c4i c5r c5i 32
+                    finish c6r c6i c7r c7i 48
+                    b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
                 let w8i = ld &tim 8
@@ -403,7 +438,7 @@ type FftPlan(polynomialSize: int) =
         let im = off + half
         for k in schedule512.Length - 1 .. -1 .. lastStep do
             let s = schedule512[k]
-            if s >= 16 then
+            if s >= 64 || s = 16 then
                 let q = s / 2
                 let mutable b = 0
                 while b < half do
@@ -426,6 +461,36 @@ type FftPlan(polynomialSize: int) =
                         st x3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
+            elif s = 32 then
+                let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (xr: Vector512<float>) (xi: Vector512<float>) (w: int) =
+                    let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
+                    let vr, vi = Butterfly512.mulConjRe xr xi wr wi, Butterfly512.mulConjIm xr xi wr wi
+                    struct (ur + vr, ui + vi, ur - vr, ui - vi)
+                let mutable b = 0
+                while b < half do
+                    let inline start (at: int) =
+                        let struct (xr, xi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at])) (Vector512.LoadUnsafe(&d[im + b + at]))
+                        let struct (yr, yi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at + 8])) (Vector512.LoadUnsafe(&d[im + b + at + 8]))
+                        bf xr xi yr yi 8
+                    let struct (c0r, c0i, c1r, c1i) = start 0
+                    let struct (c2r, c2i, c3r, c3i) = start 16
+                    let struct (c4r, c4i, c5r, c5i) = start 32
+                    let struct (c6r, c6i, c7r, c7i) = start 48
+                    let struct (a0r, a0i, a2r, a2i) = bf c0r c0i c2r c2i 16
+                    let struct (a1r, a1i, a3r, a3i) = bf c1r c1i c3r c3i 24
+                    let struct (a4r, a4i, a6r, a6i) = bf c4r c4i c6r c6i 16
+                    let struct (a5r, a5i, a7r, a7i) = bf c5r c5i c7r c7i 24
+                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) (w: int) =
+                        let struct (xr, xi, yr, yi) = bf ur ui vr vi w
+                        Vector512.StoreUnsafe(xr, &d[re + b + at])
+                        Vector512.StoreUnsafe(xi, &d[im + b + at])
+                        Vector512.StoreUnsafe(yr, &d[re + b + at + 32])
+                        Vector512.StoreUnsafe(yi, &d[im + b + at + 32])
+                    finish a0r a0i a4r a4i 0 32
+                    finish a1r a1i a5r a5i 8 40
+                    finish a2r a2i a6r a6i 16 48
+                    finish a3r a3i a7r a7i 24 56
+                    b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
                 let w8i = ld &tim 8
@@ -545,7 +610,7 @@ type FftPlan(polynomialSize: int) =
         =
         checkPath path
         match path with
-        | SimdPath.Vector512 when decomposer.Level = 1 && schedule512[0] >= 16 ->
+        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
             p.ForwardOneLevel(decomposer, fourier, firstOffset, fun t -> Vector512.LoadUnsafe(&input[inputOffset + t]))
         | SimdPath.Vector512 ->
             let level = decomposer.Level
@@ -578,7 +643,7 @@ type FftPlan(polynomialSize: int) =
         =
         checkPath path
         match path with
-        | SimdPath.Vector512 when decomposer.Level = 1 && schedule512[0] >= 16 ->
+        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
             let n = polynomialSize
             let negate = degree >= n
             let d = if negate then degree - n else degree
@@ -624,7 +689,7 @@ type FftPlan(polynomialSize: int) =
         let im = offset + half
         let o = outputOffset
         match path with
-        | SimdPath.Vector512 when schedule512[0] >= 16 ->
+        | SimdPath.Vector512 when firstStepIsPair ->
             // The last two FFT stages, the untwist and the conversion to the torus in one pass over the data.
             p.DitV512(fourier, offset, 1)
             let scale = Vector512.Create two64
