@@ -815,32 +815,62 @@ type FftPlan(polynomialSize: int) =
         let n = polynomialSize
         let half = n / 2
         match path with
-        | SimdPath.Vector512 ->
-            let sumRef = &MemoryMarshal.GetArrayDataReference sums
+        | SimdPath.Vector512 when columns = 2 ->
+            // k = 1 (every TUniform preset from 4 bits up): both sums in registers, one pass over the points.
+            use matrixPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
             let inRef = &MemoryMarshal.GetArrayDataReference inputs
             let mRef = &MemoryMarshal.GetArrayDataReference matrix
-            use mPtr = fixed matrix
-            let prefetchDistance = rows * columns * n
-            let prefetchNext = Sse.IsSupported
+            let sRef = &MemoryMarshal.GetArrayDataReference sums
             let mutable j = 0
             while j < half do
-                for c in 0 .. columns - 1 do
-                    let mutable accR = Vector512<float>.Zero
-                    let mutable accI = Vector512<float>.Zero
-                    for row in 0 .. rows - 1 do
-                        let ar = Vector512.LoadUnsafe(&inRef, unativeint (row * n + j))
-                        let ai = Vector512.LoadUnsafe(&inRef, unativeint (row * n + half + j))
-                        let g = matrixOffset + (row * columns + c) * n
-                        let br = Vector512.LoadUnsafe(&mRef, unativeint (g + j))
-                        let bi = Vector512.LoadUnsafe(&mRef, unativeint (g + half + j))
-                        if prefetchNext && g + half + j + prefetchDistance < matrix.Length then
-                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add mPtr (g + j + prefetchDistance)))
-                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add mPtr (g + half + j + prefetchDistance)))
-                        accR <- Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, accR))
-                        accI <- Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, accI))
-                    Vector512.StoreUnsafe(accR, &sumRef, unativeint (c * n + j))
-                    Vector512.StoreUnsafe(accI, &sumRef, unativeint (c * n + half + j))
+                let mutable s0r = Vector512<float>.Zero
+                let mutable s0i = Vector512<float>.Zero
+                let mutable s1r = Vector512<float>.Zero
+                let mutable s1i = Vector512<float>.Zero
+                let mutable input = j
+                let mutable g = matrixOffset + j
+                for _ in 1..rows do
+                    let ar = ld &inRef (input)
+                    let ai = ld &inRef (input + half)
+                    let b0r = ld &mRef (g)
+                    let b0i = ld &mRef (g + half)
+                    let b1r = ld &mRef (g + n)
+                    let b1i = ld &mRef (g + n + half)
+                    if canPrefetch then
+                        let next = NativePtr.add matrixPtr (g + prefetchDistance)
+                        Sse.Prefetch1(NativePtr.toVoidPtr next)
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next half))
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next n))
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next (n + half)))
+                    s0r <- Avx512F.FusedMultiplyAdd(ar, b0r, Avx512F.FusedMultiplyAddNegated(ai, b0i, s0r))
+                    s0i <- Avx512F.FusedMultiplyAdd(ar, b0i, Avx512F.FusedMultiplyAdd(ai, b0r, s0i))
+                    s1r <- Avx512F.FusedMultiplyAdd(ar, b1r, Avx512F.FusedMultiplyAddNegated(ai, b1i, s1r))
+                    s1i <- Avx512F.FusedMultiplyAdd(ar, b1i, Avx512F.FusedMultiplyAdd(ai, b1r, s1i))
+                    input <- input + n
+                    g <- g + 2 * n
+                st s0r &sRef (j)
+                st s0i &sRef (half + j)
+                st s1r &sRef (n + j)
+                st s1i &sRef (n + half + j)
                 j <- j + 8
+        | SimdPath.Vector512 ->
+            // k > 1: one multiply-accumulate pass per (row, column), each also prefetching its polynomial of the
+            // next GGSW.
+            use matrixPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
+            Array.Clear(sums, 0, columns * n)
+            for c in 0 .. columns - 1 do
+                for row in 0 .. rows - 1 do
+                    let g = matrixOffset + (row * columns + c) * n
+                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, g, n)
+                    if canPrefetch then
+                        let mutable line = 0
+                        while line < n do
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add matrixPtr (g + prefetchDistance + line)))
+                            line <- line + 8
         | _ ->
             Array.Clear(sums, 0, columns * n)
             for c in 0 .. columns - 1 do
