@@ -2,7 +2,7 @@ using System.Diagnostics;
 using FheNet.Estimators;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using CoreCircuit = FheNet.Fhe.Circuit;
+using CoreCircuitReport = FheNet.Fhe.CircuitReport;
 using CoreEpochReport = FheNet.Nn.EpochReport;
 using CoreFheMode = FheNet.Estimators.FheMode;
 using CoreLayerBitWidths = FheNet.Integer.LayerBitWidths;
@@ -44,7 +44,7 @@ public abstract class NeuralNetEstimator
     /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits before its
     /// lookup (faster, less exact); null keeps the model's own exact rounding.</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE (default exact).</param>
-    /// <returns>The circuit's report (also available as <see cref="CircuitReport"/>).</returns>
+    /// <returns>The circuit's report (also available from <see cref="CircuitReport"/>).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="x"/> is null.</exception>
     /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
     /// <exception cref="InvalidShapeException">Too few rows, or rows of the wrong width.</exception>
@@ -54,9 +54,9 @@ public abstract class NeuralNetEstimator
     public FheCircuitReport Compile(
         Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
         RoundingMethod rounding = RoundingMethod.Exact) =>
-        FheCircuitReport.FromCore(CompileCore(
+        CompileThenReport(
             x.Rows(nameof(x)), pError.ToOption(), globalPError.ToOption(), roundingThresholdBits.ToOption(),
-            FSharpOption<CoreRounding>.Some(rounding.ToCore())));
+            FSharpOption<CoreRounding>.Some(rounding.ToCore()));
 
     /// <summary>
     /// <see cref="Compile"/> on the thread pool. Compilation is one step: the token is checked before it starts.
@@ -74,9 +74,13 @@ public abstract class NeuralNetEstimator
         RoundingMethod rounding = RoundingMethod.Exact, CancellationToken cancellationToken = default) =>
         Task.Run(() => Compile(x, pError, globalPError, roundingThresholdBits, rounding), cancellationToken);
 
-    /// <summary>The report of the compiled circuit: per layer lookups, bits and bootstraps; parameters; key sizes.</summary>
+    /// <summary>
+    /// The report of the compiled circuit: per layer lookups, bits and bootstraps; parameters; key sizes. Once keys
+    /// exist it also estimates each layer's time from a bootstrap timed now on this machine, and after an encrypted
+    /// prediction it gives each layer's measured mean time.
+    /// </summary>
     /// <exception cref="FheNotAvailableException">Before <see cref="Compile"/>.</exception>
-    public FheCircuitReport CircuitReport => FheCircuitReport.FromCore(CircuitCore);
+    public FheCircuitReport CircuitReport() => FheCircuitReport.FromCore(ReportCore());
 
     /// <summary>
     /// Generates the FHE keys of the compiled circuit (client key and evaluation key). Keys are cached: encrypted
@@ -115,11 +119,12 @@ public abstract class NeuralNetEstimator
 
     private protected abstract FSharpList<CoreEpochReport> HistoryCore { get; }
 
-    private protected abstract CoreCircuit CompileCore(
+    /// <summary>Compiles and returns the new circuit's report.</summary>
+    private protected abstract FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
         FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding);
 
-    private protected abstract CoreCircuit CircuitCore { get; }
+    private protected abstract CoreCircuitReport ReportCore();
 
     private protected abstract void KeygenCore(bool force);
 

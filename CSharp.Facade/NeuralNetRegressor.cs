@@ -1,7 +1,7 @@
 using FheNet.Estimators;
 using Microsoft.FSharp.Collections;
 using Microsoft.FSharp.Core;
-using CoreCircuit = FheNet.Fhe.Circuit;
+using CoreCircuitReport = FheNet.Fhe.CircuitReport;
 using CoreEpochReport = FheNet.Nn.EpochReport;
 using CoreFheMode = FheNet.Estimators.FheMode;
 using CoreLayerBitWidths = FheNet.Integer.LayerBitWidths;
@@ -168,12 +168,15 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
 
     private protected override FSharpList<CoreEpochReport> HistoryCore => _core.History;
 
-    private protected override CoreCircuit CompileCore(
+    private protected override FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
-        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding) =>
+        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding)
+    {
         _core.Compile(x, pError, globalPError, roundingThresholdBits, rounding);
+        return FheCircuitReport.FromCore(_core.CircuitReport());
+    }
 
-    private protected override CoreCircuit CircuitCore => _core.Circuit;
+    private protected override CoreCircuitReport ReportCore() => _core.CircuitReport();
 
     private protected override void KeygenCore(bool force) => _core.Keygen(FSharpOption<bool>.Some(force));
 

@@ -1,6 +1,4 @@
-using CoreCircuit = FheNet.Fhe.Circuit;
 using CoreCircuitReport = FheNet.Fhe.CircuitReport;
-using CoreCircuitReportModule = FheNet.Fhe.CircuitReportModule;
 using CoreEpochReport = FheNet.Nn.EpochReport;
 using CoreLayerBitWidths = FheNet.Integer.LayerBitWidths;
 
@@ -71,8 +69,11 @@ public sealed record TfheParameterSet(
 /// <param name="RoundedBits">Low bits rounded away before the lookup.</param>
 /// <param name="LookupBits">Bits the table reads.</param>
 /// <param name="Nu">Largest 2-norm of a neuron's integer weights: the noise growth of the layer.</param>
+/// <param name="EstimatedMilliseconds">Bootstraps × a bootstrap timed on this machine / cores; null before keys exist.</param>
+/// <param name="MeasuredMilliseconds">Mean wall time of the layer in the last encrypted run; null before one.</param>
 public sealed record FheLayerReport(
-    int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, double Nu);
+    int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, double Nu,
+    double? EstimatedMilliseconds, double? MeasuredMilliseconds);
 
 /// <summary>What a compiled circuit costs per sample, with its parameter set and key sizes.</summary>
 /// <param name="Layers">Per-layer figures.</param>
@@ -93,13 +94,13 @@ public sealed record FheCircuitReport(
 {
     private string Table { get; init; } = "";
 
-    internal static FheCircuitReport FromCore(CoreCircuit circuit)
+    internal static FheCircuitReport FromCore(CoreCircuitReport r)
     {
-        CoreCircuitReport r = CoreCircuitReportModule.create(circuit, null, 1, null);
         var p = r.Parameters;
         return new FheCircuitReport(
             r.Layers.Select(l => new FheLayerReport(
-                l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.Nu)).ToArray(),
+                l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.Nu,
+                l.EstimatedMilliseconds.ToNullable(), l.MeasuredMilliseconds.ToNullable())).ToArray(),
             new TfheParameterSet(
                 p.Name, p.LweDimension, p.GlweDimension, p.PolynomialSize, p.PbsBaseLog, p.PbsLevel, p.KsBaseLog,
                 p.KsLevel),

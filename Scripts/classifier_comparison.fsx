@@ -9,7 +9,6 @@
 open System
 open Prelude
 open FheNet.Estimators
-open FheNet.Fhe
 
 let epochs = int (argOr "epochs" "60")
 let executed = int (argOr "execute" "3")
@@ -52,7 +51,6 @@ type Outcome =
       Test: float32[][] * int[]
       Panels: Plots.Panel list
       Model: NeuralNetClassifier<int>
-      Circuit: Circuit
       FloatAccuracy: float
       Mismatches: int }
 
@@ -61,7 +59,7 @@ let run (name: string, (xTrain: float32[][], yTrain, xTest: float32[][], yTest))
     let model, twin =
         Ui.training $"fit %s{name} (QAT + float twin)" epochs 2 (fun onEpoch ->
             NeuralNetClassifier<int>(settingsWith [] onEpoch).FitBenchmark(xTrain, yTrain))
-    let circuit = Ui.step "compile" (fun () -> model.Compile xTrain)
+    Ui.step "compile" (fun () -> model.Compile xTrain) |> ignore
     let xs, ys, points = Plots.grid (Array.append xTrain xTest) steps
     let classOne (p: float[][]) = p |> Array.map (fun r -> r[1])
     let simulated = Ui.step $"simulate %d{points.Length} grid points" (fun () -> model.PredictProba(points, FheMode.Simulate))
@@ -87,7 +85,6 @@ let run (name: string, (xTrain: float32[][], yTrain, xTest: float32[][], yTest))
             Probability = Some(classOne simulated)
             Highlighted = Array.zip chosen encrypted } ]
       Model = model
-      Circuit = circuit
       FloatAccuracy = floatAccuracy
       Mismatches = mismatches }
 
@@ -104,7 +101,7 @@ let boundaries =
 Ui.line "decision boundaries" boundaries
 Ui.line "training curves" (Plots.trainingCurves "classifier_training.png" "accuracy" [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ])
 let moons = List.head outcomes
-Ui.line "circuit bit-widths" (Plots.bitWidthReport "classifier_bit_widths.png" "moons, 3 layers, 3/3 bits" (CircuitReport.create moons.Circuit None 1 None))
+Ui.line "circuit bit-widths" (Plots.bitWidthReport "classifier_bit_widths.png" "moons, 3 layers, 3/3 bits" (moons.Model.CircuitReport()))
 
 if sweep then
     let xTrain, yTrain, xTest, yTest = fromData "moons"

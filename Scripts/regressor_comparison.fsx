@@ -10,7 +10,6 @@ open System
 open Prelude
 open ScottPlot
 open FheNet.Estimators
-open FheNet.Fhe
 
 let epochs = int (argOr "epochs" "100")
 let executed = int (argOr "execute" "3")
@@ -51,7 +50,6 @@ let settingsWith (extra: (string * string) list) (onEpoch: FheNet.Nn.EpochReport
 type Outcome =
     { Name: string
       Model: NeuralNetRegressor
-      Circuit: Circuit
       FloatScore: float
       Mismatches: int }
 
@@ -66,7 +64,7 @@ let run (k: int) (name: string, (xTrain: float[], yTrain: float[], xTest: float[
     let model, twin =
         Ui.training $"fit %s{name} (QAT + float twin)" epochs 2 (fun onEpoch ->
             NeuralNetRegressor(settingsWith [] onEpoch).FitBenchmark(train, yTrain))
-    let circuit = Ui.step "compile" (fun () -> model.Compile train)
+    Ui.step "compile" (fun () -> model.Compile train) |> ignore
     // The training range: beyond it accumulators can exceed the calibrated bounds and wrap around in FHE.
     let lo, hi = Array.min xTrain, Array.max xTrain
     let xs = Array.init 300 (fun i -> lo + (hi - lo) * float i / 299.0)
@@ -105,7 +103,7 @@ let run (k: int) (name: string, (xTrain: float[], yTrain: float[], xTest: float[
     points.LegendText <- $"encrypted (%d{chosen.Length - mismatches}/%d{chosen.Length} = clear)"
     plot.Title(name, 12.0f)
     plot.ShowLegend(Edge.Bottom) |> ignore
-    { Name = name; Model = model; Circuit = circuit; FloatScore = floatScore; Mismatches = mismatches }
+    { Name = name; Model = model; FloatScore = floatScore; Mismatches = mismatches }
 
 let outcomes = datasets |> List.mapi run
 
@@ -115,7 +113,7 @@ figure.SavePng(path, 520 * datasets.Length, 560) |> ignore
 Ui.line "fitted curves" path
 Ui.line "training curves" (Plots.trainingCurves "regressor_training.png" "R²" [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ])
 let sine = List.head outcomes
-Ui.line "circuit bit-widths" (Plots.bitWidthReport "regressor_bit_widths.png" "sine, 3 layers, 3/3 bits" (CircuitReport.create sine.Circuit None 1 None))
+Ui.line "circuit bit-widths" (Plots.bitWidthReport "regressor_bit_widths.png" "sine, 3 layers, 3/3 bits" (sine.Model.CircuitReport()))
 
 if sweep then
     let xTrain, yTrain, xTest, yTest = snd (List.head datasets)

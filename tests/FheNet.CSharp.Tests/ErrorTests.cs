@@ -61,7 +61,7 @@ public class ErrorTests
         Assert.Throws<FheNotAvailableException>(() => model.Predict(X, FheMode.Execute));
         Assert.Throws<FheNotAvailableException>(() => model.PredictProba(X, FheMode.Simulate));
         Assert.Throws<FheNotAvailableException>(() => model.Keygen());
-        Assert.Throws<FheNotAvailableException>(() => model.CircuitReport);
+        Assert.Throws<FheNotAvailableException>(() => model.CircuitReport());
     }
 
     [Fact]
@@ -92,7 +92,7 @@ public class ErrorTests
             () => model.CompileAsync(X, cancellationToken: new CancellationToken(canceled: true)));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(
             () => model.FitAsync(X, Y, cancellationToken: new CancellationToken(canceled: true)));
-        Assert.Throws<FheNotAvailableException>(() => model.CircuitReport);
+        Assert.Throws<FheNotAvailableException>(() => model.CircuitReport());
     }
 
     [Fact]

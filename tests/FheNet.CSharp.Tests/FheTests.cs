@@ -39,7 +39,10 @@ public class FheTests(CompiledMoonsFixture moons) : IClassFixture<CompiledMoonsF
     [Fact]
     public void TheCircuitReportDescribesEveryLayer()
     {
-        var report = moons.Model.CircuitReport;
+        Assert.All(moons.Report.Layers, l => Assert.Null(l.EstimatedMilliseconds)); // compiled, no keys yet
+        moons.Model.Predict(DataSets.Head(moons.Data.XTest, 1), FheMode.Execute);
+
+        var report = moons.Model.CircuitReport();
 
         Assert.Equal(moons.Report.BootstrapsPerSample, report.BootstrapsPerSample);
         Assert.Equal(2, report.Layers.Count);
@@ -50,6 +53,7 @@ public class FheTests(CompiledMoonsFixture moons) : IClassFixture<CompiledMoonsF
         Assert.True(report.CompressedEvaluationKeyBytes > 0 && report.EvaluationKeyBytes > report.CompressedEvaluationKeyBytes);
         Assert.True(report.Parameters.PolynomialSize >= 256);
         Assert.Contains("bootstraps per sample", report.ToString());
+        Assert.All(report.Layers, l => Assert.True(l.EstimatedMilliseconds >= 0 && l.MeasuredMilliseconds > 0));
     }
 
     [Fact]
