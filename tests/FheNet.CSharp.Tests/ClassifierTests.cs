@@ -67,10 +67,14 @@ public class ClassifierTests(IrisFixture iris) : IClassFixture<IrisFixture>
             .Select(i => Enumerable.Range(0, x.GetLength(1)).Select(j => x[i, j]).ToArray())
             .ToArray();
         var single = jagged.Select(r => r.Select(v => (float)v).ToArray()).ToArray();
+        var matrix = new float[single.Length, single[0].Length];
+        for (var i = 0; i < single.Length; i++)
+            for (var j = 0; j < single[0].Length; j++) matrix[i, j] = single[i][j];
         var expected = iris.ByIndex.Predict(x);
 
         Assert.Equal(expected, iris.ByIndex.Predict(jagged));
         Assert.Equal(expected, iris.ByIndex.Predict(single));
+        Assert.Equal(expected, iris.ByIndex.Predict(matrix));
         Assert.Equal(expected[0], iris.ByIndex.Predict(Features.FromRow(single[0]))[0]);
     }
 
