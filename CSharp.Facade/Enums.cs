@@ -64,7 +64,10 @@ public enum RoundingMethod
 {
     /// <summary>Exact, two bootstraps per group of dropped bits: bit for bit the integer model. The default.</summary>
     Exact,
-    /// <summary>Exact, one sign bootstrap per dropped bit (Concrete's method; slower than <see cref="Exact"/>).</summary>
+    /// <summary>
+    /// Exact, one sign bootstrap per dropped bit (Concrete's method; more bootstraps than <see cref="Exact"/> when
+    /// several bits are dropped).
+    /// </summary>
     ExactPerBit,
     /// <summary>No extra bootstrap; off by one with a small probability near a rounding threshold.</summary>
     Approximate,

@@ -101,7 +101,8 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
     {
         var rows = x.Rows(nameof(x));
         return Task.Run(
-            () => PredictRows(rows, mode, (r, m) => _core.Predict(r, FSharpOption<CoreFheMode>.Some(m)), progress, cancellationToken),
+            () => PredictRows(
+                rows, mode, (r, m) => _core.Predict(r, FSharpOption<CoreFheMode>.Some(m)), progress, cancellationToken),
             cancellationToken);
     }
 
@@ -117,7 +118,9 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
     {
         var rows = x.Rows(nameof(x));
         return Task.Run(
-            () => PredictRows(rows, mode, (r, m) => _core.PredictProba(r, FSharpOption<CoreFheMode>.Some(m)), progress, cancellationToken),
+            () => PredictRows(
+                rows, mode, (r, m) => _core.PredictProba(r, FSharpOption<CoreFheMode>.Some(m)), progress,
+                cancellationToken),
             cancellationToken);
     }
 

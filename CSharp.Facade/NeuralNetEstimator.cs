@@ -166,7 +166,8 @@ public abstract class NeuralNetEstimator
         if (mode != FheMode.Execute)
         {
             var all = predict(rows, mode.ToCore());
-            progress?.Report(new InferenceProgress(rows.Length, rows.Length, watch.Elapsed.TotalSeconds / rows.Length, watch.Elapsed));
+            var perRow = watch.Elapsed.TotalSeconds / rows.Length;
+            progress?.Report(new InferenceProgress(rows.Length, rows.Length, perRow, watch.Elapsed));
             return all;
         }
         // The clear run checks the fitted state and every row with the core's messages before keys are paid for.
@@ -178,7 +179,8 @@ public abstract class NeuralNetEstimator
         {
             cancellationToken.ThrowIfCancellationRequested();
             results[i] = predict([rows[i]], CoreFheMode.Execute)[0];
-            progress?.Report(new InferenceProgress(i + 1, rows.Length, watch.Elapsed.TotalSeconds / (i + 1), watch.Elapsed));
+            var perRow = watch.Elapsed.TotalSeconds / (i + 1);
+            progress?.Report(new InferenceProgress(i + 1, rows.Length, perRow, watch.Elapsed));
         }
         return results;
     }

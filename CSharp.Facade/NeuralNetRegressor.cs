@@ -117,7 +117,8 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
     {
         var rows = x.Rows(nameof(x));
         return Task.Run(
-            () => PredictRows(rows, mode, (r, m) => _core.Predict(r, FSharpOption<CoreFheMode>.Some(m)), progress, cancellationToken),
+            () => PredictRows(
+                rows, mode, (r, m) => _core.Predict(r, FSharpOption<CoreFheMode>.Some(m)), progress, cancellationToken),
             cancellationToken);
     }
 

@@ -62,26 +62,35 @@ let run (name: string, (xTrain: float32[][], yTrain, xTest: float32[][], yTest))
     Ui.step "compile" (fun () -> model.Compile xTrain) |> ignore
     let xs, ys, points = Plots.grid (Array.append xTrain xTest) steps
     let classOne (p: float[][]) = p |> Array.map (fun r -> r[1])
-    let simulated = Ui.step $"simulate %d{points.Length} grid points" (fun () -> model.PredictProba(points, FheMode.Simulate))
+    let simulated =
+        Ui.step $"simulate %d{points.Length} grid points" (fun () -> model.PredictProba(points, FheMode.Simulate))
     Ui.step "key generation" (fun () -> model.Keygen()) |> ignore
     // Test rows spread over the set, run encrypted one by one.
     let chosen = Array.init executed (fun k -> xTest[k * xTest.Length / executed])
     let encrypted, _ =
-        Ui.perSample $"execute %d{chosen.Length} test rows" chosen (fun row -> (model.Predict([| row |], FheMode.Execute))[0])
+        Ui.perSample $"execute %d{chosen.Length} test rows" chosen (fun row ->
+            (model.Predict([| row |], FheMode.Execute))[0])
     let mismatches = Array.fold2 (fun n a b -> if a = b then n else n + 1) 0 encrypted (model.Predict chosen)
+    let agreement = $"%d{chosen.Length - mismatches}/%d{chosen.Length}"
     let floatAccuracy = twin.Score(xTest, yTest)
     let quantized = model.Score(xTest, yTest)
     let simulatedAccuracy = accuracy (model.Predict(xTest, FheMode.Simulate)) yTest
-    Ui.line "test accuracy" $"float %.3f{floatAccuracy}, quantized %.3f{quantized}, FHE simulate %.3f{simulatedAccuracy}"
-    Ui.line "encrypted = clear" $"%d{chosen.Length - mismatches}/%d{chosen.Length}"
+    Ui.line
+        "test accuracy"
+        $"float %.3f{floatAccuracy}, quantized %.3f{quantized}, FHE simulate %.3f{simulatedAccuracy}"
+    Ui.line "encrypted = clear" agreement
     { Name = name
       Grid = xs, ys
       Test = xTest, yTest
       Panels =
         [ { Title = $"%s{name}: test data"; Probability = None; Highlighted = [||] }
-          { Title = $"float: %.3f{floatAccuracy}"; Probability = Some(classOne (twin.PredictProba points)); Highlighted = [||] }
-          { Title = $"quantized 3-bit: %.3f{quantized}"; Probability = Some(classOne (model.PredictProba points)); Highlighted = [||] }
-          { Title = $"FHE: %.3f{simulatedAccuracy} (◆ encrypted, %d{chosen.Length - mismatches}/%d{chosen.Length} = clear)"
+          { Title = $"float: %.3f{floatAccuracy}"
+            Probability = Some(classOne (twin.PredictProba points))
+            Highlighted = [||] }
+          { Title = $"quantized 3-bit: %.3f{quantized}"
+            Probability = Some(classOne (model.PredictProba points))
+            Highlighted = [||] }
+          { Title = $"FHE: %.3f{simulatedAccuracy} (◆ encrypted, %s{agreement} = clear)"
             Probability = Some(classOne simulated)
             Highlighted = Array.zip chosen encrypted } ]
       Model = model
@@ -99,9 +108,12 @@ let boundaries =
         (outcomes |> List.map (fun o -> o.Test))
         (outcomes |> List.map (fun o -> o.Panels))
 Ui.line "decision boundaries" boundaries
-Ui.line "training curves" (Plots.trainingCurves "classifier_training.png" "accuracy" [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ])
+let histories = [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ]
+Ui.line "training curves" (Plots.trainingCurves "classifier_training.png" "accuracy" histories)
 let moons = List.head outcomes
-Ui.line "circuit bit-widths" (Plots.bitWidthReport "classifier_bit_widths.png" "moons, 3 layers, 3/3 bits" (moons.Model.CircuitReport()))
+Ui.line
+    "circuit bit-widths"
+    (Plots.bitWidthReport "classifier_bit_widths.png" "moons, 3 layers, 3/3 bits" (moons.Model.CircuitReport()))
 
 if sweep then
     let xTrain, yTrain, xTest, yTest = fromData "moons"
@@ -112,7 +124,10 @@ if sweep then
             Ui.training $"fit moons at %d{b} bits" epochs 1 (fun onEpoch ->
                 let settings = settingsWith [ "module__n_w_bits", string b; "module__n_a_bits", string b ] onEpoch
                 NeuralNetClassifier<int>(settings).Fit(xTrain, yTrain).Score(xTest, yTest)))
-    Ui.line "accuracy vs bits" (Plots.scoreVsBits "classifier_accuracy_vs_bits.png" "moons: test accuracy against bit-width" "accuracy" bits scores moons.FloatAccuracy)
+    let title = "moons: test accuracy against bit-width"
+    Ui.line
+        "accuracy vs bits"
+        (Plots.scoreVsBits "classifier_accuracy_vs_bits.png" title "accuracy" bits scores moons.FloatAccuracy)
 
 let mismatches = outcomes |> List.sumBy (fun o -> o.Mismatches)
 if mismatches > 0 then

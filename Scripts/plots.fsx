@@ -38,7 +38,8 @@ let grid (rows: float32[][]) (steps: int) =
 let private addPoints (plot: Plot) (rows: float32[][]) (labels: int[]) (size: float32) =
     for c in 0..1 do
         let chosen = Array.indexed rows |> Array.filter (fun (i, _) -> labels[i] = c) |> Array.map snd
-        let s = plot.Add.ScatterPoints(chosen |> Array.map (fun r -> float r[0]), chosen |> Array.map (fun r -> float r[1]))
+        let column j = chosen |> Array.map (fun (r: float32[]) -> float r[j])
+        let s = plot.Add.ScatterPoints(column 0, column 1)
         s.Color <- classColors[c]
         s.MarkerSize <- size
         s.MarkerShape <- MarkerShape.FilledCircle
@@ -53,7 +54,12 @@ type Panel =
       Highlighted: (float32[] * int)[] }
 
 /// A figure of decision boundaries: one row per dataset, one column per panel.
-let decisionBoundaries (name: string) (grids: (float[] * float[]) list) (points: (float32[][] * int[]) list) (panels: Panel list list) =
+let decisionBoundaries
+    (name: string)
+    (grids: (float[] * float[]) list)
+    (points: (float32[][] * int[]) list)
+    (panels: Panel list list)
+    =
     let multiplot = Multiplot()
     let rows, columns = panels.Length, (List.head panels).Length
     multiplot.AddPlots(rows * columns) |> ignore
@@ -67,7 +73,9 @@ let decisionBoundaries (name: string) (grids: (float[] * float[]) list) (points:
             |> Option.iter (fun p ->
                 let cells = Array2D.init ys.Length xs.Length (fun i j -> p[i * xs.Length + j])
                 let map = plot.Add.Heatmap cells
-                map.Colormap <- Colormaps.CustomInterpolated([| classColors[0].Lighten 0.55; Colors.White; classColors[1].Lighten 0.55 |])
+                let pale (c: Color) = c.Lighten 0.55
+                map.Colormap <-
+                    Colormaps.CustomInterpolated([| pale classColors[0]; Colors.White; pale classColors[1] |])
                 map.ManualRange <- Nullable(Range(0.0, 1.0))
                 map.Extent <- Nullable(CoordinateRect(xs[0], Array.last xs, Array.last ys, ys[0])))
             addPoints plot rowsOf labels 4.0f
@@ -112,7 +120,14 @@ let trainingCurves (name: string) (metricName: string) (histories: (string * Epo
     path
 
 /// Test score against the weight/activation bit-width, with the float network's score as a reference line.
-let scoreVsBits (name: string) (title: string) (metricName: string) (bits: int[]) (scores: float[]) (floatScore: float) =
+let scoreVsBits
+    (name: string)
+    (title: string)
+    (metricName: string)
+    (bits: int[])
+    (scores: float[])
+    (floatScore: float)
+    =
     let plot = new Plot()
     let s = plot.Add.Scatter(bits |> Array.map float, scores)
     s.LegendText <- "quantized (integer model = FHE)"
@@ -141,7 +156,8 @@ let bitWidthReport (name: string) (title: string) (report: CircuitReport) =
     |> List.iteri (fun k (label, value) ->
         let bars =
             layers
-            |> Array.map (fun l -> Bar(Position = float l.Layer + 0.25 * float (k - 1), Value = float (value l), Size = 0.22))
+            |> Array.map (fun l ->
+                Bar(Position = float l.Layer + 0.25 * float (k - 1), Value = float (value l), Size = 0.22))
         let color = plot.Add.Palette.GetColor k
         for bar in bars do
             bar.FillColor <- color

@@ -20,7 +20,8 @@ Ui.heading "FheNet quickstart: Iris, 3-bit weights and activations"
 let model, twin =
     Ui.training "fit (3/3-bit QAT + float twin)" epochs 2 (fun onEpoch ->
         let settings =
-            NeuralNetSettings.defaults |> NeuralNetSettings.setMany [ "module__n_layers", "3"; "max_epochs", string epochs ]
+            NeuralNetSettings.defaults
+            |> NeuralNetSettings.setMany [ "module__n_layers", "3"; "max_epochs", string epochs ]
         NeuralNetClassifier<int>({ settings with OnEpoch = Some onEpoch }).FitBenchmark(xTrain, yTrain))
 
 Ui.line "test accuracy" $"float %.3f{twin.Score(xTest, yTest)}, quantized %.3f{model.Score(xTest, yTest)}"
@@ -29,7 +30,9 @@ Ui.step "compile" (fun () -> model.Compile xTrain) |> ignore
 Ui.step "key generation" (fun () -> model.Keygen()) |> ignore
 
 let rows = xTest[..2]
-let encrypted, _ = Ui.perSample $"predict %d{rows.Length} rows encrypted" rows (fun row -> (model.Predict([| row |], FheMode.Execute))[0])
+let encrypted, _ =
+    Ui.perSample $"predict %d{rows.Length} rows encrypted" rows (fun row ->
+        (model.Predict([| row |], FheMode.Execute))[0])
 let clear = model.Predict rows
 Ui.line "encrypted predictions" $"%A{encrypted}"
 Ui.line "in the clear" $"%A{clear}"

@@ -34,7 +34,8 @@ let rows (x: float[]) = x |> Array.map (fun v -> [| float32 v |])
 
 let r2 (predicted: float[]) (truth: float[]) =
     let mean = Array.average truth
-    1.0 - Array.fold2 (fun acc p t -> acc + (p - t) ** 2.0) 0.0 predicted truth / (truth |> Array.sumBy (fun t -> (t - mean) ** 2.0))
+    let residual = Array.fold2 (fun acc p t -> acc + (p - t) ** 2.0) 0.0 predicted truth
+    1.0 - residual / (truth |> Array.sumBy (fun t -> (t - mean) ** 2.0))
 
 let settingsWith (extra: (string * string) list) (onEpoch: FheNet.Nn.EpochReport -> unit) =
     let s =
@@ -73,7 +74,8 @@ let run (k: int) (name: string, (xTrain: float[], yTrain: float[], xTest: float[
     Ui.step "key generation" (fun () -> model.Keygen()) |> ignore
     let chosen = Array.init executed (fun i -> (i + 1) * xTest.Length / (executed + 1))
     let encrypted, _ =
-        Ui.perSample $"execute %d{chosen.Length} test rows" chosen (fun i -> (model.Predict([| test[i] |], FheMode.Execute))[0])
+        Ui.perSample $"execute %d{chosen.Length} test rows" chosen (fun i ->
+            (model.Predict([| test[i] |], FheMode.Execute))[0])
     let clear = model.Predict(chosen |> Array.map (fun i -> test[i]))
     let mismatches = Array.fold2 (fun n a b -> if a = b then n else n + 1) 0 encrypted clear
     let floatScore, quantized = twin.Score(test, yTest), model.Score(test, yTest)
@@ -111,9 +113,12 @@ Ui.heading "figures"
 let path = Plots.outFile "regressor_comparison.png"
 figure.SavePng(path, 520 * datasets.Length, 560) |> ignore
 Ui.line "fitted curves" path
-Ui.line "training curves" (Plots.trainingCurves "regressor_training.png" "R²" [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ])
+let histories = [ for o in outcomes -> $"%s{o.Name} (3-bit QAT)", o.Model.History ]
+Ui.line "training curves" (Plots.trainingCurves "regressor_training.png" "R²" histories)
 let sine = List.head outcomes
-Ui.line "circuit bit-widths" (Plots.bitWidthReport "regressor_bit_widths.png" "sine, 3 layers, 3/3 bits" (sine.Model.CircuitReport()))
+Ui.line
+    "circuit bit-widths"
+    (Plots.bitWidthReport "regressor_bit_widths.png" "sine, 3 layers, 3/3 bits" (sine.Model.CircuitReport()))
 
 if sweep then
     let xTrain, yTrain, xTest, yTest = snd (List.head datasets)
@@ -124,8 +129,10 @@ if sweep then
         |> Array.map (fun b ->
             Ui.training $"fit sine at %d{b} bits" epochs 1 (fun onEpoch ->
                 let settings = settingsWith [ "module__n_w_bits", string b; "module__n_a_bits", string b ] onEpoch
-                NeuralNetRegressor(settings).Fit(standardize (rows xTrain), yTrain).Score(standardize (rows xTest), yTest)))
-    Ui.line "R² vs bits" (Plots.scoreVsBits "regressor_r2_vs_bits.png" "sine: test R² against bit-width" "R²" bits scores sine.FloatScore)
+                let model = NeuralNetRegressor(settings).Fit(standardize (rows xTrain), yTrain)
+                model.Score(standardize (rows xTest), yTest)))
+    let title = "sine: test R² against bit-width"
+    Ui.line "R² vs bits" (Plots.scoreVsBits "regressor_r2_vs_bits.png" title "R²" bits scores sine.FloatScore)
 
 let mismatches = outcomes |> List.sumBy (fun o -> o.Mismatches)
 if mismatches > 0 then

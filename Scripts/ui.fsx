@@ -40,7 +40,12 @@ let private progressBar () =
     AnsiConsole
         .Progress()
         .AutoClear(true)
-        .Columns(TaskDescriptionColumn(Alignment = Justify.Left), ProgressBarColumn(), PercentageColumn(), ElapsedTimeColumn())
+        .Columns(
+            TaskDescriptionColumn(Alignment = Justify.Left),
+            ProgressBarColumn(),
+            PercentageColumn(),
+            ElapsedTimeColumn()
+        )
 
 let private epochText (r: EpochReport) (epochs: int) (eta: TimeSpan) =
     let valid =
@@ -93,8 +98,8 @@ let perSample (label: string) (rows: 'row[]) (predict: 'row -> 'out) : 'out[] * 
                 |> Array.mapi (fun i row ->
                     let out = predict row
                     task.Value <- float (i + 1)
-                    task.Description <-
-                        Markup.Escape $"%s{label}  %d{i + 1}/%d{rows.Length}, %.3f{watch.Elapsed.TotalSeconds / float (i + 1)} s/sample"
+                    let perRow = watch.Elapsed.TotalSeconds / float (i + 1)
+                    task.Description <- Markup.Escape $"%s{label}  %d{i + 1}/%d{rows.Length}, %.3f{perRow} s/sample"
                     out))
         else
             Array.map predict rows
