@@ -71,7 +71,12 @@ let compileArgs =
     {| pError = scriptArgs |> Map.tryFind "p-error" |> Option.map float
        roundingBits = scriptArgs |> Map.tryFind "rounding-bits" |> Option.map int |}
 
-let runFhe (compile: unit -> FheNet.Fhe.Circuit) (keygen: unit -> FheNet.Fhe.CircuitKeys) (outputs: FheMode -> float32[][] -> float[][]) =
+let runFhe
+    (compile: unit -> FheNet.Fhe.Circuit)
+    (keygen: unit -> FheNet.Fhe.CircuitKeys)
+    (outputs: FheMode -> float32[][] -> float[][])
+    (report: unit -> FheNet.Fhe.CircuitReport)
+    =
     let circuit = compile ()
     let samples = min xTest.Length (int (argOr "fhe-samples" (if fhe = FheMode.Execute then "5" else string xTest.Length)))
     let rows = xTest[.. samples - 1]
@@ -83,7 +88,7 @@ let runFhe (compile: unit -> FheNet.Fhe.Circuit) (keygen: unit -> FheNet.Fhe.Cir
     let seconds = runWatch.Elapsed.TotalSeconds / float samples
     let expected = outputs FheMode.Disable rows
     let agreement = float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 got expected) / float samples
-    eprintfn "%s" (string (FheNet.Fhe.CircuitReport.create circuit None 1 None))
+    eprintfn "%s" (string (report ()))
     [ "fhe", box (string fhe)
       "fhe_samples", box samples
       "fhe_agreement", box agreement
@@ -103,14 +108,14 @@ let score, floatScore, bitWidths, metric, fheFields =
         let accuracy = model.Score(xTest, yTest)
         let fheFields =
             if fhe = FheMode.Disable then []
-            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictProba(rows, mode))
+            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictProba(rows, mode)) model.CircuitReport
         (accuracy, seconds), twin.Score(xTest, yTest), model.BitWidths xTrain, "accuracy", fheFields
     else
         let model, twin = NeuralNetRegressor(settings).FitBenchmark(xTrain, train.Target)
         let seconds = watch.Elapsed.TotalSeconds
         let fheFields =
             if fhe = FheMode.Disable then []
-            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictMulti(rows, mode))
+            else runFhe (fun () -> model.Compile(xTrain, ?pError = compileArgs.pError, ?roundingThresholdBits = compileArgs.roundingBits, rounding = rounding)) (fun () -> model.Keygen()) (fun mode rows -> model.PredictMulti(rows, mode)) model.CircuitReport
         (model.Score(xTest, test.Target), seconds), twin.Score(xTest, test.Target), model.BitWidths xTrain, "r2", fheFields
 
 let result =

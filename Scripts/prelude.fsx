@@ -39,3 +39,13 @@ let scriptArgs =
 
 let argOr name fallback =
     scriptArgs |> Map.tryFind name |> Option.defaultValue fallback
+
+/// Standardizes rows with the mean and standard deviation of `train` (constant columns are left centred).
+let standardizer (train: float32[][]) : float32[][] -> float32[][] =
+    let columns = train[0].Length
+    let mean = Array.init columns (fun j -> train |> Array.averageBy (fun r -> float r[j]))
+    let std =
+        Array.init columns (fun j ->
+            let s = sqrt (train |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0))
+            if s > 0.0 then s else 1.0)
+    fun rows -> rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))

@@ -144,8 +144,16 @@ module Activation =
         | Activation.LogSigmoid -> sigmoid -x
         | Activation.Identity -> 1.0
 
-    /// The activation of a float32 value: float64 evaluation rounded once to float32.
-    let value (a: Activation) (x: float32) : float32 = float32 (value64 a (float x))
+    /// The activation of a float32 value: float64 evaluation rounded once to float32 (ReLU and Identity, exact in
+    /// float32, skip the detour).
+    let value (a: Activation) (x: float32) : float32 =
+        match a with
+        | Activation.ReLU -> if x > 0.0f then x else 0.0f
+        | Activation.Identity -> x
+        | _ -> float32 (value64 a (float x))
 
     /// The derivative at a float32 value, rounded to float32.
-    let derivative (a: Activation) (x: float32) : float32 = float32 (derivative64 a (float x))
+    let derivative (a: Activation) (x: float32) : float32 =
+        match a with
+        | Activation.ReLU -> if x > 0.0f then 1.0f else 0.0f
+        | _ -> float32 (derivative64 a (float x))

@@ -2,6 +2,8 @@ namespace FheNet.Autodiff
 
 open System
 open System.Numerics.Tensors
+open System.Runtime.InteropServices
+open System.Runtime.Intrinsics
 open FheNet
 open FheNet.Numerics
 
@@ -80,6 +82,32 @@ module CodeSpec =
             | Rounding.HalfEven -> MathF.Round v
         Math.Clamp(r, float32 spec.QMin, float32 spec.QMax)
 
+    /// <c>code</c> of every src[i] / scale, written to dst, with SIMD kernels performing the same IEEE operations
+    /// (division, then floor(v + 1/2) or round-half-even, then clipping); only the sign of a zero code may differ.
+    let codesInto (spec: CodeSpec) (scale: float32) (src: float32[]) (dst: float32[]) =
+        Guard.sameLength "dst" src.Length dst.Length
+        TensorPrimitives.Divide(ReadOnlySpan src, scale, Span dst)
+        match spec.Rounding with
+        | Rounding.HalfUp ->
+            TensorPrimitives.Add(ReadOnlySpan dst, 0.5f, Span dst)
+            TensorPrimitives.Floor(ReadOnlySpan dst, Span dst)
+        | Rounding.HalfEven -> TensorPrimitives.Round(ReadOnlySpan dst, Span dst)
+        TensorPrimitives.Max(ReadOnlySpan dst, float32 spec.QMin, Span dst)
+        TensorPrimitives.Min(ReadOnlySpan dst, float32 spec.QMax, Span dst)
+
+/// Arrays a quantized linear layer reuses from one training step to the next (weight codes, their transpose,
+/// their gradient). Weight-sized arrays live on the large-object heap; allocating three per layer per step made
+/// the garbage collector the largest cost of training. One set serves one pass at a time: never share it between
+/// concurrent forward passes.
+type LinearBuffers() =
+    let mutable arrays: float32[][] = Array.init 5 (fun _ -> Array.empty)
+
+    /// Buffer <c>slot</c> with exactly <c>length</c> values (contents unspecified), reallocated only on a size change.
+    member _.Get(slot: int, length: int) =
+        if arrays[slot].Length <> length then
+            arrays[slot] <- Array.zeroCreate length
+        arrays[slot]
+
 /// Differentiable operations. Each computes its value now and records how to push gradients back.
 module Ad =
 
@@ -106,9 +134,9 @@ module Ad =
             tape.Record(fun () ->
                 let g = Tensor.ofArray out.Value.Rows out.Value.Cols out.Grad
                 if a.RequiresGrad then
-                    accumulate a (Tensor.matmul tape.Threads g (Tensor.transpose b.Value)).Data
+                    accumulate a (Tensor.matmulNT tape.Threads g b.Value).Data
                 if b.RequiresGrad then
-                    accumulate b (Tensor.matmul tape.Threads (Tensor.transpose a.Value) g).Data)
+                    accumulate b (Tensor.matmulTN tape.Threads a.Value g).Data)
         out
 
     /// Aᵀ.
@@ -313,6 +341,175 @@ module Ad =
                     for t in log2Scales do
                         if t.RequiresGrad then t.Grad[0] <- t.Grad[0] + d)
         out
+
+    /// A float linear layer x·Wᵀ + b in one operation (W out × in, b 1 × out), equal to
+    /// add (matmul x (transpose W)) b, reusing weight-sized arrays from <c>buffers</c> between steps.
+    let linear (tape: Tape) (x: Var) (weight: Var) (bias: Var) (buffers: LinearBuffers option) =
+        let xv, w = x.Value, weight.Value
+        if w.Cols <> xv.Cols then
+            raise (InvalidShapeException("weight", $"has %d{w.Cols} inputs but x has %d{xv.Cols} columns"))
+        if bias.Value.Rows <> 1 || bias.Value.Cols <> w.Rows then
+            raise (InvalidShapeException("bias", $"must be 1 × %d{w.Rows}"))
+        let buffer slot length =
+            match buffers with
+            | Some b -> b.Get(slot, length)
+            | None -> Array.zeroCreate length
+        let m, n = xv.Rows, w.Rows
+        let y = Tensor.matmul tape.Threads xv (Tensor.transposeInto w (buffer 2 w.Length))
+        for i in 0 .. m - 1 do
+            for j in 0 .. n - 1 do
+                y.Data[i * n + j] <- y.Data[i * n + j] + bias.Value.Data[j]
+        let out = Var(y, needs [ x; weight; bias ])
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let g = Tensor.ofArray m n out.Grad
+                if x.RequiresGrad then accumulate x (Tensor.matmul tape.Threads g w).Data
+                if weight.RequiresGrad then
+                    accumulate weight (Tensor.matmulInto tape.Threads (Tensor.transpose g) xv (buffer 3 w.Length)).Data
+                if bias.RequiresGrad then accumulate bias (Tensor.sumRows g).Data)
+        out
+
+    /// The straight-through part of a quantizer's backward pass, 256 bits at a time. With v = values[i] · invScale,
+    /// where qmin <= v <= qmax: adds upstream[i] · invScale (times mask[i] when a mask is given) to grad[i] (when
+    /// grad is not empty), and returns Σ upstream[i] · v over those i (for the scale's LSQ gradient).
+    let private straightThrough
+        (values: float32[])
+        (invScale: float32)
+        (lo: float32)
+        (hi: float32)
+        (upstream: float32[])
+        (mask: float32[])
+        (grad: float32[])
+        =
+        let n = values.Length
+        let writes = grad.Length > 0
+        let masked = mask.Length > 0
+        let mutable total = Vector256<float32>.Zero
+        let mutable i = 0
+        if Vector256.IsHardwareAccelerated then
+            let width = Vector256<float32>.Count
+            let vs = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(values, 0, n / width * width))
+            let us = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(upstream, 0, n / width * width))
+            let inv, vlo, vhi = Vector256.Create invScale, Vector256.Create lo, Vector256.Create hi
+            for b in 0 .. vs.Length - 1 do
+                let v = vs[b] * inv
+                let inside = Vector256.BitwiseAnd(Vector256.GreaterThanOrEqual(v, vlo), Vector256.LessThanOrEqual(v, vhi))
+                let u = us[b]
+                total <- total + Vector256.ConditionalSelect(inside, u * v, Vector256<float32>.Zero)
+                if writes then
+                    let gs = MemoryMarshal.Cast<float32, Vector256<float32>>(Span<float32>(grad, b * width, width))
+                    let step = u * inv
+                    let step =
+                        if masked then
+                            step * Vector256.Create<float32>(values = ReadOnlySpan<float32>(mask, b * width, width))
+                        else
+                            step
+                    gs[0] <- gs[0] + Vector256.ConditionalSelect(inside, step, Vector256<float32>.Zero)
+            i <- vs.Length * width
+        let mutable tail = 0.0f
+        while i < n do
+            let v = values[i] * invScale
+            if v >= lo && v <= hi then
+                tail <- tail + upstream[i] * v
+                if writes then
+                    let step = upstream[i] * invScale
+                    grad[i] <- grad[i] + (if masked then step * mask[i] else step)
+            i <- i + 1
+        float (Vector256.Sum total) + float tail
+
+    /// A quantized linear layer in one operation, equal to the composition
+    ///     scaleExp2 (matmul (quantize x [θx]) (transpose (quantize (W ⊙ mask) [θw])) + quantize b [θx; θw]) [θx; θw]
+    /// with the same straight-through / LSQ gradients (the bias code's scale s_x·s_w gets no gradient), but with
+    /// a few passes over the weights instead of a dozen. W is out × in (a row per neuron); the mask (1 kept, 0
+    /// pruned) is empty when nothing is pruned. Returns the output and the integer accumulators
+    /// Σ q_x·q_w + q_b (exact float32 integers below 2^24).
+    let quantizedLinear
+        (tape: Tape)
+        (powerOfTwo: bool)
+        (inputCodes: CodeSpec)
+        (weightCodes: CodeSpec)
+        (biasCodes: CodeSpec)
+        (x: Var)
+        (weight: Var)
+        (mask: float32[])
+        (bias: Var)
+        (inputLog2Scale: Var)
+        (weightLog2Scale: Var)
+        (buffers: LinearBuffers option)
+        : struct (Var * Tensor) =
+        let xv, w = x.Value, weight.Value
+        if w.Cols <> xv.Cols then
+            raise (InvalidShapeException("weight", $"has %d{w.Cols} inputs but x has %d{xv.Cols} columns"))
+        if bias.Value.Rows <> 1 || bias.Value.Cols <> w.Rows then
+            raise (InvalidShapeException("bias", $"must be 1 × %d{w.Rows}"))
+        let m, k, n = xv.Rows, xv.Cols, w.Rows
+        let sx = Exp2Scale.value powerOfTwo inputLog2Scale.Value.Data[0]
+        let sw = Exp2Scale.value powerOfTwo weightLog2Scale.Value.Data[0]
+        let s = Exp2Scale.product powerOfTwo [ inputLog2Scale.Value.Data[0]; weightLog2Scale.Value.Data[0] ]
+        let qx = Array.zeroCreate (m * k)
+        CodeSpec.codesInto inputCodes sx xv.Data qx
+        let hasMask = mask.Length > 0
+        let buffer slot length =
+            match buffers with
+            | Some b -> b.Get(slot, length)
+            | None -> Array.zeroCreate length
+        let effective =
+            if hasMask then
+                let e = buffer 0 w.Length
+                TensorPrimitives.Multiply(ReadOnlySpan w.Data, ReadOnlySpan mask, Span e)
+                e
+            else
+                w.Data
+        let qw = buffer 1 (n * k)
+        CodeSpec.codesInto weightCodes sw effective qw
+        let qb = bias.Value.Data |> Array.map (fun b -> CodeSpec.code biasCodes (b / s))
+        let qwT = Tensor.transposeInto (Tensor.ofArray n k qw) (buffer 2 (n * k))
+        let acc = Tensor.matmul tape.Threads (Tensor.ofArray m k qx) qwT
+        for i in 0 .. m - 1 do
+            let o = i * n
+            for j in 0 .. n - 1 do
+                acc.Data[o + j] <- acc.Data[o + j] + qb[j]
+        let y = Array.zeroCreate acc.Length
+        TensorPrimitives.Multiply(ReadOnlySpan acc.Data, s, Span y)
+        let scales = [ inputLog2Scale; weightLog2Scale ]
+        let out = Var(Tensor.ofArray m n y, needs ([ x; weight; bias ] @ scales))
+        if out.RequiresGrad then
+            tape.Record(fun () ->
+                let gy = out.Grad
+                let ln2 = Math.Log 2.0
+                // Through the final scaling: ∂y/∂acc = s, ∂y/∂θ = ln 2 · s · acc.
+                let gAcc = Array.zeroCreate gy.Length
+                let mutable gScale = 0.0
+                for i in 0 .. gy.Length - 1 do
+                    gAcc[i] <- gy[i] * s
+                    gScale <- gScale + float gy[i] * float acc.Data[i]
+                let gScale = ln2 * float s * gScale
+                let mutable gx = gScale
+                let mutable gw = gScale
+                let gAccT = Tensor.ofArray m n gAcc
+                if x.RequiresGrad || inputLog2Scale.RequiresGrad then
+                    let gqx = Tensor.matmul tape.Threads gAccT (Tensor.ofArray n k qw)
+                    let dx = if x.RequiresGrad then x.Grad else Array.empty
+                    let lo, hi = float32 inputCodes.QMin, float32 inputCodes.QMax
+                    gx <- gx - ln2 * straightThrough xv.Data (1.0f / sx) lo hi gqx.Data Array.empty dx
+                if weight.RequiresGrad || weightLog2Scale.RequiresGrad then
+                    let gqw = Tensor.matmulInto tape.Threads (Tensor.transpose gAccT) (Tensor.ofArray m k qx) (buffer 3 (n * k))
+                    let dw = if weight.RequiresGrad then weight.Grad else Array.empty
+                    let lo, hi = float32 weightCodes.QMin, float32 weightCodes.QMax
+                    gw <- gw - ln2 * straightThrough effective (1.0f / sw) lo hi gqw.Data mask dw
+                if bias.RequiresGrad then
+                    let db = bias.Grad
+                    let lo, hi = float32 biasCodes.QMin, float32 biasCodes.QMax
+                    let sums = Tensor.sumRows gAccT
+                    for j in 0 .. n - 1 do
+                        let v = bias.Value.Data[j] / s
+                        if v >= lo && v <= hi then
+                            db[j] <- db[j] + sums.Data[j] / s
+                if inputLog2Scale.RequiresGrad then
+                    inputLog2Scale.Grad[0] <- inputLog2Scale.Grad[0] + float32 gx
+                if weightLog2Scale.RequiresGrad then
+                    weightLog2Scale.Grad[0] <- weightLog2Scale.Grad[0] + float32 gw)
+        struct (out, acc)
 
     /// The same value with no gradient flowing back (a constant copy).
     let detach (x: Var) = constant x.Value

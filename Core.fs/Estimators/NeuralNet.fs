@@ -22,6 +22,8 @@ type FittedNetwork =
 [<Sealed>]
 type internal FheSession(circuit: Circuit, seed: int) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
+    // Mean seconds per layer over the rows of the last encrypted run.
+    let mutable lastLayerSeconds: float[] option = None
 
     member _.Circuit = circuit
 
@@ -45,10 +47,20 @@ type internal FheSession(circuit: Circuit, seed: int) =
     /// Output accumulators of rows computed encrypted: client encryption, server evaluation, client decryption.
     member this.Execute(x: float32[][]) : int64[][] =
         let k, prepared = this.Keygen false
-        x
-        |> Array.map (fun row ->
-            let inputs = FheClient.encryptRow k circuit row |> Array.map FheNet.Tfhe.Lwe.expand
-            FheClient.decrypt k circuit (FheServer.evaluate prepared inputs))
+        let runs =
+            x
+            |> Array.map (fun row ->
+                let inputs = FheClient.encryptRow k circuit row |> Array.map FheNet.Tfhe.Lwe.expand
+                let outputs, seconds = FheServer.evaluateProfiled prepared inputs
+                FheClient.decrypt k circuit outputs, seconds)
+        if runs.Length > 0 then
+            lastLayerSeconds <- Some(Array.init circuit.Layers.Length (fun l -> runs |> Array.averageBy (fun (_, s) -> s[l])))
+        runs |> Array.map fst
+
+    /// The circuit's report; with keys, estimated times from a measured bootstrap, and the last encrypted run's.
+    member _.Report() =
+        let perBootstrap = keys |> Option.map (fun (_, prepared) -> FheServer.bootstrapMilliseconds prepared)
+        CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
 
 /// Checks and training shared by both estimators.
 module internal Fitting =
@@ -315,7 +327,8 @@ module internal Documents =
                       Bias = Ad.parameter (Tensor.ofArray 1 widths[l + 1] doc.Biases[l])
                       InputLog2Scale = Ad.parameter (Tensor.scalar doc.InputLog2Scales[l])
                       WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
-                      Mask = doc.Masks[l] }) }
+                      Mask = doc.Masks[l]
+                      Buffers = LinearBuffers() }) }
         settings, doc.Classes, Fitting.fitted net [] doc.TargetMean doc.TargetStd
 
 /// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).
@@ -351,6 +364,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
+    /// Fits the quantized network or its float twin, from scratch or from <c>start</c>.
     member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: Network option) =
         Fitting.checkFeatures "X" x None
         if isNull (box y) then raise (InvalidShapeException("y", "is null"))
@@ -418,6 +432,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
 
     /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
     member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
+
+    /// Per-layer lookups, bits, parameters, key sizes and (after keygen / an encrypted run) times.
+    member _.CircuitReport() = (Fitting.compiledSession session).Report()
 
     /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
@@ -491,10 +508,15 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// An estimator with the documented defaults.
     new() = NeuralNetRegressor(NeuralNetSettings.defaults)
 
+    /// The settings.
     member _.Settings = settings
+    /// The integer model (None for a float twin).
     member _.IntegerModel = (fittedState "IntegerModel").Integer
+    /// The trained network (float values, scales, masks).
     member _.Network = (fittedState "Network").Network
+    /// The training log.
     member _.History = (fittedState "History").History
+    /// True after fit or load.
     member _.IsFitted = state.IsSome
 
     member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: Network option) =
@@ -561,6 +583,10 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// The FHE keys of the compiled circuit (generated once and cached; `force` makes new ones).
     member _.Keygen(?force: bool) = fst ((Fitting.compiledSession session).Keygen(defaultArg force false))
 
+    /// Per-layer lookups, bits, parameters, key sizes and (after keygen / an encrypted run) times.
+    member _.CircuitReport() = (Fitting.compiledSession session).Report()
+
+    /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
     member _.BitWidths(x: float32[][]) =
         match (fittedState "BitWidths").Integer with
         | Some m -> IntegerModel.bitWidths m x
@@ -581,8 +607,10 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction))
         result
 
+    /// The fitted model as JSON.
     member _.Dump() = Documents.dump "regressor" settings [||] (fittedState "Dump")
 
+    /// A regressor restored from <c>Dump</c>'s JSON.
     static member Load(json: string) =
         let settings, _, f = Documents.load "regressor" json
         let r = NeuralNetRegressor(settings)

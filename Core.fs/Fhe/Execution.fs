@@ -193,7 +193,9 @@ module FheServer =
     let bootstrapMilliseconds (prepared: PreparedCircuit) =
         let p = prepared.circuit.Parameters
         let table = Pbs.lookupTableWith p 2 2 int64
-        let input = Lwe.trivial p 1L
+        // Uniform random words: a ciphertext under some key. A trivial one (zero mask) would skip every rotation.
+        let input: LweCiphertext = { Data = Array.zeroCreate (p.BigLweDimension + 1) }
+        Security.Cryptography.RandomNumberGenerator.Fill(Runtime.InteropServices.MemoryMarshal.AsBytes(Span input.Data))
         Pbs.apply prepared.serverKey table input |> ignore
         let times =
             Array.init 5 (fun _ ->

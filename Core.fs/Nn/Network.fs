@@ -42,7 +42,9 @@ type LayerParams =
       InputLog2Scale: Var
       /// log2 of the scale of the weight codes.
       WeightLog2Scale: Var
-      mutable Mask: float32[] }
+      mutable Mask: float32[]
+      /// Arrays reused by training steps (not part of the model's value).
+      Buffers: LinearBuffers }
 
 /// A network under training: its configuration and its layers' values (updated in place by the optimizer).
 type Network = { Config: NetworkConfig; Layers: LayerParams[] }
@@ -87,7 +89,7 @@ type ForwardResult =
     { /// Network output (logits or standardized regression values), batch × outputs.
       Output: Var
       /// Per layer, the integer accumulator Σ q_x·q_w + q_b as exact float32 integers (quantized networks only).
-      Accumulators: Var list }
+      Accumulators: Tensor list }
 
 module Network =
 
@@ -104,13 +106,9 @@ module Network =
                   Bias = Ad.parameter (Tensor.zeros 1 fanOut)
                   InputLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
                   WeightLog2Scale = Ad.parameter (Tensor.scalar 0.0f)
-                  Mask = Array.empty })
+                  Mask = Array.empty
+                  Buffers = LinearBuffers() })
         { Config = config; Layers = layers }
-
-    /// The weights a forward pass uses: the trained values times the pruning mask.
-    let private maskedWeight (tape: Tape) (p: LayerParams) (weight: Var) =
-        if p.Mask.Length = 0 then weight
-        else Ad.mul tape weight (Ad.constant (Tensor.ofArray p.Weight.Value.Rows p.Weight.Value.Cols p.Mask))
 
     /// Runs the network on a batch (rows × inputDim). With <c>training</c> false no gradient is recorded.
     let forward (tape: Tape) (net: Network) (training: bool) (x: Tensor) : ForwardResult =
@@ -120,20 +118,27 @@ module Network =
         let accumulators = ResizeArray()
         for l in 0 .. net.Layers.Length - 1 do
             let p = net.Layers[l]
-            let weight = maskedWeight tape p (param p.Weight)
             let y =
                 match config.Quant with
-                | None -> Ad.add tape (Ad.matmul tape h (Ad.transpose tape weight)) (param p.Bias)
+                | None ->
+                    Ad.linear tape h (param p.Weight) (param p.Bias) (if training then Some p.Buffers else None)
                 | Some q ->
-                    let pot = q.PowerOfTwo
-                    let sIn, sW = param p.InputLog2Scale, param p.WeightLog2Scale
-                    let qx = Ad.quantize tape pot (Codes.layerInput config q l) h [ sIn ]
-                    let qw = Ad.quantize tape pot (Codes.weight q.WeightBits) weight [ sW ]
-                    let qb =
-                        Ad.quantize tape pot (Codes.bias q.AccumulatorBits) (param p.Bias) [ Ad.detach sIn; Ad.detach sW ]
-                    let acc = Ad.add tape (Ad.matmul tape qx (Ad.transpose tape qw)) qb
+                    let struct (y, acc) =
+                        Ad.quantizedLinear
+                            tape
+                            q.PowerOfTwo
+                            (Codes.layerInput config q l)
+                            (Codes.weight q.WeightBits)
+                            (Codes.bias q.AccumulatorBits)
+                            h
+                            (param p.Weight)
+                            p.Mask
+                            (param p.Bias)
+                            (param p.InputLog2Scale)
+                            (param p.WeightLog2Scale)
+                            (if training then Some p.Buffers else None)
                     accumulators.Add acc
-                    Ad.scaleExp2 tape pot acc [ sIn; sW ]
+                    y
             h <- if l < net.Layers.Length - 1 then Ad.activation tape config.Activation y else y
         { Output = h; Accumulators = List.ofSeq accumulators }
 
@@ -193,7 +198,7 @@ module Network =
                     let r = forward tape partial false x
                     let last = r.Accumulators |> List.last
                     let s = Exp2Scale.product q.PowerOfTwo [ p.InputLog2Scale.Value.Data[0]; p.WeightLog2Scale.Value.Data[0] ]
-                    h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last.Value
+                    h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last
 
     /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
     /// weights are kept while the exact accumulator range (bias included) fits the budget.
@@ -202,14 +207,22 @@ module Network =
         | Some({ AccumulatorBits = Some bits } as q) ->
             for l in 0 .. net.Layers.Length - 1 do
                 let p = net.Layers[l]
-                p.Mask <- Array.empty
-                let codes = weightCodes net l
+                let w = p.Weight.Value
+                let s = Exp2Scale.value q.PowerOfTwo p.WeightLog2Scale.Value.Data[0]
+                // Codes of the unmasked weights: a pruned weight may come back if it outgrows a kept one.
+                let codes = p.Buffers.Get(4, w.Length)
+                CodeSpec.codesInto (Codes.weight q.WeightBits) s w.Data codes
                 let bias = biasCodes net l
                 let inputs = Codes.range (Codes.layerInput net.Config q l)
-                p.Mask <-
-                    Array.init codes.Length (fun i -> Pruning.budgetMask codes[i] bias[i] inputs bits)
-                    |> Array.concat
-                    |> Array.map (fun keep -> if keep then 1.0f else 0.0f)
+                let mask = if p.Mask.Length = w.Length then p.Mask else Array.zeroCreate w.Length
+                let row = Array.zeroCreate w.Cols
+                for i in 0 .. w.Rows - 1 do
+                    for j in 0 .. w.Cols - 1 do
+                        row[j] <- int codes[i * w.Cols + j]
+                    let keep = Pruning.budgetMask row bias[i] inputs bits
+                    for j in 0 .. w.Cols - 1 do
+                        mask[i * w.Cols + j] <- if keep[j] then 1.0f else 0.0f
+                p.Mask <- mask
         | _ -> ()
 
     /// A deep copy (values, scales and masks), independent of further training.
@@ -223,4 +236,5 @@ module Network =
                       Bias = clone p.Bias
                       InputLog2Scale = clone p.InputLog2Scale
                       WeightLog2Scale = clone p.WeightLog2Scale
-                      Mask = Array.copy p.Mask }) }
+                      Mask = Array.copy p.Mask
+                      Buffers = LinearBuffers() }) }

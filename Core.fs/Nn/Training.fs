@@ -2,6 +2,7 @@ namespace FheNet.Nn
 
 open System
 open System.Diagnostics
+open System.Numerics.Tensors
 open FheNet
 open FheNet.Numerics
 open FheNet.Autodiff
@@ -78,40 +79,49 @@ module Training =
                 if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot)
             |> Array.average
 
-    /// The optimizer's per-parameter state; <c>Step</c> updates the values in place and clears the gradients.
+    /// The optimizer's per-parameter state (float32, like PyTorch's); <c>Step</c> updates the values in place with
+    /// SIMD kernels and clears the gradients.
     type private OptimizerState(config: TrainConfig, parameters: (Var * bool)[]) =
-        let first = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float> v.Value.Length)
-        let second = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float> v.Value.Length)
+        let first = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float32> v.Value.Length)
+        let second = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float32> v.Value.Length)
+        let scratch = parameters |> Array.map (fun (v, _) -> Array.zeroCreate<float32> v.Value.Length)
         let mutable t = 0
-        let beta1, beta2, eps = 0.9, 0.999, 1e-8
+        let beta1, beta2, eps = 0.9f, 0.999f, 1e-8f
 
         member _.Step() =
             t <- t + 1
-            let lr = config.LearningRate
-            let c1 = 1.0 - Math.Pow(beta1, float t)
-            let c2 = 1.0 - Math.Pow(beta2, float t)
+            let lr = float32 config.LearningRate
+            let c1 = float32 (1.0 - Math.Pow(float beta1, float t))
+            let c2 = float32 (1.0 - Math.Pow(float beta2, float t))
             for pi in 0 .. parameters.Length - 1 do
                 let v, decays = parameters[pi]
                 let w, g = v.Value.Data, v.Grad
-                let m, s = first[pi], second[pi]
-                let decay = if decays then config.WeightDecay else 0.0
+                let m, s, tmp = first[pi], second[pi], scratch[pi]
+                let decay = if decays then float32 config.WeightDecay else 0.0f
+                // g ← g + λ·w for L2 decay (Adam, SGD); AdamW shrinks w instead.
+                if decay <> 0.0f && config.Optimizer <> Optimizer.AdamW then
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan w, decay, ReadOnlySpan g, Span g)
                 match config.Optimizer with
                 | Optimizer.Adam
                 | Optimizer.AdamW ->
-                    let l2 = if config.Optimizer = Optimizer.Adam then decay else 0.0
-                    let shrink = if config.Optimizer = Optimizer.AdamW then 1.0 - lr * decay else 1.0
-                    for k in 0 .. w.Length - 1 do
-                        let wk = float w[k]
-                        let gk = float g[k] + l2 * wk
-                        m[k] <- beta1 * m[k] + (1.0 - beta1) * gk
-                        s[k] <- beta2 * s[k] + (1.0 - beta2) * gk * gk
-                        w[k] <- float32 (wk * shrink - lr * (m[k] / c1) / (sqrt (s[k] / c2) + eps))
+                    if config.Optimizer = Optimizer.AdamW && decay <> 0.0f then
+                        TensorPrimitives.Multiply(ReadOnlySpan w, 1.0f - lr * decay, Span w)
+                    // m ← β1·m + (1−β1)·g ; s ← β2·s + (1−β2)·g²
+                    TensorPrimitives.Multiply(ReadOnlySpan g, 1.0f - beta1, Span tmp)
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan m, beta1, ReadOnlySpan tmp, Span m)
+                    TensorPrimitives.Multiply(ReadOnlySpan g, ReadOnlySpan g, Span tmp)
+                    TensorPrimitives.Multiply(ReadOnlySpan tmp, 1.0f - beta2, Span tmp)
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan s, beta2, ReadOnlySpan tmp, Span s)
+                    // w ← w − lr·(m/c1) / (sqrt(s/c2) + ε)
+                    TensorPrimitives.Multiply(ReadOnlySpan s, 1.0f / c2, Span tmp)
+                    TensorPrimitives.Sqrt(ReadOnlySpan tmp, Span tmp)
+                    TensorPrimitives.Add(ReadOnlySpan tmp, eps, Span tmp)
+                    TensorPrimitives.Divide(ReadOnlySpan m, ReadOnlySpan tmp, Span tmp)
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan tmp, -lr / c1, ReadOnlySpan w, Span w)
                 | Optimizer.SgdMomentum ->
-                    for k in 0 .. w.Length - 1 do
-                        let wk = float w[k]
-                        let gk = float g[k] + decay * wk
-                        m[k] <- config.Momentum * m[k] + gk
-                        w[k] <- float32 (wk - lr * m[k])
+                    // m ← μ·m + g ; w ← w − lr·m
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan m, float32 config.Momentum, ReadOnlySpan g, Span m)
+                    TensorPrimitives.MultiplyAdd(ReadOnlySpan m, -lr, ReadOnlySpan w, Span w)
                 v.ZeroGrad()
 
     /// Every trainable value, flagged with whether weight decay applies (weights and biases, not scales).
@@ -145,6 +155,8 @@ module Training =
         let mutable best = (Double.PositiveInfinity, Network.copy net)
         let mutable sinceBest = 0
         let mutable epoch = 0
+        let mutable step = 0
+        let maskInterval = 8
         Network.updateMasks net
         while epoch < config.Epochs && (config.Patience.IsNone || sinceBest < config.Patience.Value) do
             let watch = Stopwatch.StartNew()
@@ -158,7 +170,11 @@ module Training =
                 let l = loss tape r.Output targets rows
                 tape.Backward l
                 optimizer.Step()
-                Network.updateMasks net
+                step <- step + 1
+                // Gradual magnitude pruning: the masks follow the weights every few steps, and always after the
+                // last step of an epoch, so the model that leaves training fits its accumulator budget.
+                if step % maskInterval = 0 || start + rows.Length >= x.Rows then
+                    Network.updateMasks net
                 lossSum <- lossSum + float l.Value.Data[0] * float rows.Length
                 start <- start + rows.Length
             let valid = validation |> Option.map (fun (vx, vt) -> evaluate config net vx vt)

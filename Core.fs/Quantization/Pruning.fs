@@ -120,7 +120,26 @@ module Pruning =
         if bias < minAcc || bias > maxAcc then
             let bitLength = 64 - int (Int64.LeadingZeroCount(abs bias))
             raise (AccumulatorTooSmallException(accumulatorBits, bitLength + 1))
-        let order = byMagnitude weights.Length (fun i -> abs (float weights[i]))
+        // Decreasing |w|, ties by increasing index (the order of byMagnitude), by a counting sort over magnitudes:
+        // this runs for every neuron at every training step.
+        let order =
+            let largest = weights |> Array.fold (fun m w -> max m (abs (int64 w))) 0L
+            if largest < 65536L then
+                let next = Array.zeroCreate (int largest + 2)
+                for w in weights do
+                    next[int largest - abs w + 1] <- next[int largest - abs w + 1] + 1
+                for m in 1 .. next.Length - 1 do
+                    next[m] <- next[m] + next[m - 1]
+                let sorted = Array.zeroCreate weights.Length
+                for i in 0 .. weights.Length - 1 do
+                    let bucket = int largest - abs weights[i]
+                    sorted[next[bucket]] <- i
+                    next[bucket] <- next[bucket] + 1
+                sorted
+            else
+                let keys = Array.init weights.Length (fun i -> (-(abs (int64 weights[i])) <<< 32) ||| int64 i)
+                Array.sortInPlace keys
+                keys |> Array.map (fun key -> int (key &&& 0xFFFFFFFFL))
         let mask = Array.create weights.Length true
         let struct (lo0, hi0) = accumulatorRange (ReadOnlySpan weights) bias inputs
         let mutable lo = lo0

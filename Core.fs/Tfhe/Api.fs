@@ -58,10 +58,6 @@ module Lwe =
     let decryptSigned (clientKey: ClientKey) (ciphertext: LweCiphertext) : int64 =
         (encodingOf clientKey).DecodeSigned(phase clientKey ciphertext)
 
-    /// The noise of a ciphertext that should hold `message` (wrapping, so any integer), in torus units; for tests.
-    let noise (clientKey: ClientKey) (message: int64) (ciphertext: LweCiphertext) : int64 =
-        int64 (phase clientKey ciphertext - (encodingOf clientKey).EncodeWrapping message)
-
     let private sameDimension (a: LweCiphertext) (b: LweCiphertext) =
         if a.Dimension <> b.Dimension then
             raise (DimensionMismatchException("b", "the LWE dimension of the second ciphertext", a.Dimension, b.Dimension))
@@ -261,3 +257,55 @@ module Pbs =
         let results = Array.zeroCreate<LweCiphertext> ciphertexts.Length
         Parallel.For(0, ciphertexts.Length, fun i -> results[i] <- applyChecked serverKey lut ciphertexts[i]) |> ignore
         results
+
+/// Measurement of the noise the engine actually produces, with the secret key: for checking the noise model (tests,
+/// benchmarks), never part of a deployed computation.
+module NoiseMeasurement =
+
+    /// The PBS output noise (normalized torus) of every coefficient of the blind-rotated accumulator, N samples per
+    /// bootstrap of a fresh encryption: the GLWE phase minus the noiseless rotation LUT·X^(-φ̃), φ̃ the switched phase
+    /// computed with the key. The N noises of one bootstrap are correlated, so estimates need many bootstraps.
+    let pbsOutputNoise (clientKey: ClientKey) (serverKey: ServerKey) (bootstraps: int) : float[] =
+        let p = clientKey.Parameters
+        let n = p.PolynomialSize
+        let lut = Pbs.lookupTable p (fun i -> int64 i)
+        let scratch = BootstrapScratch(p.GlweDimension, n, p.PbsLevel)
+        let switched = Array.zeroCreate<int> (p.LweDimension + 1)
+        let body = Array.sub lut.Polynomial (p.GlweDimension * n) n
+        [| for t in 1..bootstraps do
+               let small = Pbs.keyswitch serverKey (Lwe.encrypt clientKey (int64 (t % p.PlaintextModulus)))
+               Bootstrap.modulusSwitch p.ModulusSwitch n (ReadOnlySpan small.Data) (Span switched)
+               Bootstrap.blindRotate SimdPath.best serverKey.Bootstrap lut.Polynomial (ReadOnlySpan switched) scratch
+               let mutable phase = switched[p.LweDimension]
+               for i in 0 .. p.LweDimension - 1 do
+                   phase <- phase - switched[i] * int clientKey.SmallKey.Bits[i]
+               let phase = ((phase % (2 * n)) + 2 * n) % (2 * n)
+               let expected = Array.zeroCreate<uint64> n
+               Polynomial.monomialMul (ReadOnlySpan body) ((2 * n - phase) % (2 * n)) (Span expected)
+               let actual =
+                   GlweEncryption.phase
+                       clientKey.GlweKey
+                       { GlweDimension = p.GlweDimension
+                         PolynomialSize = n
+                         Data = Array.copy scratch.Accumulator }
+               for c in 0 .. n - 1 -> Torus.toReal (actual[c] - expected[c]) |]
+
+    /// The keyswitch output noise (normalized torus) of `count` fresh big-key encryptions, one sample each.
+    let keyswitchOutputNoise (clientKey: ClientKey) (serverKey: ServerKey) (count: int) : float[] =
+        let p = clientKey.Parameters
+        let e = Parameters.encoding p
+        Array.init count (fun t ->
+            let m = int64 (t % p.PlaintextModulus)
+            let out = Pbs.keyswitch serverKey (Lwe.encrypt clientKey m)
+            Torus.toReal (LweEncryption.phase clientKey.SmallKey out - e.Encode m))
+
+    /// The fraction of `count` KS-PBS (identity table, fresh encryptions) that decrypt to a wrong message, run on
+    /// every core.
+    let failureRate (clientKey: ClientKey) (serverKey: ServerKey) (count: int) : float =
+        let p = clientKey.Parameters
+        let identity = Pbs.lookupTable p (fun i -> int64 i)
+        let messages = Array.init count (fun t -> int64 (t % p.PlaintextModulus))
+        let outputs = Pbs.applyMany serverKey identity (messages |> Array.map (Lwe.encrypt clientKey))
+        let failures = Array.map2 (fun m out -> if Lwe.decrypt clientKey out <> m then 1 else 0) messages outputs |> Array.sum
+        float failures / float count
+

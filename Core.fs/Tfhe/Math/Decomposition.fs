@@ -1,7 +1,6 @@
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 
 /// The signed gadget decomposition with rounding of TFHE-rs: x ≈ Σ_{j=1..ℓ} d_j · 2^(64 - β·j) with every digit
@@ -93,7 +92,6 @@ type Decomposer =
 
     /// The same as DecomposePolynomial on N values of `coefficients` from `offset`, 8 coefficients at a time with
     /// AVX-512 integer operations when `vectorized` (N a multiple of 8), else scalar.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     member d.DecomposePolynomialInto(vectorized: bool, coefficients: uint64[], offset: int, n: int, digits: int64[]) =
         if not vectorized then
             d.DecomposePolynomial(ReadOnlySpan(coefficients, offset, n), digits)

@@ -26,11 +26,6 @@ module Noise =
         | NoiseDistribution.TUniform b -> sampleTUniform b rng
         | NoiseDistribution.Gaussian s -> sampleGaussian s rng
 
-    /// Adds one noise sample to every element of a span.
-    let addTo (distribution: NoiseDistribution) (rng: AesCtrGenerator) (values: Span<uint64>) =
-        for i in 0 .. values.Length - 1 do
-            values[i] <- values[i] + sample distribution rng
-
     /// Checks that a distribution's parameter is usable; raises naming the field otherwise.
     let validate (paramName: string) (distribution: NoiseDistribution) =
         match distribution with

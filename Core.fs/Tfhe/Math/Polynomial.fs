@@ -1,7 +1,6 @@
 namespace FheNet.Tfhe
 
 open System
-open System.Runtime.CompilerServices
 open System.Runtime.Intrinsics
 
 /// Exact operations on polynomials of Z_q[X]/(X^N + 1), q = 2^64, stored as coefficient spans (wrapping u64).
@@ -45,7 +44,6 @@ module Polynomial =
             output[i + d - n] <- (if negate then input[i] else 0UL - input[i]) - input[i + d - n]
 
     /// monomialMulMinusSelf on arrays (N values from each offset), 8 coefficients at a time when `vectorized`.
-    [<MethodImpl(MethodImplOptions.AggressiveOptimization)>]
     let monomialMulMinusSelfInto (vectorized: bool) (input: uint64[]) (inputOffset: int) (n: int) (degree: int) (output: uint64[]) (outputOffset: int) =
         if not vectorized then
             monomialMulMinusSelf (ReadOnlySpan(input, inputOffset, n)) degree (Span(output, outputOffset, n))

@@ -21,9 +21,6 @@ type DimensionMismatchException(paramName: string, what: string, expected: int, 
 /// The real torus value of x is x / 2^64 in [0, 1).
 module Torus =
 
-    /// The torus value as a signed offset from 0 (x interpreted in [-2^63, 2^63)).
-    let inline toSigned (x: uint64) = int64 x
-
     /// A real number in [-1/2, 1/2) (or any real: only its fractional part matters) as a torus element, rounded.
     let ofReal (x: float) =
         let fract = x - Math.Round x

@@ -109,8 +109,11 @@ let tests =
               Expect.equal (clf.Predict(xTest[..1], FheMode.Execute)) (clf.Predict xTest[..1]) "execute"
               let proba = clf.PredictProba(xTest[..1], FheMode.Execute)
               Expect.all proba (fun p -> abs (Array.sum p - 1.0) < 1e-6) "probabilities sum to 1"
-              let hidden = circuit.Layers[0]
-              Expect.equal circuit.BootstrapsPerSample (hidden.Neurons * (hidden.Shift + 1)) "per hidden neuron: a sign bootstrap per dropped bit and the lookup"
+              let report = clf.CircuitReport()
+              Expect.equal (report.Layers |> List.sumBy _.Bootstraps) circuit.BootstrapsPerSample "the report counts every bootstrap"
+              Expect.all report.Layers (fun l -> l.MeasuredMilliseconds.IsSome && l.EstimatedMilliseconds.IsSome) "times after an encrypted run"
+              Expect.isGreaterThan report.CompressedEvaluationKeyBytes 0L "key size"
+              Expect.isLessThan report.CompressedEvaluationKeyBytes report.EvaluationKeyBytes "the seeded key is smaller"
           }
 
           test "compile refuses bad calibration sets and p_error settings" {

@@ -202,6 +202,76 @@ let tests =
                   |> (*) (s * Math.Log 2.0)
               codesOk && steOk && abs (lsq - float theta.Grad[0]) <= 1e-3 * (1.0 + abs lsq))
 
+          testProperty "quantizedLinear equals the composition of quantize, mask, matmul, add and scaleExp2 (values and gradients)"
+          <| forAll
+              (gen {
+                  let! m = dims
+                  let! k = dims
+                  let! n = dims
+                  let! x = matrix m k
+                  let! w = matrix n k
+                  let! b = matrix 1 n
+                  let! g = matrix m n
+                  let! masked = Gen.elements [ true; false ]
+                  let! mask = Gen.arrayOfLength (n * k) (Gen.elements [ 0.0f; 1.0f ])
+                  let! ex = Gen.choose (-3, 0)
+                  let! ew = Gen.choose (-3, 0)
+                  let! pot = Gen.elements [ true; false ]
+                  return x, w, b, g, (if masked then mask else Array.empty), float32 ex + 0.3f, float32 ew - 0.2f, pot
+              })
+              (fun (x, w, b, g, mask, ex, ew, pot) ->
+                  let inputCodes = { QMin = -4; QMax = 3; Rounding = Rounding.HalfUp }
+                  let weightCodes = { QMin = -8; QMax = 7; Rounding = Rounding.HalfEven }
+                  let biasCodes = { QMin = -1024; QMax = 1023; Rounding = Rounding.HalfUp }
+                  let run fused =
+                      let xv, wv, bv = Ad.parameter (toTensor x), Ad.parameter (toTensor w), Ad.parameter (toTensor b)
+                      let tx, tw = Ad.parameter (Tensor.scalar ex), Ad.parameter (Tensor.scalar ew)
+                      let tape = Tape 1
+                      let y =
+                          if fused then
+                              let struct (y, _) = Ad.quantizedLinear tape pot inputCodes weightCodes biasCodes xv wv mask bv tx tw (Some(LinearBuffers()))
+                              y
+                          else
+                              let weff = if mask.Length = 0 then wv else Ad.mul tape wv (Ad.constant (Tensor.ofArray w.R w.C mask))
+                              let qx = Ad.quantize tape pot inputCodes xv [ tx ]
+                              let qw = Ad.quantize tape pot weightCodes weff [ tw ]
+                              let qb = Ad.quantize tape pot biasCodes bv [ Ad.detach tx; Ad.detach tw ]
+                              Ad.scaleExp2 tape pot (Ad.add tape (Ad.matmul tape qx (Ad.transpose tape qw)) qb) [ tx; tw ]
+                      tape.Backward(Ad.sum tape (Ad.mul tape y (Ad.constant (toTensor g))))
+                      y.Value.Data, [ xv.Grad; wv.Grad; bv.Grad; tx.Grad; tw.Grad ]
+                  let yf, gf = run true
+                  let yc, gc = run false
+                  let near (a: float32[]) (b: float32[]) =
+                      Array.forall2 (fun (u: float32) v -> abs (u - v) <= 1e-4f * (1.0f + abs v)) a b
+                  yf = yc && List.forall2 near gf gc)
+
+          testProperty "linear equals add (matmul x (transpose W)) b (values and gradients)"
+          <| forAll
+              (gen {
+                  let! m = dims
+                  let! k = dims
+                  let! n = dims
+                  let! x = matrix m k
+                  let! w = matrix n k
+                  let! b = matrix 1 n
+                  let! g = matrix m n
+                  return x, w, b, g
+              })
+              (fun (x, w, b, g) ->
+                  let run fused =
+                      let xv, wv, bv = Ad.parameter (toTensor x), Ad.parameter (toTensor w), Ad.parameter (toTensor b)
+                      let tape = Tape 1
+                      let y =
+                          if fused then Ad.linear tape xv wv bv (Some(LinearBuffers()))
+                          else Ad.add tape (Ad.matmul tape xv (Ad.transpose tape wv)) bv
+                      tape.Backward(Ad.sum tape (Ad.mul tape y (Ad.constant (toTensor g))))
+                      y.Value.Data, [ xv.Grad; wv.Grad; bv.Grad ]
+                  let yf, gf = run true
+                  let yc, gc = run false
+                  let near (a: float32[]) (b: float32[]) =
+                      Array.forall2 (fun (u: float32) v -> abs (u - v) <= 1e-4f * (1.0f + abs v)) a b
+                  near yf yc && List.forall2 near gf gc)
+
           test "round half up sends ties towards +infinity; half even to the even neighbour" {
               let up = { QMin = -8; QMax = 7; Rounding = Rounding.HalfUp }
               let even = { up with Rounding = Rounding.HalfEven }

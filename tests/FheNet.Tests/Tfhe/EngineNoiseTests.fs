@@ -5,34 +5,7 @@ open Expecto
 open FheNet.Tfhe
 open FheNet.Tests.Tfhe.EngineTests
 
-let private toReal (x: int64) = float x * Math.Pow(2.0, -64.0)
-
 let private meanSquare (xs: float seq) = Seq.averageBy (fun x -> x * x) xs
-
-/// The PBS output noise of every coefficient of the blind-rotated accumulator (N samples per bootstrap): the GLWE
-/// phase minus the noiseless rotation LUT·X^(-φ̃), φ̃ the switched phase computed with the secret key. The N noises
-/// of one bootstrap are correlated (their mean square varies by ±30 % from bootstrap to bootstrap), so the estimate
-/// needs many bootstraps, not only many coefficients.
-let private pbsNoiseSamples (p: TfheParameters) (bootstraps: int) =
-    let ck, sk = keys p
-    let n = p.PolynomialSize
-    let lut = Pbs.lookupTable p (fun i -> int64 i)
-    let scratch = BootstrapScratch(p.GlweDimension, n, p.PbsLevel)
-    let switched = Array.zeroCreate<int> (p.LweDimension + 1)
-    let body = Array.sub lut.Polynomial (p.GlweDimension * n) n
-    [| for t in 1..bootstraps do
-           let small = Pbs.keyswitch sk (Lwe.encrypt ck (int64 (t % p.PlaintextModulus)))
-           Bootstrap.modulusSwitch p.ModulusSwitch n (ReadOnlySpan small.Data) (Span switched)
-           Bootstrap.blindRotate SimdPath.best sk.Bootstrap lut.Polynomial (ReadOnlySpan switched) scratch
-           let mutable phase = switched[p.LweDimension]
-           for i in 0 .. p.LweDimension - 1 do
-               phase <- phase - switched[i] * int ck.SmallKey.Bits[i]
-           let phase = ((phase % (2 * n)) + 2 * n) % (2 * n)
-           let expected = Array.zeroCreate<uint64> n
-           Polynomial.monomialMul (ReadOnlySpan body) ((2 * n - phase) % (2 * n)) (Span expected)
-           let actual =
-               GlweEncryption.phase ck.GlweKey { GlweDimension = p.GlweDimension; PolynomialSize = n; Data = Array.copy scratch.Accumulator }
-           for c in 0 .. n - 1 -> toReal (int64 (actual[c] - expected[c])) |]
 
 [<Tests>]
 let tests =
@@ -40,13 +13,15 @@ let tests =
         "Tfhe.Engine.Noise"
         [ test "PBS output variance within 10 % of the noise model (TEST_FAST, 300 bootstraps)" {
               let p = Presets.testFast
-              let measured = meanSquare (pbsNoiseSamples p 300)
+              let ck, sk = keys p
+              let measured = meanSquare (NoiseMeasurement.pbsOutputNoise ck sk 300)
               let model = NoiseModel.pbsVariance p
               Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
           }
           test "PBS output variance within 10 % of the noise model, FFT error included (real TUNIFORM M2C2, 100 bootstraps)" {
               let p = Presets.tuniformM2C2
-              let measured = meanSquare (pbsNoiseSamples p 100)
+              let ck, sk = keys p
+              let measured = meanSquare (NoiseMeasurement.pbsOutputNoise ck sk 100)
               let model = NoiseModel.pbsVariance p
               Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
           }
@@ -55,26 +30,42 @@ let tests =
               // whose variance follows the key's Hamming weight (±4 % from key to key); 5 levels leave the KSK noise.
               let p = { Presets.testFast with Name = "TEST_FAST_KS5_INSECURE"; KsLevel = 5 }
               let ck, sk = keys p
-              let e = Parameters.encoding p
-              let samples =
-                  Array.init 10_000 (fun t ->
-                      let m = int64 (t % p.PlaintextModulus)
-                      let out = Pbs.keyswitch sk (Lwe.encrypt ck m)
-                      toReal (int64 (LweEncryption.phase ck.SmallKey out - e.Encode m)))
+              let samples = NoiseMeasurement.keyswitchOutputNoise ck sk 10_000
               let model = NoiseModel.keyswitchOutputVariance p (NoiseModel.freshVariance p.GlweNoise)
               let measured = meanSquare samples
               Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
+          }
+          test "modulus switch error variance within 10 % of the model, standard and centered-mean (n = 918, N = 2048)" {
+              let p = Presets.tuniformM2C2
+              let ck, _ = keys p
+              let n, bigN = p.LweDimension, p.PolynomialSize
+              let rng = AesCtrGenerator.Secret()
+              let switched = Array.zeroCreate<int> (n + 1)
+              for kind in [ ModulusSwitchKind.Standard; ModulusSwitchKind.CenteredMean ] do
+                  let errors =
+                      Array.init 20_000 (fun _ ->
+                          let ct = Array.init (n + 1) (fun _ -> rng.NextUInt64())
+                          Bootstrap.modulusSwitch kind bigN (ReadOnlySpan ct) (Span switched)
+                          let mutable phase = switched[n]
+                          for i in 0 .. n - 1 do
+                              phase <- phase - switched[i] * int ck.SmallKey.Bits[i]
+                          let switchedPhase = float (((phase % (2 * bigN)) + 2 * bigN) % (2 * bigN)) / float (2 * bigN)
+                          let exact = Torus.toReal (LweEncryption.phase ck.SmallKey { Data = ct })
+                          let d = switchedPhase - exact
+                          d - Math.Round d)
+                  let model = NoiseModel.modulusSwitchVarianceOf kind n bigN
+                  let measured = meanSquare errors
+                  Expect.floatClose { absolute = 0.0; relative = 0.10 } measured model $"%A{kind}: log2 measured %.3f{Math.Log2 measured} vs model %.3f{Math.Log2 model}"
+                  // CenteredMean removes the mask-rounding bias but shifts by half a slot on purpose (LUT boxes are
+                  // [-half, half - 1]); the standard switch is unbiased over random masks.
+                  let expectedMean = if kind = ModulusSwitchKind.CenteredMean then -1.0 / float (4 * bigN) else 0.0
+                  Expect.isLessThan (abs (Array.average errors - expectedMean)) (4.0 * sqrt (model / 20_000.0)) $"%A{kind}: mean error"
           }
           test "failure rate of 10,000 KS-PBS at a set the model gives p_fail ≈ 1e-2 matches within a factor 2" {
               let p = Presets.weakForFailureRate
               let ck, sk = keys p
               let predicted = (NoiseModel.lookupNoise p (NoiseModel.freshVariance p.GlweNoise)).PFail
-              let lut = Pbs.lookupTable p (fun i -> int64 i)
-              let count = 10_000
-              let messages = Array.init count (fun t -> int64 (t % p.PlaintextModulus))
-              let outputs = Pbs.applyMany sk lut (messages |> Array.map (Lwe.encrypt ck))
-              let failures = Array.map2 (fun m out -> if Lwe.decrypt ck out <> m then 1 else 0) messages outputs |> Array.sum
-              let rate = float failures / float count
+              let rate = NoiseMeasurement.failureRate ck sk 10_000
               Expect.isGreaterThan rate (predicted / 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
               Expect.isLessThan rate (predicted * 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
           }

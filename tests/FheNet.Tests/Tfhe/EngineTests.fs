@@ -72,6 +72,15 @@ let tests =
               && Lwe.decryptSigned ck (Lwe.mulScalar (int64 w) ca) = signed (int64 (w * a))
               && Lwe.decryptSigned ck (Lwe.addPlaintext weak4 (int64 w) ca) = signed (int64 (a + w))
               && Lwe.decryptSigned ck (Lwe.linearCombination weak4 [| int64 w; 2L |] [| ca; cb |] 5L) = signed (int64 (w * a + 2 * b + 5)))
+          test "signed messages wrap modulo 2p; trivial ciphertexts decrypt without noise" {
+              let ck, sk = keys weak4
+              for m in -16L .. 15L do
+                  Expect.equal (Lwe.decryptSigned ck (Lwe.encryptWrapping ck m)) m $"signed m = %d{m}"
+                  Expect.equal (Lwe.decryptSigned ck (Lwe.trivial weak4 m)) m $"trivial m = %d{m}"
+              // A trivial ciphertext bootstraps like any other.
+              let lut = Pbs.lookupTable weak4 (fun i -> int64 (i * i % 16))
+              Expect.equal (Lwe.decrypt ck (Pbs.apply sk lut (Lwe.trivial weak4 3L))) 9L "f(3) = 9"
+          }
           test "GLWE phase = plaintext + small noise; sample extraction keeps coefficient 0" {
               let ck, _ = keys weak4
               let key = ck.GlweKey
@@ -108,6 +117,25 @@ let tests =
                       Bootstrap.cmux path fourier 0 ct0 (encrypt other).Data scratch
                       Expect.equal (decrypt { ct with Data = ct0 }) (if mu = 1L then other else messages) $"%A{path}: CMux(%d{mu})"
           }
+          testProperty "the blind rotation's fused CMux equals the external product of the explicit difference, every path"
+          <| forAll (Gen.choose (1, 2 * 512 - 1)) (fun degree ->
+              let ck, _ = keys weak4
+              let n = 512
+              let decomposer = Decomposer.Create(weak4.PbsBaseLog, weak4.PbsLevel)
+              let ggsw = GlweEncryption.encryptGgsw ck.GlweKey decomposer (AesCtrGenerator(Seed.Fresh())) (AesCtrGenerator.Secret()) weak4.GlweNoise 1L
+              let acc = Array.init (2 * n) (fun _ -> rng.Value.NextUInt64())
+              SimdPath.supported
+              |> List.forall (fun path ->
+                  let fourier = FourierConversion.ggsw path ggsw
+                  let scratch = BootstrapScratch(1, n, 1)
+                  let fused = Array.copy acc
+                  Bootstrap.cmuxRotation path fourier 0 fused degree scratch
+                  let difference = Array.zeroCreate<uint64> (2 * n)
+                  for r in 0..1 do
+                      Polynomial.monomialMulMinusSelf (ReadOnlySpan(acc, r * n, n)) degree (Span(difference, r * n, n))
+                  let reference = Array.copy acc
+                  Bootstrap.externalProductAdd path fourier 0 difference reference scratch
+                  fused = reference))
           test "keyswitch preserves the message; the Vector512 and scalar paths agree exactly" {
               let ck, sk = keys weak4
               let e = Parameters.encoding weak4

@@ -1,0 +1,187 @@
+using System.Diagnostics;
+using FheNet.Estimators;
+using Microsoft.FSharp.Collections;
+using Microsoft.FSharp.Core;
+using CoreCircuitReport = FheNet.Fhe.CircuitReport;
+using CoreEpochReport = FheNet.Nn.EpochReport;
+using CoreFheMode = FheNet.Estimators.FheMode;
+using CoreLayerBitWidths = FheNet.Integer.LayerBitWidths;
+using CoreRounding = FheNet.Fhe.RoundingMethod;
+
+namespace FheNet.CSharp;
+
+/// <summary>
+/// What classifiers and regressors share: training log, FHE compilation, keys, bit-width report and persistence.
+/// An estimator is not thread-safe: do not call it from several threads at once, nor while one of its
+/// <c>...Async</c> methods is running.
+/// </summary>
+public abstract class NeuralNetEstimator
+{
+    private protected NeuralNetEstimator() { }
+
+    /// <summary>The settings the estimator was built (or loaded) with.</summary>
+    public abstract NeuralNetOptions Options { get; }
+
+    /// <summary>True after <c>Fit</c> or <c>Load</c>.</summary>
+    public abstract bool IsFitted { get; }
+
+    /// <summary>The number of features per row the model was fitted on.</summary>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    public abstract int FeatureCount { get; }
+
+    /// <summary>The training log of the last fit, one entry per epoch (empty for a loaded model).</summary>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    public IReadOnlyList<EpochSummary> History => HistoryCore.Select(EpochSummary.FromCore).ToArray();
+
+    /// <summary>
+    /// Compiles the fitted model to an FHE circuit: bounds every accumulator on the calibration rows (the training
+    /// rows are a good choice), sizes the table lookups and picks the TFHE parameters. Afterwards predict with
+    /// <see cref="FheMode.Simulate"/> or <see cref="FheMode.Execute"/>. A new Fit discards the circuit.
+    /// </summary>
+    /// <param name="x">Calibration rows (at least 8).</param>
+    /// <param name="pError">Failure probability of each table lookup (default 2^-40); not with <paramref name="globalPError"/>.</param>
+    /// <param name="globalPError">Failure probability of a whole prediction, spread over its bootstraps.</param>
+    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits before its
+    /// lookup (faster, less exact); null keeps the model's own exact rounding.</param>
+    /// <param name="rounding">How the dropped bits are rounded in FHE (default exact).</param>
+    /// <returns>The circuit's report (also available from <see cref="CircuitReport"/>).</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="x"/> is null.</exception>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    /// <exception cref="InvalidShapeException">Too few rows, or rows of the wrong width.</exception>
+    /// <exception cref="ParameterOutOfRangeException">A probability outside (0, 1), or both given.</exception>
+    /// <exception cref="FheNet.Fhe.CircuitTooWideException">A layer is too wide for any parameter set; the message
+    /// names the layer and the fixes (AccumulatorBits, roundingThresholdBits, fewer bits).</exception>
+    public FheCircuitReport Compile(
+        Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
+        RoundingMethod rounding = RoundingMethod.Exact) =>
+        CompileThenReport(
+            x.Rows(nameof(x)), pError.ToOption(), globalPError.ToOption(), roundingThresholdBits.ToOption(),
+            FSharpOption<CoreRounding>.Some(rounding.ToCore()));
+
+    /// <summary>
+    /// <see cref="Compile"/> on the thread pool. Compilation is one step: the token is checked before it starts.
+    /// </summary>
+    /// <param name="x">Calibration rows (at least 8).</param>
+    /// <param name="pError">Failure probability of each table lookup (default 2^-40).</param>
+    /// <param name="globalPError">Failure probability of a whole prediction.</param>
+    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits.</param>
+    /// <param name="rounding">How the dropped bits are rounded in FHE.</param>
+    /// <param name="cancellationToken">Cancels the compilation if it has not started.</param>
+    /// <returns>The circuit's report.</returns>
+    /// <exception cref="OperationCanceledException">The token was cancelled before compilation started.</exception>
+    public Task<FheCircuitReport> CompileAsync(
+        Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
+        RoundingMethod rounding = RoundingMethod.Exact, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Compile(x, pError, globalPError, roundingThresholdBits, rounding), cancellationToken);
+
+    /// <summary>
+    /// The report of the compiled circuit: per layer lookups, bits and bootstraps; parameters; key sizes. Once keys
+    /// exist it also estimates each layer's time from a bootstrap timed now on this machine, and after an encrypted
+    /// prediction it gives each layer's measured mean time.
+    /// </summary>
+    /// <exception cref="FheNotAvailableException">Before <see cref="Compile"/>.</exception>
+    public FheCircuitReport CircuitReport() => FheCircuitReport.FromCore(ReportCore());
+
+    /// <summary>
+    /// Generates the FHE keys of the compiled circuit (client key and evaluation key). Keys are cached: encrypted
+    /// predictions generate them on first use; call this to pay that cost up front, or with
+    /// <paramref name="force"/> for fresh keys.
+    /// </summary>
+    /// <param name="force">Replace existing keys.</param>
+    /// <exception cref="FheNotAvailableException">Before <see cref="Compile"/>.</exception>
+    public void Keygen(bool force = false) => KeygenCore(force);
+
+    /// <summary><see cref="Keygen"/> on the thread pool; the token is checked before it starts.</summary>
+    /// <param name="force">Replace existing keys.</param>
+    /// <param name="cancellationToken">Cancels key generation if it has not started.</param>
+    /// <exception cref="OperationCanceledException">The token was cancelled before key generation started.</exception>
+    public Task KeygenAsync(bool force = false, CancellationToken cancellationToken = default) =>
+        Task.Run(() => Keygen(force), cancellationToken);
+
+    /// <summary>Per-layer accumulator and lookup-input bit-widths of the integer model on calibration rows.</summary>
+    /// <param name="x">Calibration rows.</param>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    /// <exception cref="InvalidShapeException">Empty or wrong-width rows.</exception>
+    public IReadOnlyList<LayerBitWidths> BitWidths(Features x) =>
+        BitWidthsCore(x.Rows(nameof(x))).Select(LayerBitWidths.FromCore).ToArray();
+
+    /// <summary>
+    /// The fitted model as versioned JSON (network, scales, masks, classes, settings). A compiled circuit and its keys
+    /// are not included: compile again after loading.
+    /// </summary>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    public string Dump() => DumpCore();
+
+    /// <summary>Writes <see cref="Dump"/>'s JSON to a file.</summary>
+    /// <param name="path">The file to create or overwrite.</param>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    public void Save(string path) => File.WriteAllText(path, Dump());
+
+    private protected abstract FSharpList<CoreEpochReport> HistoryCore { get; }
+
+    /// <summary>Compiles and returns the new circuit's report.</summary>
+    private protected abstract FheCircuitReport CompileThenReport(
+        float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
+        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding);
+
+    private protected abstract CoreCircuitReport ReportCore();
+
+    private protected abstract void KeygenCore(bool force);
+
+    private protected abstract FSharpList<CoreLayerBitWidths> BitWidthsCore(float[][] x);
+
+    private protected abstract string DumpCore();
+
+    /// <summary>
+    /// The core's per-epoch callback for one fit: reports progress, then stops training by throwing if the token
+    /// was cancelled (the core keeps its previous state when a fit throws).
+    /// </summary>
+    private protected static FSharpOption<FSharpFunc<CoreEpochReport, Unit>> EpochHook(
+        int epochs, IProgress<TrainingProgress>? progress, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (progress is null && !cancellationToken.CanBeCanceled)
+            return FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.None;
+        var watch = Stopwatch.StartNew();
+        return FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.Some(FuncConvert.FromAction<CoreEpochReport>(r =>
+        {
+            var elapsed = watch.Elapsed;
+            var eta = elapsed / r.Epoch * Math.Max(0, epochs - r.Epoch);
+            progress?.Report(new TrainingProgress(
+                r.Epoch, epochs, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), elapsed, eta));
+            cancellationToken.ThrowIfCancellationRequested();
+        }));
+    }
+
+    /// <summary>
+    /// Predicts rows with progress and cancellation: an encrypted run row by row (keys generated first, so
+    /// seconds per sample are those of inference), a clear or simulated one as a single batch.
+    /// </summary>
+    private protected T[] PredictRows<T>(
+        float[][] rows, FheMode mode, Func<float[][], CoreFheMode, T[]> predict, IProgress<InferenceProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var watch = Stopwatch.StartNew();
+        if (mode != FheMode.Execute)
+        {
+            var all = predict(rows, mode.ToCore());
+            var perRow = watch.Elapsed.TotalSeconds / rows.Length;
+            progress?.Report(new InferenceProgress(rows.Length, rows.Length, perRow, watch.Elapsed));
+            return all;
+        }
+        // The clear run checks the fitted state and every row with the core's messages before keys are paid for.
+        predict(rows, CoreFheMode.Disable);
+        KeygenCore(false);
+        watch.Restart();
+        var results = new T[rows.Length];
+        for (var i = 0; i < rows.Length; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            results[i] = predict([rows[i]], CoreFheMode.Execute)[0];
+            var perRow = watch.Elapsed.TotalSeconds / (i + 1);
+            progress?.Report(new InferenceProgress(i + 1, rows.Length, perRow, watch.Elapsed));
+        }
+        return results;
+    }
+}

@@ -1,0 +1,116 @@
+using CoreCircuitReport = FheNet.Fhe.CircuitReport;
+using CoreEpochReport = FheNet.Nn.EpochReport;
+using CoreLayerBitWidths = FheNet.Integer.LayerBitWidths;
+
+namespace FheNet.CSharp;
+
+/// <summary>One epoch of the training log.</summary>
+/// <param name="Epoch">The epoch, from 1.</param>
+/// <param name="TrainLoss">Mean loss over the training rows of the epoch.</param>
+/// <param name="ValidLoss">Loss on the validation split; null without one (ValidationFraction 0).</param>
+/// <param name="ValidMetric">Accuracy (classifier) or R² (regressor) on the validation split; null without one.</param>
+/// <param name="Seconds">Wall time of the epoch.</param>
+public sealed record EpochSummary(int Epoch, double TrainLoss, double? ValidLoss, double? ValidMetric, double Seconds)
+{
+    internal static EpochSummary FromCore(CoreEpochReport r) =>
+        new(r.Epoch, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), r.Seconds);
+}
+
+/// <summary>Reported after every training epoch by <c>FitAsync</c>.</summary>
+/// <param name="Epoch">Epochs done, from 1.</param>
+/// <param name="Epochs">The epoch budget (early stopping may end training before it).</param>
+/// <param name="TrainLoss">Mean training loss of this epoch.</param>
+/// <param name="ValidLoss">Validation loss; null without a validation split.</param>
+/// <param name="ValidMetric">Validation accuracy or R²; null without a validation split.</param>
+/// <param name="Elapsed">Time since the fit started.</param>
+/// <param name="Eta">Estimated time to the last epoch, at the mean pace so far.</param>
+public sealed record TrainingProgress(
+    int Epoch, int Epochs, double TrainLoss, double? ValidLoss, double? ValidMetric, TimeSpan Elapsed, TimeSpan Eta);
+
+/// <summary>Reported by <c>PredictAsync</c>: after every encrypted row, or once for a clear or simulated batch.</summary>
+/// <param name="Done">Rows predicted so far.</param>
+/// <param name="Total">Rows asked for.</param>
+/// <param name="SecondsPerSample">Mean wall time per row so far (keys were generated before the first row).</param>
+/// <param name="Elapsed">Time since the first row started.</param>
+public sealed record InferenceProgress(int Done, int Total, double SecondsPerSample, TimeSpan Elapsed);
+
+/// <summary>Accumulator and lookup-input bit-widths of one layer of the integer model over calibration rows.</summary>
+/// <param name="Layer">The layer, from 0.</param>
+/// <param name="AccumulatorMin">Smallest accumulator seen.</param>
+/// <param name="AccumulatorMax">Largest accumulator seen.</param>
+/// <param name="AccumulatorBits">Bits of the smallest integer type holding [min, max].</param>
+/// <param name="RoundedBits">Low bits dropped (rounded) before the table lookup.</param>
+/// <param name="LookupInputBits">Bits of the rounded value entering the lookup; null for the last layer (no lookup).</param>
+public sealed record LayerBitWidths(
+    int Layer, long AccumulatorMin, long AccumulatorMax, int AccumulatorBits, int RoundedBits, int? LookupInputBits)
+{
+    internal static LayerBitWidths FromCore(CoreLayerBitWidths b) =>
+        new(b.Layer, b.AccumulatorMin, b.AccumulatorMax, b.AccumulatorBits, b.Shift, b.LookupInputBits.ToNullable());
+}
+
+/// <summary>The TFHE parameter set a circuit was compiled for.</summary>
+/// <param name="Name">Name of the set.</param>
+/// <param name="LweDimension">n: dimension of the small LWE key.</param>
+/// <param name="GlweDimension">k: number of GLWE mask polynomials.</param>
+/// <param name="PolynomialSize">N: polynomial size.</param>
+/// <param name="PbsBaseLog">log2 of the bootstrapping gadget base.</param>
+/// <param name="PbsLevel">Levels of the bootstrapping decomposition.</param>
+/// <param name="KsBaseLog">log2 of the keyswitching gadget base.</param>
+/// <param name="KsLevel">Levels of the keyswitching decomposition.</param>
+public sealed record TfheParameterSet(
+    string Name, int LweDimension, int GlweDimension, int PolynomialSize, int PbsBaseLog, int PbsLevel, int KsBaseLog,
+    int KsLevel);
+
+/// <summary>One layer of a compiled circuit.</summary>
+/// <param name="Layer">The layer, from 0.</param>
+/// <param name="Lookups">Table lookups (one per neuron; 0 for the last layer, decrypted by the client).</param>
+/// <param name="Bootstraps">Programmable bootstraps: the lookups and those of exact rounding.</param>
+/// <param name="AccumulatorBits">Bits of the encrypted accumulator.</param>
+/// <param name="RoundedBits">Low bits rounded away before the lookup.</param>
+/// <param name="LookupBits">Bits the table reads.</param>
+/// <param name="Nu">Largest 2-norm of a neuron's integer weights: the noise growth of the layer.</param>
+/// <param name="EstimatedMilliseconds">Bootstraps × a bootstrap timed on this machine / cores; null before keys exist.</param>
+/// <param name="MeasuredMilliseconds">Mean wall time of the layer in the last encrypted run; null before one.</param>
+public sealed record FheLayerReport(
+    int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, double Nu,
+    double? EstimatedMilliseconds, double? MeasuredMilliseconds);
+
+/// <summary>What a compiled circuit costs per sample, with its parameter set and key sizes.</summary>
+/// <param name="Layers">Per-layer figures.</param>
+/// <param name="Parameters">The TFHE parameter set.</param>
+/// <param name="BootstrapsPerSample">Programmable bootstraps per encrypted prediction.</param>
+/// <param name="Log2PError">log2 of the failure probability each bootstrap was sized for.</param>
+/// <param name="CompressedEvaluationKeyBytes">The seeded evaluation key a client sends to a server.</param>
+/// <param name="EvaluationKeyBytes">The expanded evaluation key a server holds in memory.</param>
+/// <param name="InputBytesPerFeature">Bytes of one encrypted feature (seeded).</param>
+public sealed record FheCircuitReport(
+    IReadOnlyList<FheLayerReport> Layers,
+    TfheParameterSet Parameters,
+    int BootstrapsPerSample,
+    double Log2PError,
+    long CompressedEvaluationKeyBytes,
+    long EvaluationKeyBytes,
+    int InputBytesPerFeature)
+{
+    private string Table { get; init; } = "";
+
+    internal static FheCircuitReport FromCore(CoreCircuitReport r)
+    {
+        var p = r.Parameters;
+        return new FheCircuitReport(
+            r.Layers.Select(l => new FheLayerReport(
+                l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.Nu,
+                l.EstimatedMilliseconds.ToNullable(), l.MeasuredMilliseconds.ToNullable())).ToArray(),
+            new TfheParameterSet(
+                p.Name, p.LweDimension, p.GlweDimension, p.PolynomialSize, p.PbsBaseLog, p.PbsLevel, p.KsBaseLog,
+                p.KsLevel),
+            r.BootstrapsPerSample,
+            r.Log2PError,
+            r.CompressedEvaluationKeyBytes,
+            r.EvaluationKeyBytes,
+            r.InputBytesPerFeature) { Table = r.ToString() };
+    }
+
+    /// <summary>A plain-text table of the report, one line per layer.</summary>
+    public override string ToString() => Table;
+}
