@@ -179,6 +179,24 @@ let tests =
               throws<ParameterOutOfRangeException> (fun () -> NeuralNetSettings.set "module__n_bits" (3 :> obj) s |> ignore) "unknown name"
           }
 
+          test "balanced class weights, validation split, early stopping and the epoch callback" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let reports = ResizeArray()
+              let s =
+                  { settings with
+                      ClassWeights = ClassWeights.Balanced
+                      ValidationFraction = 0.25
+                      Patience = Some 2
+                      MaxEpochs = 50
+                      OnEpoch = Some reports.Add }
+              let model = NeuralNetClassifier<int>(s).Fit(xTrain, yTrain)
+              Expect.equal (List.length model.History) reports.Count "one report per epoch"
+              Expect.isTrue (reports |> Seq.forall (fun r -> r.ValidLoss.IsSome && r.ValidMetric.IsSome)) "validation figures"
+              let losses = reports |> Seq.map (fun r -> r.ValidLoss.Value) |> Array.ofSeq
+              if reports.Count < 50 then
+                  Expect.equal (Array.IndexOf(losses, Array.min losses)) (losses.Length - 3) "stopped 2 epochs after the best"
+          }
+
           test "accumulator budget: the integer model respects it and the bit-width report stays within it" {
               let xTrain, yTrain, xTest, yTest = iris.Value
               let model = NeuralNetClassifier<int>({ settings with AccumulatorBits = Some 8 }).Fit(xTrain, yTrain)
