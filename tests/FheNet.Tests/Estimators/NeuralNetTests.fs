@@ -105,16 +105,20 @@ let tests =
                       Array.forall2 (fun (w: int[]) b -> Pruning.fits (ReadOnlySpan w) b l.InputCodes bits) l.Weights l.Biases))
 
           test "ReLU with power-of-two scales: the lookup is an exact rounding shift (t > 0), half up" {
-              let config, _ = Gen.sample 1 networkCase |> Seq.head
               let config =
-                  { config with
-                      Layers = 2
-                      Hidden = 6
-                      Activation = Activation.ReLU
-                      Quant = Some { WeightBits = 3; ActivationBits = 3; AccumulatorBits = None; PowerOfTwo = true } }
+                  { InputDim = 4
+                    Hidden = 6
+                    Outputs = 3
+                    Layers = 2
+                    Activation = Activation.ReLU
+                    Quant = Some { WeightBits = 3; ActivationBits = 3; AccumulatorBits = None; PowerOfTwo = true } }
               let net, _ = randomNetwork config 3
+              // s_in = 2^-1, s_w = 2^-3, next layer's input scale 2^-2: t = -2 - (-1 - 3) = 2.
+              net.Layers[0].InputLog2Scale.Value.Data[0] <- -1.0f
+              net.Layers[0].WeightLog2Scale.Value.Data[0] <- -3.0f
+              net.Layers[1].InputLog2Scale.Value.Data[0] <- -2.0f
               let layer = (IntegerModel.ofNetwork net).Layers[0]
-              Expect.isGreaterThan layer.Shift 0 "accumulator bits are dropped"
+              Expect.equal layer.Shift 2 "two accumulator bits are dropped"
               let lookup = layer.Lookup.Value
               for acc in -300L .. 300L do
                   let r = IntegerModel.roundShift layer.Shift acc
