@@ -174,6 +174,11 @@ module Training =
                 Network.updateMasks net
                 lossSum <- lossSum + float l.Value.Data[0] * float rows.Length
                 start <- start + rows.Length
+            // Weights outgrow the scale calibrated at initialisation, and a power-of-two scale moves too slowly
+            // under its own gradient to follow them: re-fit the weight scales between epochs.
+            if epoch < config.Epochs - 1 then
+                Network.recalibrateWeightScales net
+                Network.updateMasks net
             let valid = validation |> Option.map (fun (vx, vt) -> evaluate config net vx vt)
             let report =
                 { Epoch = epoch + 1
