@@ -83,7 +83,11 @@ module internal Fitting =
             Guard.allFinite $"%s{name}[%d{i}]" (ReadOnlySpan row))
 
     let toSingle (x: float[][]) : float32[][] =
-        x |> Array.map (fun r -> if isNull (box r) then r |> Array.map float32 else Array.map float32 r)
+        if isNull (box x) then raise (InvalidShapeException("X", "is null"))
+        x
+        |> Array.mapi (fun i r ->
+            if isNull (box r) then raise (InvalidShapeException($"X[%d{i}]", "is null"))
+            Array.map float32 r)
 
     let batchSize (s: NeuralNetSettings) (rows: int) =
         match s.BatchSize with
