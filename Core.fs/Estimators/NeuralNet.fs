@@ -199,7 +199,8 @@ module internal Fitting =
         { PError = pError
           GlobalPError = globalPError
           RoundingThresholdBits = roundingThresholdBits
-          Rounding = defaultArg rounding RoundingMethod.Exact }
+          Rounding = defaultArg rounding RoundingMethod.Exact
+          RangeMargin = CompileOptions.Default.RangeMargin }
 
     let compiledSession (session: FheSession option) =
         match session with
