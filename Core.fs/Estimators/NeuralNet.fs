@@ -185,7 +185,7 @@ module internal Fitting =
         | FheMode.Disable, Some session, _ -> IntegerModel.predict (max 1 s.Threads) session.Circuit.Model x
         | FheMode.Simulate, Some session, _ -> session.Simulate x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
         | FheMode.Execute, Some session, _ -> session.Execute x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
-        | _, None, _ -> raise (FheNotAvailableException fhe)
+        | _, None, _ -> raise (FheNotAvailableException(string fhe))
 
     /// Compiles the integer model of a fitted network for FHE.
     let compile (s: NeuralNetSettings) (f: FittedNetwork) (x: float32[][]) (options: CompileOptions) =
@@ -205,7 +205,7 @@ module internal Fitting =
     let compiledSession (session: FheSession option) =
         match session with
         | Some s -> s
-        | None -> raise (FheNotAvailableException FheMode.Execute)
+        | None -> raise (FheNotAvailableException(string FheMode.Execute))
 
     /// Removes the given fraction of hidden neurons (by L2 norm of their incoming weights) from every hidden layer.
     let pruneNeurons (net: Network) (fraction: float) : Network =
