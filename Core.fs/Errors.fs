@@ -19,6 +19,20 @@ type ParameterOutOfRangeException(paramName: string, value: obj, allowed: string
 type InvalidShapeException(paramName: string, problem: string) =
     inherit ArgumentException($"'%s{paramName}': %s{problem}", paramName)
 
+/// An estimator was asked to predict, score, compile or dump before it was fitted.
+type NotFittedException(what: string) =
+    inherit InvalidOperationException($"%s{what} needs a fitted model: call Fit first.")
+
+/// An estimator was asked for FHE simulation or execution (or keys) before it was compiled for FHE.
+type FheNotAvailableException(mode: string) =
+    inherit
+        InvalidOperationException(
+            $"fhe = %s{mode} needs a model compiled for FHE: call Compile(X_calibration) first, or use FheMode.Disable for the integer model in the clear."
+        )
+
+    /// The mode asked for.
+    member _.Mode = mode
+
 /// Argument checks shared by the whole core; each raises a typed exception naming the argument and the fix.
 module Guard =
 

@@ -95,10 +95,10 @@ module CodeSpec =
         TensorPrimitives.Max(ReadOnlySpan dst, float32 spec.QMin, Span dst)
         TensorPrimitives.Min(ReadOnlySpan dst, float32 spec.QMax, Span dst)
 
-/// Arrays a quantized linear layer reuses from one training step to the next (weight codes, their transpose,
-/// their gradient). Weight-sized arrays live on the large-object heap; allocating three per layer per step made
-/// the garbage collector the largest cost of training. One set serves one pass at a time: never share it between
-/// concurrent forward passes.
+/// Weight-sized arrays a linear layer reuses from one training step to the next, by slot: 0 masked weights,
+/// 1 weight codes, 2 their transpose, 3 the weight-code gradient, 4 the codes the pruning budget reads. Such arrays
+/// live on the large-object heap; allocating them every step made the garbage collector the largest cost of
+/// training. One set serves one pass at a time: never share it between concurrent forward passes.
 type LinearBuffers() =
     let mutable arrays: float32[][] = Array.init 5 (fun _ -> Array.empty)
 

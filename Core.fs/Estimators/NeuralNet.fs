@@ -83,7 +83,11 @@ module internal Fitting =
             Guard.allFinite $"%s{name}[%d{i}]" (ReadOnlySpan row))
 
     let toSingle (x: float[][]) : float32[][] =
-        x |> Array.map (fun r -> if isNull (box r) then r |> Array.map float32 else Array.map float32 r)
+        if isNull (box x) then raise (InvalidShapeException("X", "is null"))
+        x
+        |> Array.mapi (fun i r ->
+            if isNull (box r) then raise (InvalidShapeException($"X[%d{i}]", "is null"))
+            Array.map float32 r)
 
     let batchSize (s: NeuralNetSettings) (rows: int) =
         match s.BatchSize with
@@ -181,7 +185,7 @@ module internal Fitting =
         | FheMode.Disable, Some session, _ -> IntegerModel.predict (max 1 s.Threads) session.Circuit.Model x
         | FheMode.Simulate, Some session, _ -> session.Simulate x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
         | FheMode.Execute, Some session, _ -> session.Execute x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
-        | _, None, _ -> raise (FheNotAvailableException fhe)
+        | _, None, _ -> raise (FheNotAvailableException(string fhe))
 
     /// Compiles the integer model of a fitted network for FHE.
     let compile (s: NeuralNetSettings) (f: FittedNetwork) (x: float32[][]) (options: CompileOptions) =
@@ -195,12 +199,13 @@ module internal Fitting =
         { PError = pError
           GlobalPError = globalPError
           RoundingThresholdBits = roundingThresholdBits
-          Rounding = defaultArg rounding RoundingMethod.Exact }
+          Rounding = defaultArg rounding RoundingMethod.Exact
+          RangeMargin = CompileOptions.Default.RangeMargin }
 
     let compiledSession (session: FheSession option) =
         match session with
         | Some s -> s
-        | None -> raise (FheNotAvailableException FheMode.Execute)
+        | None -> raise (FheNotAvailableException(string FheMode.Execute))
 
     /// Removes the given fraction of hidden neurons (by L2 norm of their incoming weights) from every hidden layer.
     let pruneNeurons (net: Network) (fraction: float) : Network =

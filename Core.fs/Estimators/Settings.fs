@@ -24,17 +24,6 @@ type FheMode =
     | Simulate
     | Execute
 
-/// predict / score / dump before fit.
-type NotFittedException(what: string) =
-    inherit InvalidOperationException($"%s{what} needs a fitted model: call Fit first.")
-
-/// FHE modes before the model is compiled for FHE.
-type FheNotAvailableException(mode: FheMode) =
-    inherit
-        InvalidOperationException(
-            $"fhe = %A{mode} needs a model compiled for FHE: call Compile(X_calibration) first, or use FheMode.Disable for the integer model in the clear."
-        )
-
 /// Immutable estimator settings. Defaults are those documented by Concrete ML (3/3 bits, unbounded accumulator,
 /// power-of-two scales, 10 epochs, lr 0.001, ReLU, multiplier 4), plus the choices it leaves open, made so that
 /// these defaults train well: mini-batches small enough for at least ~50 steps per epoch, Adam, shuffling, and

@@ -3,6 +3,7 @@ namespace FheNet.Fhe
 open System
 open FheNet
 open FheNet.Integer
+open FheNet.Quantization
 open FheNet.Tfhe
 
 /// How the low bits of an accumulator are dropped before its table lookup.
@@ -27,14 +28,19 @@ type CompileOptions =
       /// Round every hidden accumulator to at most this many bits before its lookup (any activation); None keeps
       /// the integer model's own rounding (exact requantization shifts for power-of-two ReLU networks).
       RoundingThresholdBits: int option
-      Rounding: RoundingMethod }
+      Rounding: RoundingMethod
+      /// Each neuron's accumulator range is the calibration range widened by this fraction of its width on both
+      /// sides (never beyond what any input can produce): rows a little outside the calibration set must not
+      /// overflow. 0 keeps the calibration range; infinity the worst case over all inputs.
+      RangeMargin: float }
 
-    /// 2^-40 per lookup, the model's own rounding, exact.
+    /// 2^-40 per lookup, the model's own rounding, exact, a margin of a quarter of each range.
     static member Default =
         { PError = None
           GlobalPError = None
           RoundingThresholdBits = None
-          Rounding = RoundingMethod.Exact }
+          Rounding = RoundingMethod.Exact
+          RangeMargin = 0.25 }
 
 /// The encrypted program of one layer. The accumulator acc of neuron j travels as y = acc + Offsets[j], a value in
 /// [0, 2^AccumulatorBits) encoded at Δ = 2^(63 − AccumulatorBits) (one padding bit). Each offset is a multiple of
@@ -151,13 +157,20 @@ module Compiler =
                                 Shift = needed
                                 Lookup = Some { lookup with Step = layer.AccumulatorScale * MathF.ScaleB(1.0f, needed) } }) }
 
-    /// Per layer, per neuron: the accumulator range on the calibration rows.
-    let private calibrationRanges (model: IntegerModel) (calibration: float32[][]) =
+    /// Per layer, per neuron: the accumulator range on the calibration rows, widened by `margin` of its width on
+    /// both sides within the worst case over every input code.
+    let private calibrationRanges (margin: float) (model: IntegerModel) (calibration: float32[][]) =
         let traces = calibration |> Array.map (fun row -> IntegerModel.trace model (IntegerModel.quantizeRow model row))
         Array.init model.Layers.Length (fun l ->
-            Array.init model.Layers[l].Weights.Length (fun j ->
+            let layer = model.Layers[l]
+            Array.init layer.Weights.Length (fun j ->
                 let values = traces |> Array.map (fun t -> t[l][j])
-                Array.min values, Array.max values))
+                let lo, hi = Array.min values, Array.max values
+                let struct (worstLo, worstHi) =
+                    Pruning.accumulatorRange (ReadOnlySpan layer.Weights[j]) layer.Biases[j] layer.InputCodes
+                let widening = Math.Ceiling(margin * float (hi - lo))
+                let extra = if widening >= 9e18 then Int64.MaxValue / 4L else int64 widening
+                max worstLo (lo - extra), min worstHi (hi + extra)))
 
     let private layerCircuit (model: IntegerModel) (l: int) (ranges: (int64 * int64)[]) =
         let layer = model.Layers[l]
@@ -240,6 +253,8 @@ module Compiler =
     /// Compiles an integer model: bounds every accumulator on the calibration rows, plans the rounding and the
     /// tables, and picks the cheapest secure parameter set on which every lookup meets the failure probability.
     let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
+        if not (options.RangeMargin >= 0.0) then
+            raise (ParameterOutOfRangeException("RangeMargin", options.RangeMargin, "a fraction >= 0 (infinity: the worst case)"))
         if calibration.Length < MinCalibrationRows then
             raise (
                 InvalidShapeException(
@@ -257,11 +272,11 @@ module Compiler =
             match options.RoundingThresholdBits with
             | Some bits ->
                 let layerRanges =
-                    calibrationRanges model calibration
+                    calibrationRanges options.RangeMargin model calibration
                     |> Array.map (fun r -> Array.map fst r |> Array.min, Array.map snd r |> Array.max)
                 withRoundingThreshold bits model layerRanges
             | None -> model
-        let ranges = calibrationRanges model calibration
+        let ranges = calibrationRanges options.RangeMargin model calibration
         let layers = Array.init model.Layers.Length (fun l -> layerCircuit model l ranges[l])
         for layer in layers do
             if layer.AccumulatorBits > MaxAccumulatorBits then

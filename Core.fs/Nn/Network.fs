@@ -168,15 +168,16 @@ module Network =
         let spec = Codes.bias q.AccumulatorBits
         p.Bias.Value.Data |> Array.map (fun b -> int64 (CodeSpec.code spec (b / s)))
 
-    /// Values used to calibrate a scale: at most 4096, taken at a fixed stride (deterministic).
-    let private sample (values: float32[]) =
-        let stride = max 1 (values.Length / 4096)
+    /// Values used to calibrate a scale: at most <c>count</c>, taken at a fixed stride (deterministic).
+    let private sample (count: int) (values: float32[]) =
+        let stride = max 1 (values.Length / count)
         Array.init (values.Length / stride) (fun i -> values[i * stride])
 
-    /// log2 of the scale that minimises the quantization MSE of <c>values</c> for codes in <c>spec</c>.
-    let private calibratedLog2Scale (bits: int) (signed: bool) (values: float32[]) =
+    /// log2 of the scale that minimises the quantization MSE of (a sample of at most <c>count</c> of)
+    /// <c>values</c> for symmetric codes of the given bits and signedness.
+    let private calibratedLog2Scale (count: int) (bits: int) (signed: bool) (values: float32[]) =
         let template = Quantizer.symmetric bits signed false (Scale.Real 1.0)
-        let threshold = Calibration.threshold (Calibrator.MinMse 64) template (sample values)
+        let threshold = Calibration.threshold (Calibrator.MinMse 64) template (sample count values)
         if threshold > 0.0 then float32 (Math.Log2(threshold / float template.QMax)) else 0.0f
 
     /// Scale initialisation from data: each weight scale and each input scale is set to the MSE-optimal one for the
@@ -189,9 +190,9 @@ module Network =
             let mutable h = x
             for l in 0 .. net.Layers.Length - 1 do
                 let p = net.Layers[l]
-                p.WeightLog2Scale.Value.Data[0] <- calibratedLog2Scale q.WeightBits true p.Weight.Value.Data
+                p.WeightLog2Scale.Value.Data[0] <- calibratedLog2Scale 4096 q.WeightBits true p.Weight.Value.Data
                 p.InputLog2Scale.Value.Data[0] <-
-                    calibratedLog2Scale q.ActivationBits (Codes.inputSigned config l) h.Data
+                    calibratedLog2Scale 4096 q.ActivationBits (Codes.inputSigned config l) h.Data
                 if l < net.Layers.Length - 1 then
                     let partial = { net with Layers = net.Layers[..l]; Config = { config with Layers = l + 1 } }
                     let tape = Tape threads
@@ -199,6 +200,17 @@ module Network =
                     let last = r.Accumulators |> List.last
                     let s = Exp2Scale.product q.PowerOfTwo [ p.InputLog2Scale.Value.Data[0]; p.WeightLog2Scale.Value.Data[0] ]
                     h <- Tensor.map (fun a -> Activation.value config.Activation (a * s)) last
+
+    /// Re-fits every weight scale to the current weights (MSE-optimal on a sample of 1024), as training moves them.
+    /// Not under an accumulator budget: there a coarser scale keeps more weights inside the budget, a trade-off the
+    /// MSE of the unpruned weights ignores (breast_cancer at 8 bits lost 7 points with it).
+    let recalibrateWeightScales (net: Network) =
+        match net.Config.Quant with
+        | None
+        | Some { AccumulatorBits = Some _ } -> ()
+        | Some q ->
+            for p in net.Layers do
+                p.WeightLog2Scale.Value.Data[0] <- calibratedLog2Scale 1024 q.WeightBits true p.Weight.Value.Data
 
     /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
     /// weights are kept while the exact accumulator range (bias included) fits the budget.

@@ -155,8 +155,6 @@ module Training =
         let mutable best = (Double.PositiveInfinity, Network.copy net)
         let mutable sinceBest = 0
         let mutable epoch = 0
-        let mutable step = 0
-        let maskInterval = 8
         Network.updateMasks net
         while epoch < config.Epochs && (config.Patience.IsNone || sinceBest < config.Patience.Value) do
             let watch = Stopwatch.StartNew()
@@ -170,13 +168,17 @@ module Training =
                 let l = loss tape r.Output targets rows
                 tape.Backward l
                 optimizer.Step()
-                step <- step + 1
-                // Gradual magnitude pruning: the masks follow the weights every few steps, and always after the
-                // last step of an epoch, so the model that leaves training fits its accumulator budget.
-                if step % maskInterval = 0 || start + rows.Length >= x.Rows then
-                    Network.updateMasks net
+                // Gradual magnitude pruning: the masks follow the weights after every step, so every forward pass
+                // (and the model that leaves training) fits its accumulator budget. Refreshing them only every few
+                // steps was measurably less accurate (diabetes and circles at 100 epochs, 8-bit budget).
+                Network.updateMasks net
                 lossSum <- lossSum + float l.Value.Data[0] * float rows.Length
                 start <- start + rows.Length
+            // Weights outgrow the scale calibrated at initialisation, and a power-of-two scale moves too slowly
+            // under its own gradient to follow them: re-fit the weight scales between epochs.
+            if epoch < config.Epochs - 1 then
+                Network.recalibrateWeightScales net
+                Network.updateMasks net
             let valid = validation |> Option.map (fun (vx, vt) -> evaluate config net vx vt)
             let report =
                 { Epoch = epoch + 1

@@ -120,10 +120,15 @@ module Pruning =
         if bias < minAcc || bias > maxAcc then
             let bitLength = 64 - int (Int64.LeadingZeroCount(abs bias))
             raise (AccumulatorTooSmallException(accumulatorBits, bitLength + 1))
+        let mask = Array.create weights.Length true
+        let struct (lo0, hi0) = accumulatorRange (ReadOnlySpan weights) bias inputs
+        if lo0 >= minAcc && hi0 <= maxAcc then mask else
         // Decreasing |w|, ties by increasing index (the order of byMagnitude), by a counting sort over magnitudes:
         // this runs for every neuron at every training step.
         let order =
-            let largest = weights |> Array.fold (fun m w -> max m (abs (int64 w))) 0L
+            let mutable largest = 0L
+            for w in weights do
+                largest <- max largest (abs (int64 w))
             if largest < 65536L then
                 let next = Array.zeroCreate (int largest + 2)
                 for w in weights do
@@ -140,8 +145,6 @@ module Pruning =
                 let keys = Array.init weights.Length (fun i -> (-(abs (int64 weights[i])) <<< 32) ||| int64 i)
                 Array.sortInPlace keys
                 keys |> Array.map (fun key -> int (key &&& 0xFFFFFFFFL))
-        let mask = Array.create weights.Length true
-        let struct (lo0, hi0) = accumulatorRange (ReadOnlySpan weights) bias inputs
         let mutable lo = lo0
         let mutable hi = hi0
         let mutable dropped = weights.Length - 1

@@ -1,4 +1,3 @@
-using FheNet.Estimators;
 using Xunit;
 
 namespace FheNet.CSharp.Tests;

@@ -1,4 +1,3 @@
-using FheNet.Estimators;
 using FheNet.Quantization;
 using Xunit;
 

@@ -608,7 +608,7 @@ type FftPlan(polynomialSize: int) =
         p.DifV512(fourier, firstOffset, 1)
 
     /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
-    /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomialInto
+    /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomial
     /// then ForwardInteger per level; on AVX-512 the digits go straight from the decomposer into the twist, never
     /// stored. `digits` (ℓ·N) is the scratch of the other paths.
     member p.ForwardDecomposed
@@ -637,7 +637,7 @@ type FftPlan(polynomialSize: int) =
             for i in 0 .. level - 1 do
                 p.Dif(path, fourier, firstOffset + i * levelStride)
         | _ ->
-            decomposer.DecomposePolynomialInto(false, input, inputOffset, polynomialSize, digits)
+            decomposer.DecomposePolynomial(ReadOnlySpan(input, inputOffset, polynomialSize), digits)
             for i in 0 .. decomposer.Level - 1 do
                 p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
 

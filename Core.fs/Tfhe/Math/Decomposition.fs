@@ -89,17 +89,3 @@ type Decomposer =
         let carry = Vector512.ShiftRightLogical(((digit - one) ||| state) &&& digit, beta - 1)
         state <- state + carry
         (digit - Vector512.ShiftLeft(carry, beta)).AsInt64()
-
-    /// The same as DecomposePolynomial on N values of `coefficients` from `offset`, 8 coefficients at a time with
-    /// AVX-512 integer operations when `vectorized` (N a multiple of 8), else scalar.
-    member d.DecomposePolynomialInto(vectorized: bool, coefficients: uint64[], offset: int, n: int, digits: int64[]) =
-        if not vectorized then
-            d.DecomposePolynomial(ReadOnlySpan(coefficients, offset, n), digits)
-        else
-            let mutable c = 0
-            while c < n do
-                let mutable state = d.InitState512(Vector512.LoadUnsafe(&coefficients[offset + c]))
-                for i in 0 .. d.Level - 1 do
-                    Vector512.StoreUnsafe(d.NextDigit512(&state), &digits[i * n + c])
-                c <- c + 8
-

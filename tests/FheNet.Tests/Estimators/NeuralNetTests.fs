@@ -3,8 +3,6 @@ module FheNet.Tests.Estimators.NeuralNetTests
 open System
 open System.IO
 open Expecto
-open FsCheck
-open FsCheck.FSharp
 open FheNet
 open FheNet.Numerics
 open FheNet.Autodiff
@@ -12,7 +10,6 @@ open FheNet.Quantization
 open FheNet.Nn
 open FheNet.Integer
 open FheNet.Estimators
-open FheNet.Tests.Generators
 
 /// A data file of the repository (features standardized with the train split's statistics by the caller).
 let private readCsv (name: string) =
@@ -33,44 +30,6 @@ let private iris =
          let xTest, yTest = readCsv "iris_test.csv"
          standardized xTrain xTrain, yTrain |> Array.map int, standardized xTrain xTest, yTest |> Array.map int)
 
-/// A small random quantized network with random biases, calibrated on random inputs.
-let private networkCase =
-    gen {
-        let! inputDim = Gen.choose (1, 5)
-        let! hidden = Gen.choose (1, 8)
-        let! layers = Gen.choose (1, 3)
-        let! wBits = Gen.choose (2, 6)
-        let! aBits = Gen.choose (2, 6)
-        let! act = Gen.elements Activation.all
-        let! pot = Gen.elements [ true; false ]
-        let! accumulator = Gen.elements [ None; Some 12; Some 16 ]
-        let! seed = Gen.choose (0, 1_000_000)
-        return
-            { InputDim = inputDim
-              Hidden = hidden
-              Outputs = 3
-              Layers = layers
-              Activation = act
-              Quant =
-                Some
-                    { WeightBits = wBits
-                      ActivationBits = aBits
-                      AccumulatorBits = accumulator
-                      PowerOfTwo = pot } },
-            seed
-    }
-
-let private randomNetwork (config: NetworkConfig) (seed: int) =
-    let rng = TrainingRng(uint64 seed)
-    let net = Network.create config rng
-    for p in net.Layers do
-        for k in 0 .. p.Bias.Value.Length - 1 do
-            p.Bias.Value.Data[k] <- float32 (rng.NextGaussian() * 0.5)
-    let x = Tensor.init 32 config.InputDim (fun _ _ -> float32 (rng.NextGaussian() * 1.5))
-    Network.calibrateScales 1 net x
-    Network.updateMasks net
-    net, x
-
 let private settings = { NeuralNetSettings.defaults with Threads = 1 }
 
 let private throws<'e when 'e :> exn> (f: unit -> unit) (message: string) = Expect.throwsT<'e> (f >> ignore) message
@@ -78,53 +37,8 @@ let private throws<'e when 'e :> exn> (f: unit -> unit) (message: string) = Expe
 [<Tests>]
 let tests =
     testList
-        "Nn, Integer, Estimators"
-        [ testProperty "integer model accumulators equal the fake-quant forward pass bit for bit, every layer"
-          <| forAll networkCase (fun (config, seed) ->
-              let net, x = randomNetwork config seed
-              let model = IntegerModel.ofNetwork net
-              let r = Network.forward (Tape 1) net false x
-              let floatAcc = r.Accumulators |> Array.ofList
-              Seq.forall
-                  (fun i ->
-                      let trace = IntegerModel.trace model (IntegerModel.quantizeRow model (Tensor.row x i))
-                      let sameAcc =
-                          Array.forall2 (fun (t: Tensor) (acc: int64[]) -> Tensor.row t i = Array.map float32 acc) floatAcc trace
-                      sameAcc && IntegerModel.dequantize model (Array.last trace) = Tensor.row r.Output.Value i)
-                  [ 0 .. x.Rows - 1 ])
-
-          testProperty "pruned networks never exceed their accumulator budget for any input"
-          <| forAll networkCase (fun (config, seed) ->
-              let net, _ = randomNetwork config seed
-              let model = IntegerModel.ofNetwork net
-              match config.Quant.Value.AccumulatorBits with
-              | None -> true
-              | Some bits ->
-                  model.Layers
-                  |> Array.forall (fun l ->
-                      Array.forall2 (fun (w: int[]) b -> Pruning.fits (ReadOnlySpan w) b l.InputCodes bits) l.Weights l.Biases))
-
-          test "ReLU with power-of-two scales: the lookup is an exact rounding shift (t > 0), half up" {
-              let config, _ = Gen.sample 1 networkCase |> Seq.head
-              let config =
-                  { config with
-                      Layers = 2
-                      Hidden = 6
-                      Activation = Activation.ReLU
-                      Quant = Some { WeightBits = 3; ActivationBits = 3; AccumulatorBits = None; PowerOfTwo = true } }
-              let net, _ = randomNetwork config 3
-              let layer = (IntegerModel.ofNetwork net).Layers[0]
-              Expect.isGreaterThan layer.Shift 0 "accumulator bits are dropped"
-              let lookup = layer.Lookup.Value
-              for acc in -300L .. 300L do
-                  let r = IntegerModel.roundShift layer.Shift acc
-                  Expect.equal (int64 (Lookup.apply lookup r)) (Math.Clamp(r, 0L, 7L)) "clip(relu(r))"
-                  Expect.equal r (int64 (Math.Floor(float acc / float (1 <<< layer.Shift) + 0.5))) "half up"
-              let table = Lookup.table lookup -20L 20L
-              Expect.equal table (Array.init 41 (fun i -> Lookup.apply lookup (int64 i - 20L))) "table = closed form"
-          }
-
-          test "iris at the documented defaults reaches 0.85 test accuracy" {
+        "Estimators.NeuralNet"
+        [ test "iris at the documented defaults reaches 0.85 test accuracy" {
               let xTrain, yTrain, xTest, yTest = iris.Value
               let model = NeuralNetClassifier<int>(settings).Fit(xTrain, yTrain)
               Expect.isGreaterThanOrEqual (model.Score(xTest, yTest)) 0.85 "accuracy"
@@ -177,6 +91,24 @@ let tests =
               Expect.equal (s.Layers, s.Activation, s.WeightBits, s.ActivationBits, s.AccumulatorBits) (2, Activation.SELU, 4, 5, Some 12) "module"
               Expect.equal (s.MaxEpochs, s.Lr, s.ClassWeights, s.Optimizer) (7, 0.01, ClassWeights.Explicit [| 1.0; 2.0 |], Optimizer.SgdMomentum) "training"
               throws<ParameterOutOfRangeException> (fun () -> NeuralNetSettings.set "module__n_bits" (3 :> obj) s |> ignore) "unknown name"
+          }
+
+          test "balanced class weights, validation split, early stopping and the epoch callback" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let reports = ResizeArray()
+              let s =
+                  { settings with
+                      ClassWeights = ClassWeights.Balanced
+                      ValidationFraction = 0.25
+                      Patience = Some 2
+                      MaxEpochs = 50
+                      OnEpoch = Some reports.Add }
+              let model = NeuralNetClassifier<int>(s).Fit(xTrain, yTrain)
+              Expect.equal (List.length model.History) reports.Count "one report per epoch"
+              Expect.isTrue (reports |> Seq.forall (fun r -> r.ValidLoss.IsSome && r.ValidMetric.IsSome)) "validation figures"
+              let losses = reports |> Seq.map (fun r -> r.ValidLoss.Value) |> Array.ofSeq
+              if reports.Count < 50 then
+                  Expect.equal (Array.IndexOf(losses, Array.min losses)) (losses.Length - 3) "stopped 2 epochs after the best"
           }
 
           test "accumulator budget: the integer model respects it and the bit-width report stays within it" {

@@ -88,6 +88,20 @@ let tests =
                   Expect.equal (simulateAccumulators 0 circuit xTest) (disableAccumulators circuit xTest) "simulate = disable"
           }
 
+          test "a worst-case range margin keeps inputs far outside the calibration set exact" {
+              let x, _, _, _ = moons.Force()
+              let model = (classifier []).IntegerModel.Value
+              // Every combination of extreme feature values: the input codes at their limits.
+              let extremes = [| for a in [ -50.0f; 50.0f ] do for b in [ -50.0f; 50.0f ] -> [| a; b |] |]
+              let circuit = Compiler.compile { CompileOptions.Default with RangeMargin = infinity } model x
+              Expect.equal (simulateAccumulators 0 circuit extremes) (disableAccumulators circuit extremes) "no overflow anywhere"
+              let calibrated = Compiler.compile { CompileOptions.Default with RangeMargin = 0.0 } model x
+              Expect.isLessThanOrEqual
+                  (calibrated.Layers |> Array.sumBy _.AccumulatorBits)
+                  (circuit.Layers |> Array.sumBy _.AccumulatorBits)
+                  "the calibration range never needs more bits than the worst case"
+          }
+
           test "at a p_error near 1, simulate and execute both diverge from disable" {
               let x, _, xTest, _ = moons.Force()
               let model = (classifier []).IntegerModel.Value

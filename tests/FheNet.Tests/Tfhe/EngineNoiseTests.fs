@@ -62,10 +62,15 @@ let tests =
                   Expect.isLessThan (abs (Array.average errors - expectedMean)) (4.0 * sqrt (model / 20_000.0)) $"%A{kind}: mean error"
           }
           test "failure rate of 10,000 KS-PBS at a set the model gives p_fail ≈ 1e-2 matches within a factor 2" {
+              // The rate of one key pair varies by about ±30 % with its keyswitching key's noise (the model is the
+              // average over keys), so the 10,000 bootstraps are spread over five fresh key pairs.
               let p = Presets.weakForFailureRate
-              let ck, sk = keys p
               let predicted = (NoiseModel.lookupNoise p (NoiseModel.freshVariance p.GlweNoise)).PFail
-              let rate = NoiseMeasurement.failureRate ck sk 10_000
+              let rate =
+                  List.init 5 (fun _ ->
+                      let ck = ClientKey.generate p
+                      NoiseMeasurement.failureRate ck (ServerKey.ofClientKey ck) 2_000)
+                  |> List.average
               Expect.isGreaterThan rate (predicted / 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
               Expect.isLessThan rate (predicted * 2.0) $"measured %.4f{rate} vs predicted %.4f{predicted}"
           }

@@ -1,4 +1,4 @@
-module FheNet.Tests.Numerics.AutodiffTests
+module FheNet.Tests.Autodiff.AutodiffTests
 
 open System
 open Expecto
