@@ -82,7 +82,7 @@ public sealed record FheLayerReport(
 /// <param name="Log2PError">log2 of the failure probability each bootstrap was sized for.</param>
 /// <param name="CompressedEvaluationKeyBytes">The seeded evaluation key a client sends to a server.</param>
 /// <param name="EvaluationKeyBytes">The expanded evaluation key a server holds in memory.</param>
-/// <param name="InputBytesPerFeature">Bytes of one encrypted feature (seeded).</param>
+/// <param name="InputBytesPerFeature">Bytes of one encrypted feature (its body; each row adds one 16-byte seed).</param>
 public sealed record FheCircuitReport(
     IReadOnlyList<FheLayerReport> Layers,
     TfheParameterSet Parameters,

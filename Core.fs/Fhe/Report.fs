@@ -30,7 +30,8 @@ type CircuitReport =
       CompressedEvaluationKeyBytes: int64
       /// The Fourier bootstrapping key and full keyswitching key a server holds in memory.
       EvaluationKeyBytes: int64
-      /// A seeded input ciphertext: a 16-byte seed and one u64 body per feature.
+      /// An encrypted row is seeded: one 16-byte seed per row (the masks are derived from it) and one u64 body per
+      /// feature.
       InputBytesPerFeature: int }
 
     /// A plain-text table of the report.
@@ -51,7 +52,7 @@ type CircuitReport =
             |> ignore
         text.AppendLine(
             $"bootstraps per sample %d{r.BootstrapsPerSample}; evaluation key %.1f{float r.CompressedEvaluationKeyBytes / 1048576.0} MiB compressed, "
-            + $"%.1f{float r.EvaluationKeyBytes / 1048576.0} MiB in memory; %d{r.InputBytesPerFeature} B per encrypted feature"
+            + $"%.1f{float r.EvaluationKeyBytes / 1048576.0} MiB in memory; %d{r.InputBytesPerFeature} B per encrypted feature (+ a 16 B seed per row)"
         )
         |> ignore
         text.ToString()
@@ -85,4 +86,4 @@ module CircuitReport =
           Log2PError = circuit.Log2PError
           CompressedEvaluationKeyBytes = 8L * (bsk + ksk)
           EvaluationKeyBytes = 8L * (bsk * (k + 1L) + ksk * (n + 1L))
-          InputBytesPerFeature = 16 + 8 }
+          InputBytesPerFeature = 8 }
