@@ -20,6 +20,9 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
 {
     private FheNet.Estimators.NeuralNetClassifier<TLabel> _core;
 
+    /// <summary>The core estimator, for the deployment wrappers.</summary>
+    internal FheNet.Estimators.NeuralNetClassifier<TLabel> Core => _core;
+
     internal NeuralNetClassifier(NeuralNetOptions options) =>
         _core = new(options.ToCore(FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.None));
 

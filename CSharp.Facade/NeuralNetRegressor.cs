@@ -19,6 +19,9 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
 {
     private CoreRegressor _core;
 
+    /// <summary>The core estimator, for the deployment wrappers.</summary>
+    internal CoreRegressor Core => _core;
+
     internal NeuralNetRegressor(NeuralNetOptions options) =>
         _core = new(options.ToCore(FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.None));
 

@@ -1,0 +1,118 @@
+using CoreDev = FheNet.Deploy.FheModelDev;
+using CoreClient = FheNet.Deploy.FheModelClient;
+using CoreServer = FheNet.Deploy.FheModelServer;
+
+namespace FheNet.CSharp;
+
+/// <summary>
+/// The model owner's side of a deployment: saves a fitted, compiled estimator as a server artifact
+/// (<c>server.fhe</c>: the integer circuit, tables and parameters) and a client artifact (<c>client.fhe</c>: input
+/// quantization, output dequantization, labels). Neither holds a secret.
+/// </summary>
+public static class FheModelDev
+{
+    /// <summary>Saves a compiled classifier's artifacts into <paramref name="directory"/> (created if needed).</summary>
+    /// <param name="model">A classifier after <c>Fit</c> and <c>Compile</c>.</param>
+    /// <param name="directory">The model directory.</param>
+    /// <exception cref="FheNotAvailableException">The model is not compiled.</exception>
+    public static void Save<TLabel>(NeuralNetClassifier<TLabel> model, string directory)
+        where TLabel : notnull, IComparable =>
+        new CoreDev(model.Core).Save(directory);
+
+    /// <summary>Saves a compiled regressor's artifacts into <paramref name="directory"/> (created if needed).</summary>
+    /// <param name="model">A regressor after <c>Fit</c> and <c>Compile</c>.</param>
+    /// <param name="directory">The model directory.</param>
+    /// <exception cref="FheNotAvailableException">The model is not compiled.</exception>
+    public static void Save(NeuralNetRegressor model, string directory) => new CoreDev(model.Core).Save(directory);
+}
+
+/// <summary>
+/// The data owner's side: holds the secret key (in a key directory, owner-only), sends only evaluation keys and
+/// ciphertexts, and reads the server's encrypted answers.
+/// </summary>
+public sealed class FheModelClient
+{
+    private readonly CoreClient _core;
+
+    /// <summary>A client for the model saved in <paramref name="modelDirectory"/>, keys in <paramref name="keyDirectory"/>.</summary>
+    /// <param name="modelDirectory">A directory written by <see cref="FheModelDev"/>.</param>
+    /// <param name="keyDirectory">Where the secret and evaluation keys are kept.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The client artifact is missing, damaged or of another version.</exception>
+    public FheModelClient(string modelDirectory, string keyDirectory) => _core = new CoreClient(modelDirectory, keyDirectory);
+
+    /// <summary>A client from the client artifact's bytes (for example downloaded from a server's <c>GET /client</c>).</summary>
+    /// <param name="clientArtifact">The bytes of <c>client.fhe</c>.</param>
+    /// <param name="keyDirectory">Where the secret and evaluation keys are kept.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are not a valid client artifact.</exception>
+    public FheModelClient(byte[] clientArtifact, string keyDirectory) => _core = new CoreClient(clientArtifact, keyDirectory);
+
+    /// <summary>The class labels of a classifier, in the order of the probabilities (empty for a regressor).</summary>
+    public IReadOnlyList<string> Classes => _core.Classes;
+
+    /// <summary>Loads the keys of the key directory, or generates and saves them when there are none.</summary>
+    /// <param name="force">Generate new keys even if some exist.</param>
+    public void GenerateKeys(bool force = false) => _core.GenerateKeys(force);
+
+    /// <summary>The compressed evaluation keys to upload to a server (no secret key material).</summary>
+    public byte[] EvaluationKeys() => _core.EvaluationKeys();
+
+    /// <summary>Quantizes and encrypts one row of features (seeded ciphertexts, one seed per row).</summary>
+    /// <param name="row">The features, standardized as in training.</param>
+    /// <exception cref="ArgumentException">The row has the wrong number of features or a non-finite value.</exception>
+    public byte[] QuantizeEncryptSerialize(float[] row) => _core.QuantizeEncryptSerialize(row);
+
+    /// <summary>Quantizes and encrypts one row of float64 features.</summary>
+    /// <param name="row">The features, standardized as in training.</param>
+    public byte[] QuantizeEncryptSerialize(double[] row) =>
+        _core.QuantizeEncryptSerialize(Array.ConvertAll(row, v => (float)v));
+
+    /// <summary>Decrypts a server answer to the last layer's integer accumulators.</summary>
+    /// <param name="result">The bytes the server returned.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged or for another model.</exception>
+    public long[] DeserializeDecrypt(byte[] result) => _core.DeserializeDecrypt(result);
+
+    /// <summary>Decrypts and dequantizes a server answer: class probabilities (classifier) or values (regressor).</summary>
+    /// <param name="result">The bytes the server returned.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged or for another model.</exception>
+    public double[] DeserializeDecryptDequantize(byte[] result) => _core.DeserializeDecryptDequantize(result);
+}
+
+/// <summary>
+/// The compute server's side: runs the saved circuit on ciphertexts with evaluation keys only. Keys can be registered
+/// once (kept under a memory budget) and referred to by id.
+/// </summary>
+public sealed class FheModelServer
+{
+    private readonly CoreServer _core;
+
+    /// <summary>A server for the model saved in <paramref name="modelDirectory"/>.</summary>
+    /// <param name="modelDirectory">A directory written by <see cref="FheModelDev"/>.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The server artifact is missing or damaged.</exception>
+    public FheModelServer(string modelDirectory) => _core = new CoreServer(modelDirectory);
+
+    /// <summary>The client artifact's bytes, to hand to clients.</summary>
+    public byte[] ClientArtifact => _core.ClientArtifact;
+
+    /// <summary>Runs the model on a client's ciphertexts with its evaluation keys; returns the encrypted answer.</summary>
+    /// <param name="ciphertexts">From <see cref="FheModelClient.QuantizeEncryptSerialize(float[])"/>.</param>
+    /// <param name="evaluationKeys">From <see cref="FheModelClient.EvaluationKeys"/>.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">Damaged data, or keys/ciphertexts of another model.</exception>
+    public byte[] Run(byte[] ciphertexts, byte[] evaluationKeys) => _core.Run(ciphertexts, evaluationKeys);
+
+    /// <summary>Loads and keeps evaluation keys; returns their id (the SHA-256 of the bytes).</summary>
+    /// <param name="evaluationKeys">From <see cref="FheModelClient.EvaluationKeys"/>.</param>
+    public string RegisterKeys(byte[] evaluationKeys) => _core.RegisterKeys(evaluationKeys);
+
+    /// <summary>Runs the model with registered keys.</summary>
+    /// <param name="keyId">An id from <see cref="RegisterKeys"/>.</param>
+    /// <param name="ciphertexts">The client's ciphertexts.</param>
+    /// <exception cref="FheNet.Deploy.EvaluationKeysNotFoundException">Unknown or evicted keys: register them again.</exception>
+    public byte[] Run(string keyId, byte[] ciphertexts) => _core.Run(keyId, ciphertexts);
+
+    /// <summary>Runs the model with registered keys on a worker thread.</summary>
+    /// <param name="keyId">An id from <see cref="RegisterKeys"/>.</param>
+    /// <param name="ciphertexts">The client's ciphertexts.</param>
+    /// <param name="cancellationToken">Checked before the run starts.</param>
+    public Task<byte[]> RunAsync(string keyId, byte[] ciphertexts, CancellationToken cancellationToken = default) =>
+        Task.Run(() => _core.Run(keyId, ciphertexts), cancellationToken);
+}
