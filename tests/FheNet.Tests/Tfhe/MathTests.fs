@@ -197,7 +197,9 @@ let tests =
                     for path in SimdPath.supported do
                         let r = plan.NegacyclicProduct(path, torus, digits)
                         let worst = Array.map2 (fun (a: uint64) (b: uint64) -> abs (float (int64 (a - b)))) r scalar |> Array.max
-                        Expect.isLessThan worst (Math.Pow(2.0, 40.0)) $"%A{path} vs scalar"
+                        // Each path is within the FFT bound 2^(11 + β - 1 + log2 N) of the exact product (β = 23,
+                        // N = 2048), so two paths agree within twice it; 2^40 was hit by a rare draw.
+                        Expect.isLessThanOrEqual worst (2.0 * Math.Pow(2.0, 11.0 + 22.0 + 11.0)) $"%A{path} vs scalar"
                 }
                 testProperty "the limb-split product with a binary polynomial is exact"
                 <| forAll
