@@ -4,6 +4,7 @@
 //   test        build, run every test project, print "Tests: N passed, N failed, N skipped" (the default)
 //   bench       build, run Scripts/bench.fsx (arguments after -- go to the script)
 //   quickstart  build, run Scripts/quickstart.fsx (the README's main job)
+//   run NAME    build, run Scripts/NAME.fsx (arguments after -- go to the script), e.g. run classifier_comparison
 
 open System
 open System.Diagnostics
@@ -97,4 +98,9 @@ match target with
 | "test" -> test ()
 | "bench" -> script "bench" scriptArgs
 | "quickstart" -> script "quickstart" scriptArgs
-| other -> fail $"unknown target '%s{other}'; use restore, build, test, bench or quickstart"
+| "run" ->
+    match scriptArgs with
+    | name :: args when IO.File.Exists(IO.Path.Combine(root, "Scripts", $"%s{name}.fsx")) ->
+        script name (match args with "--" :: a -> a | a -> a)
+    | _ -> fail "run needs the name of a script in Scripts/, e.g. dotnet fsi build.fsx run classifier_comparison -- --help"
+| other -> fail $"unknown target '%s{other}'; use restore, build, test, bench, quickstart or run NAME"

@@ -1,5 +1,5 @@
 // Shared by every script: loads the built FheNet library. Build it first with `dotnet fsi build.fsx build`
-// (the build.fsx targets `quickstart` and `bench` do that for you).
+// (or run any script with `dotnet fsi build.fsx run NAME`, which builds first).
 #r "../Core.fs/bin/Release/net10.0/FheNet.Core.dll"
 // The library's package dependencies (resolved from the local NuGet cache that the build filled).
 #r "nuget: System.Numerics.Tensors, 10.0.0"
