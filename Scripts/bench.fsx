@@ -201,7 +201,6 @@ let tfheNoiseCheck () =
     let predicted = (NoiseModel.lookupNoise weak (NoiseModel.freshVariance weak.GlweNoise)).PFail
     report "noise-check/failure-rate/weak-1e-2" watch.Elapsed.TotalMilliseconds [ "measured", box rate; "predicted", box (Math.Round(predicted, 5)); "bootstraps", box 10_000 ]
 
-quantizationBench ()
 
 /// Quantization-aware training speed: 10 epochs, batch 64, n_layers 3, 3/3 bits, on 1347 × 64 synthetic rows with
 /// 10 classes (hidden 256), the PyTorch peer's workload; plus the float twin and integer-model predict throughput.
@@ -242,6 +241,7 @@ let trainingBench () =
         report $"predict/integer/%d{threads}thread" ms [ ("rows_per_s", box (Math.Round(1347.0 / (ms / 1000.0)))) ]
 
 
+quantizationBench ()
 tfheAnalysisBench ()
 trainingBench ()
 tfheEngineBench (fsi.CommandLineArgs |> Array.contains "--all")

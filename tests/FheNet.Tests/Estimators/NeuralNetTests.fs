@@ -1,7 +1,6 @@
 module FheNet.Tests.Estimators.NeuralNetTests
 
 open System
-open System.IO
 open Expecto
 open FheNet
 open FheNet.Numerics
@@ -10,25 +9,12 @@ open FheNet.Quantization
 open FheNet.Nn
 open FheNet.Integer
 open FheNet.Estimators
-
-/// A data file of the repository (features standardized with the train split's statistics by the caller).
-let private readCsv (name: string) =
-    let path = Path.Combine(__SOURCE_DIRECTORY__, "..", "..", "..", "data", name)
-    let lines = File.ReadAllLines path |> Array.skip 1 |> Array.filter (fun l -> l <> "")
-    let rows = lines |> Array.map (fun l -> l.Split ',' |> Array.map (fun s -> Double.Parse(s, Globalization.CultureInfo.InvariantCulture)))
-    rows |> Array.map (fun r -> r[.. r.Length - 2]), rows |> Array.map (fun r -> r[r.Length - 1])
-
-let private standardized (train: float[][]) (rows: float[][]) =
-    let d = train[0].Length
-    let mean = Array.init d (fun j -> train |> Array.averageBy (fun r -> r[j]))
-    let std = Array.init d (fun j -> max 1e-12 (sqrt (train |> Array.averageBy (fun r -> (r[j] - mean[j]) ** 2.0))))
-    rows |> Array.map (fun r -> Array.init d (fun j -> float32 ((r[j] - mean[j]) / std[j])))
+open FheNet.Tests
 
 let private iris =
     lazy
-        (let xTrain, yTrain = readCsv "iris_train.csv"
-         let xTest, yTest = readCsv "iris_test.csv"
-         standardized xTrain xTrain, yTrain |> Array.map int, standardized xTrain xTest, yTest |> Array.map int)
+        (let xTrain, yTrain, xTest, yTest = TestData.split "iris"
+         xTrain, yTrain |> Array.map int, xTest, yTest |> Array.map int)
 
 let private settings = { NeuralNetSettings.defaults with Threads = 1 }
 
