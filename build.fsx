@@ -84,7 +84,8 @@ let test () =
 
 let script name (args: string list) =
     build ()
-    dotnet ([ "fsi"; "--quiet"; $"Scripts/%s{name}.fsx"; "--" ] @ args)
+    // FHENET_BUILT: the library is built, so the script skips its launcher half (Scripts/launch.fsx).
+    dotnet ([ "fsi"; "--quiet"; "--define:FHENET_BUILT"; $"Scripts/%s{name}.fsx"; "--" ] @ args)
 
 let argv = fsi.CommandLineArgs |> Array.skip 1 |> List.ofArray
 let target, scriptArgs =

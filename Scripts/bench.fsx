@@ -1,5 +1,9 @@
 // Benchmarks: dotnet fsi build.fsx bench [-- --all]
 // Prints one JSON object per line with at least `name` and `median_ms`.
+#if !FHENET_BUILT
+#load "launch.fsx"
+Launch.run () // builds when needed, then runs this file again with FHENET_BUILT defined
+#else
 #load "prelude.fsx"
 
 open System
@@ -246,3 +250,4 @@ tfheAnalysisBench ()
 trainingBench ()
 tfheEngineBench (fsi.CommandLineArgs |> Array.contains "--all")
 tfheNoiseCheck ()
+#endif

@@ -4,7 +4,11 @@
 // artifact, generates keys, uploads the evaluation keys, predicts rows encrypted over HTTP, decrypts them and checks
 // them against the integer model in the clear (fhe = disable). With --clients N > 0 it then runs a bounded load test:
 // N concurrent clients, each with its own keys, sending --requests encrypted predictions one after the other.
-// Prints one JSON object per line. Build first: dotnet fsi build.fsx build
+// Prints one JSON object per line.
+#if !FHENET_BUILT
+#load "launch.fsx"
+Launch.run () // builds when needed, then runs this file again with FHENET_BUILT defined
+#else
 #load "prelude.fsx"
 
 open System
@@ -206,3 +210,4 @@ finally
         serverProcess.Kill true
         serverProcess.WaitForExit()
     workDirectory.Delete true
+#endif

@@ -3,6 +3,10 @@
 //   [--w-bits 3] [--a-bits 3] [--accum-bits N] [--epochs 10] [--lr 0.001] [--batch-size N] [--activation relu]
 //   [--multiplier 4] [--pot true|false] [--seed 0] [--fhe disable|simulate|execute] [--fhe-samples N]
 //   [--rounding exact|per-bit|approximate] [--rounding-bits N] [--p-error P]
+#if !FHENET_BUILT
+#load "launch.fsx"
+Launch.run () // builds when needed, then runs this file again with FHENET_BUILT defined
+#else
 #load "prelude.fsx"
 
 open System
@@ -132,3 +136,4 @@ let result =
         @ fheFields
     )
 printfn "%s" (JsonSerializer.Serialize result)
+#endif

@@ -1,5 +1,5 @@
-// Shared by every script: loads the built FheNet library. Build it first with `dotnet fsi build.fsx build`
-// (or run any script with `dotnet fsi build.fsx run NAME`, which builds first).
+// Shared by every script: loads the built FheNet library. Scripts reach it through their launcher half
+// (launch.fsx), which builds first; from the REPL run `dotnet fsi build.fsx build` once, then load this file.
 #r "../Core.fs/bin/Release/net10.0/FheNet.Core.dll"
 // The library's package dependencies (resolved from the local NuGet cache that the build filled).
 #r "nuget: System.Numerics.Tensors, 10.0.0"

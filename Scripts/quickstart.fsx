@@ -2,6 +2,10 @@
 // Trains a 3-bit network on Iris with quantization-aware training, compiles it to an FHE circuit, generates keys,
 // and classifies a few test rows encrypted end to end, checking that they match the integer model in the clear.
 // Progress renders live on a terminal; redirected output gets the result lines only.
+#if !FHENET_BUILT
+#load "launch.fsx"
+Launch.run () // builds when needed, then runs this file again with FHENET_BUILT defined
+#else
 #load "prelude.fsx" "ui.fsx"
 
 open Prelude
@@ -43,3 +47,4 @@ if encrypted <> clear then
     Ui.error "encrypted and clear predictions differ"
     exit 1
 Ui.line "encrypted = clear" "yes"
+#endif

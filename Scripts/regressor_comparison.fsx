@@ -4,6 +4,10 @@
 // training curves, R² against the bit-width (sine) and the per-layer bit-widths of a compiled circuit.
 // dotnet fsi Scripts/regressor_comparison.fsx [-- --epochs 100 --execute 3 --multiplier 8 --sweep true]
 // Exits 1 if an encrypted prediction differs from the clear one.
+#if !FHENET_BUILT
+#load "launch.fsx"
+Launch.run () // builds when needed, then runs this file again with FHENET_BUILT defined
+#else
 #load "prelude.fsx" "ui.fsx" "plots.fsx"
 
 open System
@@ -138,3 +142,4 @@ let mismatches = outcomes |> List.sumBy (fun o -> o.Mismatches)
 if mismatches > 0 then
     Ui.error $"%d{mismatches} encrypted predictions differ from the clear ones"
     exit 1
+#endif
