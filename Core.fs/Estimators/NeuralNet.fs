@@ -271,26 +271,13 @@ module internal Documents =
     [<Literal>]
     let CurrentVersion = 1
 
-    let settingsPairs (s: NeuralNetSettings) =
-        [| "module__n_layers", string s.Layers
-           "module__n_hidden_neurons_multiplier", s.HiddenMultiplier.ToString("R", Globalization.CultureInfo.InvariantCulture)
-           "module__activation_function", Activation.name s.Activation
-           "module__n_w_bits", string s.WeightBits
-           "module__n_a_bits", string s.ActivationBits
-           "module__n_accum_bits", (s.AccumulatorBits |> Option.map string |> Option.defaultValue "none")
-           "module__power_of_two_scaling", string s.PowerOfTwoScaling
-           "max_epochs", string s.MaxEpochs
-           "lr", s.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture)
-           "batch_size", (s.BatchSize |> Option.map string |> Option.defaultValue "none")
-           "random_state", string s.Seed |]
-
     let dump (kind: string) (s: NeuralNetSettings) (classes: string[]) (f: FittedNetwork) =
         let net = f.Network
         let doc =
             { Format = FormatName
               Version = CurrentVersion
               Kind = kind
-              Settings = settingsPairs s
+              Settings = NeuralNetSettings.toPairs s
               Classes = classes
               InputDim = net.Config.InputDim
               Hidden = net.Config.Hidden

@@ -133,6 +133,9 @@ module NeuralNetSettings =
         match value with
         | _ when Object.ReferenceEquals(value, null) -> ClassWeights.Uniform
         | :? string as s when s.Equals("balanced", StringComparison.OrdinalIgnoreCase) -> ClassWeights.Balanced
+        | :? string as s when s.Equals("none", StringComparison.OrdinalIgnoreCase) -> ClassWeights.Uniform
+        | :? string as s ->
+            ClassWeights.Explicit [| for v in s.Split(',', StringSplitOptions.TrimEntries) -> toFloat "criterion__weight" v |]
         | :? ClassWeights as w -> w
         | :? IEnumerable as items when not (value :? string) ->
             ClassWeights.Explicit [| for v in items -> toFloat "criterion__weight" v |]
@@ -186,6 +189,40 @@ module NeuralNetSettings =
 
     /// Applies several named settings in order.
     let setMany (pairs: (string * objnull) seq) (s: NeuralNetSettings) = pairs |> Seq.fold (fun acc (n, v) -> set n v acc) s
+
+    /// Every setting as (name, invariant text) pairs that <c>setMany</c> reads back to the same settings, except the
+    /// epoch callback (code) and n_jobs (the machine's, not the model's: a model fitted on 1 or 8 threads is the
+    /// same): what a dumped model stores.
+    let toPairs (s: NeuralNetSettings) : (string * string)[] =
+        let number (v: float) = v.ToString("R", CultureInfo.InvariantCulture)
+        let optional (v: int option) = v |> Option.map string |> Option.defaultValue "none"
+        [| "module__n_layers", string s.Layers
+           "module__n_hidden_neurons_multiplier", number s.HiddenMultiplier
+           "module__activation_function", Activation.name s.Activation
+           "module__n_w_bits", string s.WeightBits
+           "module__n_a_bits", string s.ActivationBits
+           "module__n_accum_bits", optional s.AccumulatorBits
+           "module__power_of_two_scaling", string s.PowerOfTwoScaling
+           "max_epochs", string s.MaxEpochs
+           "lr", number s.Lr
+           "batch_size", optional s.BatchSize
+           "optimizer",
+           (match s.Optimizer with
+            | Optimizer.Adam -> "Adam"
+            | Optimizer.AdamW -> "AdamW"
+            | Optimizer.SgdMomentum -> "SGD")
+           "optimizer__momentum", number s.Momentum
+           "optimizer__weight_decay", number s.WeightDecay
+           "iterator_train__shuffle", string s.Shuffle
+           "validation_fraction", number s.ValidationFraction
+           "patience", optional s.Patience
+           "criterion__weight",
+           (match s.ClassWeights with
+            | ClassWeights.Uniform -> "none"
+            | ClassWeights.Balanced -> "balanced"
+            | ClassWeights.Explicit w -> w |> Array.map number |> String.concat ",")
+           "random_state", string s.Seed
+           "verbose", string s.Verbose |]
 
     /// Checks every setting; raises a typed exception naming the first bad one.
     let validate (s: NeuralNetSettings) =

@@ -10,6 +10,7 @@ open FheNet.Nn
 open FheNet.Integer
 open FheNet.Estimators
 open FheNet.Tests
+open FsCheck.FSharp
 
 let private iris =
     lazy
@@ -78,6 +79,43 @@ let tests =
               Expect.equal (s.MaxEpochs, s.Lr, s.ClassWeights, s.Optimizer) (7, 0.01, ClassWeights.Explicit [| 1.0; 2.0 |], Optimizer.SgdMomentum) "training"
               throws<ParameterOutOfRangeException> (fun () -> NeuralNetSettings.set "module__n_bits" (3 :> obj) s |> ignore) "unknown name"
           }
+
+          testProperty "toPairs read back by setMany gives the same settings (what a dump stores)" (
+              let settingsGen =
+                  gen {
+                      let! layers = Gen.choose (1, 6)
+                      let! multiplier = Gen.choose (1, 64) |> Gen.map (fun k -> float k / 8.0)
+                      let! activation = Gen.elements Activation.all
+                      let! wBits, aBits = Gen.zip (Gen.choose (2, 16)) (Gen.choose (2, 16))
+                      let! accum = Gen.optionOf (Gen.choose (4, 32))
+                      let! pot, shuffle, verbose = Gen.zip3 (Gen.elements [ true; false ]) (Gen.elements [ true; false ]) (Gen.elements [ true; false ])
+                      let! epochs, seed = Gen.zip (Gen.choose (1, 1000)) (Gen.choose (-1000, 1000))
+                      let! lr, momentum, decay = Gen.zip3 (Gen.choose (1, 100_000)) (Gen.choose (0, 99)) (Gen.choose (0, 1000))
+                      let! batch, patience = Gen.zip (Gen.optionOf (Gen.choose (1, 512))) (Gen.optionOf (Gen.choose (1, 20)))
+                      let! optimizer = Gen.elements [ Optimizer.Adam; Optimizer.AdamW; Optimizer.SgdMomentum ]
+                      let! validation = Gen.choose (0, 90) |> Gen.map (fun k -> float k / 100.0)
+                      let! weights =
+                          Gen.oneof
+                              [ Gen.constant ClassWeights.Uniform
+                                Gen.constant ClassWeights.Balanced
+                                Gen.arrayOfLength 3 (Gen.choose (1, 1000)) |> Gen.map (fun w -> ClassWeights.Explicit(w |> Array.map (fun v -> float v / 7.0))) ]
+                      return
+                          { NeuralNetSettings.defaults with
+                              Layers = layers; HiddenMultiplier = multiplier; Activation = activation
+                              WeightBits = wBits; ActivationBits = aBits; AccumulatorBits = accum
+                              PowerOfTwoScaling = pot; MaxEpochs = epochs; Lr = float lr * 1e-6; BatchSize = batch
+                              Optimizer = optimizer; Momentum = float momentum / 100.0; WeightDecay = float decay * 1e-5
+                              Shuffle = shuffle; ValidationFraction = validation; Patience = patience
+                              ClassWeights = weights; Seed = seed; Verbose = verbose }
+                  }
+              let fields (s: NeuralNetSettings) =
+                  (s.Layers, s.HiddenMultiplier, s.Activation, s.WeightBits, s.ActivationBits, s.AccumulatorBits),
+                  (s.PowerOfTwoScaling, s.MaxEpochs, s.Lr, s.BatchSize, s.Optimizer, s.Momentum, s.WeightDecay),
+                  (s.Shuffle, s.ValidationFraction, s.Patience, s.ClassWeights, s.Seed, s.Verbose)
+              Generators.forAll settingsGen (fun s ->
+                  let pairs = NeuralNetSettings.toPairs s |> Array.map (fun (n, v) -> n, (v :> objnull))
+                  fields (NeuralNetSettings.setMany pairs NeuralNetSettings.defaults) = fields s)
+          )
 
           test "balanced class weights, validation split, early stopping and the epoch callback" {
               let xTrain, yTrain, _, _ = iris.Value
