@@ -1,6 +1,9 @@
+#nowarn "9" // NativePtr: the key's address for the prefetch cursor
+
 namespace FheNet.Tfhe
 
 open System
+open Microsoft.FSharp.NativeInterop
 
 /// Conversion of GGSW-based keys to the Fourier domain (TFHE-rs `fft64/crypto/bootstrap.rs::fill_with_forward_fourier`):
 /// every polynomial as a torus polynomial through the plan's forward transform, layout kept.
@@ -72,14 +75,16 @@ module Bootstrap =
 
     /// The Fourier-domain half of an external product: the decomposed input (already in scratch.FourierDigits)
     /// against GGSW `index`, the k+1 sums transformed back and added to `output`.
-    let private multiplyAndAdd (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (scratch: BootstrapScratch) =
+    let private multiplyAndAdd
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        =
         let k, n = key.GlweDimension, key.PolynomialSize
         let level = key.Decomposer.Level
         let plan = FftPlan.ForSize n
         let sum = scratch.FourierSum
         FftPlan.MultiplyRows(path, sum, scratch.FourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
         for c in 0..k do
-            plan.BackwardAddTorus(path, sum, c * n, output, c * n)
+            plan.BackwardAddTorus(path, sum, c * n, output, c * n, &prefetch)
 
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
@@ -94,19 +99,32 @@ module Bootstrap =
         =
         let k, n = key.GlweDimension, key.PolynomialSize
         let plan = FftPlan.ForSize n
+        let mutable none = KeyPrefetch.None
         for r in 0..k do
-            plan.ForwardDecomposed(path, key.Decomposer, input, r * n, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits)
-        multiplyAndAdd path key index output scratch
+            plan.ForwardDecomposed(path, key.Decomposer, input, r * n, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, &none)
+        multiplyAndAdd path key index output scratch &none
+
+    /// The size of one Fourier GGSW of `key`, in doubles.
+    let private ggswSize (key: FourierBootstrapKey) =
+        key.Decomposer.Level * (key.GlweDimension + 1) * (key.GlweDimension + 1) * key.PolynomialSize
 
     /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc), the difference formed while
-    /// decomposing (the same result as externalProductAdd on that difference).
-    let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
+    /// decomposing (the same result as externalProductAdd on that difference). `prefetch` walks the key lines the
+    /// next CMux will read, a few per FFT loop iteration.
+    let private cmuxRotationPrefetching
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        =
         let k, n = key.GlweDimension, key.PolynomialSize
         let plan = FftPlan.ForSize n
         for r in 0..k do
             plan.ForwardDecomposedRotation(
-                path, key.Decomposer, acc, r * n, degree, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, scratch.Difference)
-        multiplyAndAdd path key index acc scratch
+                path, key.Decomposer, acc, r * n, degree, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, scratch.Difference, &prefetch)
+        multiplyAndAdd path key index acc scratch &prefetch
+
+    /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc).
+    let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
+        let mutable none = KeyPrefetch.None
+        cmuxRotationPrefetching path key index acc degree scratch &none
 
     /// ct0 ← ct0 + GGSW(b) ⊡ (ct1 - ct0): ct1 when b = 1, ct0 when b = 0 (plus noise).
     let cmux (path: SimdPath) (key: FourierBootstrapKey) (index: int) (ct0: uint64[]) (ct1: uint64[]) (scratch: BootstrapScratch) =
@@ -146,10 +164,18 @@ module Bootstrap =
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
             Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
+        let size = ggswSize key
+        use keyPointer = fixed key.Data
         for i in 0 .. key.InputDimension - 1 do
             let a = switched[i]
             if a <> 0 then
-                cmuxRotation path key i acc a scratch
+                // The key streams from memory once per bootstrap: request GGSW i + 1 while CMux i computes.
+                let mutable prefetch =
+                    if path = SimdPath.Vector512 && i + 1 < key.InputDimension then
+                        KeyPrefetch(NativePtr.add keyPointer ((i + 1) * size), 8 * size)
+                    else
+                        KeyPrefetch.None
+                cmuxRotationPrefetching path key i acc a scratch &prefetch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
     /// mask j becomes [a_0, -a_{N-1}, …, -a_1], the body is B[0].

@@ -1,4 +1,4 @@
-#nowarn "9" // NativePtr in FftPlan.MultiplyRows: the prefetch instruction takes an address
+#nowarn "9" // NativePtr in KeyPrefetch and FftPlan.MultiplyRows: the prefetch instruction takes an address
 
 namespace FheNet.Tfhe
 
@@ -119,6 +119,35 @@ module internal Butterfly512 =
     /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
     let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
         Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
+
+/// Cache lines of the bootstrapping key to prefetch a few at a time from inside the FFT passes of a CMux, so that
+/// the next GGSW streams in from memory while this one's transforms compute. Issued in one burst the prefetches
+/// fill the core's miss buffers and stall; spread over the passes they overlap with the arithmetic.
+[<Struct; NoEquality; NoComparison>]
+type internal KeyPrefetch =
+    val mutable private next: nativeint
+    val private last: nativeint
+
+    /// Prefetches [start, start + bytes), `KeyPrefetch.LinesPerStep` lines per Step.
+    new(start: nativeptr<float>, bytes: int) =
+        let first = NativePtr.toNativeInt start
+        { next = first; last = first + nativeint bytes }
+
+    /// A cursor with nothing to prefetch.
+    static member None = KeyPrefetch(NativePtr.nullPtr, 0)
+
+    /// Lines issued per Step: a CMux at k = 1, ℓ = 1, N = 2048 runs 320 steps (4 transforms of 80 loop iterations)
+    /// and its successor's GGSW is 1,024 lines, all requested within the first 80 % of the CMux.
+    static member LinesPerStep = 4
+
+    /// Issues the next LinesPerStep prefetches (into L2), if any are left.
+    member c.Step() =
+        if c.next < c.last then
+            let mutable line = 0
+            while line < KeyPrefetch.LinesPerStep do
+                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.ofNativeInt<byte> (c.next + nativeint (64 * line))))
+                line <- line + 1
+            c.next <- c.next + nativeint (64 * KeyPrefetch.LinesPerStep)
 
 /// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
 /// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
@@ -333,7 +362,7 @@ type FftPlan(polynomialSize: int) =
     // The first DIF step (last DIT step) fuses with the twist when it is a pair of spans.
     let firstStepIsPair = schedule512[0] >= 64 || schedule512[0] = 16
 
-    member private p.DifV512(d: float[], off: int, firstStep: int) =
+    member private p.DifV512(d: float[], off: int, firstStep: int, prefetch: byref<KeyPrefetch>) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
         let struct (p1, s1, _, _) = fwd512[2]
@@ -371,6 +400,7 @@ type FftPlan(polynomialSize: int) =
                         st z2i &base0 (im + i2)
                         st z3r &base0 (re + i3)
                         st z3i &base0 (im + i3)
+                        prefetch.Step()
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 32 then
@@ -401,6 +431,7 @@ type FftPlan(polynomialSize: int) =
                     finish c2r c2i c3r c3i 16
                     finish c4r c4i c5r c5i 32
                     finish c6r c6i c7r c7i 48
+                    prefetch.Step()
                     b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
@@ -418,6 +449,7 @@ type FftPlan(polynomialSize: int) =
                     st xi &base0 (im + b)
                     st yr &base0 (re + b + 8)
                     st yi &base0 (im + b + 8)
+                    prefetch.Step()
                     b <- b + 16
             else
                 let mutable b = 0
@@ -425,9 +457,10 @@ type FftPlan(polynomialSize: int) =
                     let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
                     st xr &base0 (re + b)
                     st xi &base0 (im + b)
+                    prefetch.Step()
                     b <- b + 8
 
-    member private p.DitV512(d: float[], off: int, lastStep: int) =
+    member private p.DitV512(d: float[], off: int, lastStep: int, prefetch: byref<KeyPrefetch>) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
         let struct (p4, s4, w4r, w4i) = bwd512[2]
@@ -465,6 +498,7 @@ type FftPlan(polynomialSize: int) =
                         st x2i &base0 (im + i2)
                         st x3r &base0 (re + i3)
                         st x3i &base0 (im + i3)
+                        prefetch.Step()
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 32 then
@@ -496,6 +530,7 @@ type FftPlan(polynomialSize: int) =
                     finish a1r a1i a5r a5i 8 40
                     finish a2r a2i a6r a6i 16 48
                     finish a3r a3i a7r a7i 24 56
+                    prefetch.Step()
                     b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
@@ -509,6 +544,7 @@ type FftPlan(polynomialSize: int) =
                     st (ai + vi) &base0 (im + b)
                     st (ar - vr) &base0 (re + b + 8)
                     st (ai - vi) &base0 (im + b + 8)
+                    prefetch.Step()
                     b <- b + 16
             else
                 let mutable b = 0
@@ -516,17 +552,22 @@ type FftPlan(polynomialSize: int) =
                     let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
                     st xr &base0 (re + b)
                     st xi &base0 (im + b)
+                    prefetch.Step()
                     b <- b + 8
 
     member private p.Dif(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DifV512(d, off, 0)
+        | SimdPath.Vector512 ->
+            let mutable none = KeyPrefetch.None
+            p.DifV512(d, off, 0, &none)
         | SimdPath.Vector256 -> difV256 d off
         | SimdPath.Scalar -> difScalar d off 1
 
     member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DitV512(d, off, 0)
+        | SimdPath.Vector512 ->
+            let mutable none = KeyPrefetch.None
+            p.DitV512(d, off, 0, &none)
         | SimdPath.Vector256 -> ditV256 d off
         | SimdPath.Scalar -> ditScalar d off 1
 
@@ -572,7 +613,7 @@ type FftPlan(polynomialSize: int) =
 
     /// One decomposition level on AVX-512: the digits of the polynomial whose coefficients t..t+7 `load t` gives,
     /// the twist and the first two FFT stages in one pass over the data, then the remaining passes.
-    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>) =
+    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>, prefetch: byref<KeyPrefetch>) =
         let fRef = &MemoryMarshal.GetArrayDataReference fourier
         let inline twisted (m: int) =
             let mutable low = decomposer.InitState512(load m)
@@ -604,8 +645,9 @@ type FftPlan(polynomialSize: int) =
             st z2i &fRef (im + j + s)
             st z3r &fRef (re + j + s + q)
             st z3i &fRef (im + j + s + q)
+            prefetch.Step()
             j <- j + 8
-        p.DifV512(fourier, firstOffset, 1)
+        p.DifV512(fourier, firstOffset, 1, &prefetch)
 
     /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
     /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomial
@@ -614,10 +656,17 @@ type FftPlan(polynomialSize: int) =
     member p.ForwardDecomposed
         (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
         =
+        let mutable none = KeyPrefetch.None
+        p.ForwardDecomposed(path, decomposer, input, inputOffset, fourier, firstOffset, levelStride, digits, &none)
+
+    /// ForwardDecomposed, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.ForwardDecomposed
+        (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], prefetch: byref<KeyPrefetch>)
+        =
         checkPath path
         match path with
         | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, fun t -> Vector512.LoadUnsafe(&input[inputOffset + t]))
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, (fun t -> Vector512.LoadUnsafe(&input[inputOffset + t])), &prefetch)
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -635,7 +684,7 @@ type FftPlan(polynomialSize: int) =
                     Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(a, wi, b * wr), &fRef, unativeint (o + half))
                 j <- j + 8
             for i in 0 .. level - 1 do
-                p.Dif(path, fourier, firstOffset + i * levelStride)
+                p.DifV512(fourier, firstOffset + i * levelStride, 0, &prefetch)
         | _ ->
             decomposer.DecomposePolynomial(ReadOnlySpan(input, inputOffset, polynomialSize), digits)
             for i in 0 .. decomposer.Level - 1 do
@@ -646,6 +695,13 @@ type FftPlan(polynomialSize: int) =
     /// decomposing, never stored; otherwise it goes through `difference` (N values).
     member p.ForwardDecomposedRotation
         (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[])
+        =
+        let mutable none = KeyPrefetch.None
+        p.ForwardDecomposedRotation(path, decomposer, acc, accOffset, degree, fourier, firstOffset, levelStride, digits, difference, &none)
+
+    /// ForwardDecomposedRotation, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.ForwardDecomposedRotation
+        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[], prefetch: byref<KeyPrefetch>)
         =
         checkPath path
         match path with
@@ -670,10 +726,10 @@ type FftPlan(polynomialSize: int) =
                             scalarRotated t, scalarRotated (t + 1), scalarRotated (t + 2), scalarRotated (t + 3),
                             scalarRotated (t + 4), scalarRotated (t + 5), scalarRotated (t + 6), scalarRotated (t + 7))
                 rotated - Vector512.LoadUnsafe(&acc[accOffset + t])
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference)
+            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference, &prefetch)
         | _ ->
             Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
-            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits)
+            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits, &prefetch)
 
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
@@ -691,13 +747,18 @@ type FftPlan(polynomialSize: int) =
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
+        let mutable none = KeyPrefetch.None
+        p.BackwardAddTorus(path, fourier, offset, output, outputOffset, &none)
+
+    /// BackwardAddTorus, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int, prefetch: byref<KeyPrefetch>) =
         checkPath path
         let im = offset + half
         let o = outputOffset
         match path with
         | SimdPath.Vector512 when firstStepIsPair ->
             // The last two FFT stages, the untwist and the conversion to the torus in one pass over the data.
-            p.DitV512(fourier, offset, 1)
+            p.DitV512(fourier, offset, 1, &prefetch)
             let scale = Vector512.Create two64
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
             let inline finish (m: int) (zr: Vector512<float>) (zi: Vector512<float>) =
@@ -723,9 +784,10 @@ type FftPlan(polynomialSize: int) =
                 finish (j + q) x1r x1i
                 finish (j + s) x2r x2i
                 finish (j + s + q) x3r x3i
+                prefetch.Step()
                 j <- j + 8
         | SimdPath.Vector512 ->
-            p.Dit(path, fourier, offset)
+            p.DitV512(fourier, offset, 0, &prefetch)
             let scale = Vector512.Create two64
             let mutable j = 0
             while j < half do
@@ -813,8 +875,6 @@ type FftPlan(polynomialSize: int) =
     /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
     /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
     /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
-    /// On AVX-512 it also prefetches (into L2) the same lines of the next GGSW of `matrix`: a bootstrap streams its
-    /// key from memory once, and the next CMux's FFTs then run while those lines arrive (about 13 % of a PBS).
     static member MultiplyRows
         (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
         =
@@ -823,9 +883,6 @@ type FftPlan(polynomialSize: int) =
         match path with
         | SimdPath.Vector512 when columns = 2 ->
             // k = 1 (every TUniform preset from 4 bits up): both sums in registers, one pass over the points.
-            use matrixPtr = fixed matrix
-            let prefetchDistance = rows * columns * n
-            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
             let inRef = &MemoryMarshal.GetArrayDataReference inputs
             let mRef = &MemoryMarshal.GetArrayDataReference matrix
             let sRef = &MemoryMarshal.GetArrayDataReference sums
@@ -844,12 +901,6 @@ type FftPlan(polynomialSize: int) =
                     let b0i = ld &mRef (g + half)
                     let b1r = ld &mRef (g + n)
                     let b1i = ld &mRef (g + n + half)
-                    if canPrefetch then
-                        let next = NativePtr.add matrixPtr (g + prefetchDistance)
-                        Sse.Prefetch1(NativePtr.toVoidPtr next)
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next half))
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next n))
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next (n + half)))
                     s0r <- Avx512F.FusedMultiplyAdd(ar, b0r, Avx512F.FusedMultiplyAddNegated(ai, b0i, s0r))
                     s0i <- Avx512F.FusedMultiplyAdd(ar, b0i, Avx512F.FusedMultiplyAdd(ai, b0r, s0i))
                     s1r <- Avx512F.FusedMultiplyAdd(ar, b1r, Avx512F.FusedMultiplyAddNegated(ai, b1i, s1r))
@@ -861,22 +912,6 @@ type FftPlan(polynomialSize: int) =
                 st s1r &sRef (n + j)
                 st s1i &sRef (n + half + j)
                 j <- j + 8
-        | SimdPath.Vector512 ->
-            // k > 1: one multiply-accumulate pass per (row, column), each also prefetching its polynomial of the
-            // next GGSW.
-            use matrixPtr = fixed matrix
-            let prefetchDistance = rows * columns * n
-            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
-            Array.Clear(sums, 0, columns * n)
-            for c in 0 .. columns - 1 do
-                for row in 0 .. rows - 1 do
-                    let g = matrixOffset + (row * columns + c) * n
-                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, g, n)
-                    if canPrefetch then
-                        let mutable line = 0
-                        while line < n do
-                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add matrixPtr (g + prefetchDistance + line)))
-                            line <- line + 8
         | _ ->
             Array.Clear(sums, 0, columns * n)
             for c in 0 .. columns - 1 do
