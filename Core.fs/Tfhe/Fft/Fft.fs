@@ -125,29 +125,31 @@ module internal Butterfly512 =
 /// fill the core's miss buffers and stall; spread over the passes they overlap with the arithmetic.
 [<Struct; NoEquality; NoComparison>]
 type internal KeyPrefetch =
-    val mutable private next: nativeint
-    val private last: nativeint
+    /// The next line to request.
+    val mutable Next: nativeint
+    /// The end of the range.
+    val Last: nativeint
 
-    /// Prefetches [start, start + bytes), `KeyPrefetch.LinesPerStep` lines per Step.
+    /// Prefetches [start, start + bytes), four lines per Step.
     new(start: nativeptr<float>, bytes: int) =
         let first = NativePtr.toNativeInt start
-        { next = first; last = first + nativeint bytes }
+        { Next = first; Last = first + nativeint bytes }
 
     /// A cursor with nothing to prefetch.
     static member None = KeyPrefetch(NativePtr.nullPtr, 0)
 
-    /// Lines issued per Step: a CMux at k = 1, ℓ = 1, N = 2048 runs 320 steps (4 transforms of 80 loop iterations)
-    /// and its successor's GGSW is 1,024 lines, all requested within the first 80 % of the CMux.
-    static member LinesPerStep = 4
-
-    /// Issues the next LinesPerStep prefetches (into L2), if any are left.
-    member c.Step() =
-        if c.next < c.last then
-            let mutable line = 0
-            while line < KeyPrefetch.LinesPerStep do
-                Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.ofNativeInt<byte> (c.next + nativeint (64 * line))))
-                line <- line + 1
-            c.next <- c.next + nativeint (64 * KeyPrefetch.LinesPerStep)
+    /// Issues the next four line prefetches (into L2), if any are left: a CMux at k = 1, ℓ = 1, N = 2048 runs 320
+    /// steps (4 transforms of 80 loop iterations) and its successor's GGSW is 1,024 lines, so all are requested
+    /// within the first 80 % of the CMux. Inlined by F#: a call inside a kernel loop makes the JIT spill every
+    /// vector register around it.
+    member inline c.Step() =
+        if c.Next < c.Last then
+            let line = NativePtr.ofNativeInt<byte> c.Next
+            Sse.Prefetch1(NativePtr.toVoidPtr line)
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 64))
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 128))
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 192))
+            c.Next <- c.Next + 256n
 
 /// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
 /// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
@@ -611,15 +613,25 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
-    /// One decomposition level on AVX-512: the digits of the polynomial whose coefficients t..t+7 `load t` gives,
-    /// the twist and the first two FFT stages in one pass over the data, then the remaining passes.
-    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>, prefetch: byref<KeyPrefetch>) =
+    /// One decomposition level on AVX-512: the digits of `input[inputOffset .. + N)`, the twist and the first two
+    /// FFT stages in one pass over the data, then the remaining passes. With one level the balanced, rounded state
+    /// of Decomposer.InitState is the digit itself (NextDigit returns it unchanged), so only that is computed, with
+    /// its shift counts and mask hoisted out of the loop.
+    member private p.ForwardOneLevel(decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, prefetch: byref<KeyPrefetch>) =
         let fRef = &MemoryMarshal.GetArrayDataReference fourier
+        let r = decomposer.RepresentedBits
+        let toRounded, toSign, toTop = 63 - r, r - 1, r
+        let one = Vector512<uint64>.One
+        let representedMask = Vector512.Create((1UL <<< r) - 1UL)
+        let inline digit (m: int) =
+            let res = Vector512.ShiftRightLogical(Vector512.LoadUnsafe(&input[inputOffset + m]), toRounded)
+            let roundingBit = res &&& one
+            let res = Vector512.ShiftRightLogical(res + one, 1) &&& representedMask
+            let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, toSign)) &&& res, toSign)
+            Avx512DQ.ConvertToVector512Double((res - Vector512.ShiftLeft(needBalance, toTop)).AsInt64())
         let inline twisted (m: int) =
-            let mutable low = decomposer.InitState512(load m)
-            let mutable high = decomposer.InitState512(load (half + m))
-            let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
-            let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+            let a = digit m
+            let b = digit (half + m)
             let wr = Vector512.LoadUnsafe(&twistRe[m])
             let wi = Vector512.LoadUnsafe(&twistIm[m])
             struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
@@ -666,7 +678,9 @@ type FftPlan(polynomialSize: int) =
         checkPath path
         match path with
         | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, (fun t -> Vector512.LoadUnsafe(&input[inputOffset + t])), &prefetch)
+            if inputOffset < 0 || inputOffset + polynomialSize > input.Length then
+                raise (DimensionMismatchException("input", "offset + N within the array", inputOffset + polynomialSize, input.Length))
+            p.ForwardOneLevel(decomposer, input, inputOffset, fourier, firstOffset, &prefetch)
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -691,8 +705,9 @@ type FftPlan(polynomialSize: int) =
                 p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
 
     /// ForwardDecomposed of acc·X^degree - acc (the CMux difference of a blind rotation, degree in [0, 2N)) where
-    /// acc is `acc[accOffset .. + N)`. On AVX-512 with one level the difference is formed lane by lane while
-    /// decomposing, never stored; otherwise it goes through `difference` (N values).
+    /// acc is `acc[accOffset .. + N)`. The difference goes through `difference` (N values): two straight vector
+    /// loops there cost less than forming it lane by lane inside the decomposing pass, whose chunks straddling the
+    /// wrap point need a branch on every load.
     member p.ForwardDecomposedRotation
         (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[])
         =
@@ -704,32 +719,8 @@ type FftPlan(polynomialSize: int) =
         (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[], prefetch: byref<KeyPrefetch>)
         =
         checkPath path
-        match path with
-        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
-            let n = polynomialSize
-            let negate = degree >= n
-            let d = if negate then degree - n else degree
-            let scalarRotated (t: int) =
-                let v = if t >= d then acc[accOffset + t - d] else 0UL - acc[accOffset + t - d + n]
-                if negate then 0UL - v else v
-            // acc·X^degree - acc on the 8 coefficients from t; only the chunk holding the wrap point d is scalar.
-            let inline rotatedDifference (t: int) =
-                let rotated =
-                    if t >= d then
-                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d])
-                        if negate then Vector512<uint64>.Zero - v else v
-                    elif t + 8 <= d then
-                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d + n])
-                        if negate then v else Vector512<uint64>.Zero - v
-                    else
-                        Vector512.Create(
-                            scalarRotated t, scalarRotated (t + 1), scalarRotated (t + 2), scalarRotated (t + 3),
-                            scalarRotated (t + 4), scalarRotated (t + 5), scalarRotated (t + 6), scalarRotated (t + 7))
-                rotated - Vector512.LoadUnsafe(&acc[accOffset + t])
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference, &prefetch)
-        | _ ->
-            Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
-            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits, &prefetch)
+        Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
+        p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits, &prefetch)
 
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.

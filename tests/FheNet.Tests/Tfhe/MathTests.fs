@@ -225,4 +225,23 @@ let tests =
                     Polynomial.monomialMul (ReadOnlySpan a) d (Span once)
                     Polynomial.monomialMul (ReadOnlySpan once) ((64 - d) % 64) (Span back)
                     let xd = Array.init 32 (fun i -> if d < 32 && i = d then 1UL elif d >= 32 && i = d - 32 then UInt64.MaxValue else 0UL)
-                    back = a && once = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan xd)) ] ]
+                    back = a && once = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan xd))
+                testProperty "the vector CMux difference X^d·a - a equals the scalar one at any offset and degree"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 7)
+                        let n = 1 <<< logN
+                        let! degree = Gen.choose (0, 2 * n - 1)
+                        let! offset = Gen.choose (0, 9)
+                        let! a = Gen.arrayOfLength (n + 9) u64
+                        return n, degree, offset, a
+                     })
+                    (fun (n, degree, offset, a) ->
+                        let reference = Array.zeroCreate<uint64> n
+                        Polynomial.monomialMulMinusSelf (ReadOnlySpan(a, offset, n)) degree (Span reference)
+                        [ false; SimdPath.isSupported SimdPath.Vector512 ]
+                        |> List.distinct
+                        |> List.forall (fun vectorized ->
+                            let output = Array.zeroCreate<uint64> (n + 3)
+                            Polynomial.monomialMulMinusSelfInto vectorized a offset n degree output 3
+                            output[3..] = reference && output[..2] = [| 0UL; 0UL; 0UL |])) ] ]
