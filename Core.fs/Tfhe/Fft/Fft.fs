@@ -615,20 +615,14 @@ type FftPlan(polynomialSize: int) =
 
     /// One decomposition level on AVX-512: the digits of `input[inputOffset .. + N)`, the twist and the first two
     /// FFT stages in one pass over the data, then the remaining passes. With one level the balanced, rounded state
-    /// of Decomposer.InitState is the digit itself (NextDigit returns it unchanged), so only that is computed, with
-    /// its shift counts and mask hoisted out of the loop.
+    /// of Decomposer.InitState is the digit itself (NextDigit returns it unchanged), so only that is computed.
     member private p.ForwardOneLevel(decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, prefetch: byref<KeyPrefetch>) =
         let fRef = &MemoryMarshal.GetArrayDataReference fourier
-        let r = decomposer.RepresentedBits
-        let toRounded, toSign, toTop = 63 - r, r - 1, r
-        let one = Vector512<uint64>.One
-        let representedMask = Vector512.Create((1UL <<< r) - 1UL)
+        let struct (halfUnit, shift, boundary, plusHalf) = decomposer.RoundingConstants512
+        let twistRe, twistIm = twistRe, twistIm
         let inline digit (m: int) =
-            let res = Vector512.ShiftRightLogical(Vector512.LoadUnsafe(&input[inputOffset + m]), toRounded)
-            let roundingBit = res &&& one
-            let res = Vector512.ShiftRightLogical(res + one, 1) &&& representedMask
-            let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, toSign)) &&& res, toSign)
-            Avx512DQ.ConvertToVector512Double((res - Vector512.ShiftLeft(needBalance, toTop)).AsInt64())
+            let state = Decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + m]), halfUnit, shift, boundary, plusHalf)
+            Avx512DQ.ConvertToVector512Double(state.AsInt64())
         let inline twisted (m: int) =
             let a = digit m
             let b = digit (half + m)
@@ -757,8 +751,8 @@ type FftPlan(polynomialSize: int) =
                 let wi = Vector512.LoadUnsafe(&untwistIm[m])
                 let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
                 let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
-                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
-                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
+                let ir = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xr, 0uy) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xi, 0uy) * scale).AsUInt64()
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + m]) + ir, &output[o + m])
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + m]) + ii, &output[o + half + m])
             let s = schedule512[0]
@@ -789,8 +783,8 @@ type FftPlan(polynomialSize: int) =
                 let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
                 let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
                 // fract·2^64 rounds to nearest; exactly +2^63 converts to the integer indefinite 2^63, the same torus element.
-                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
-                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
+                let ir = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xr, 0uy) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xi, 0uy) * scale).AsUInt64()
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + j]) + ir, &output[o + j])
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + j]) + ii, &output[o + half + j])
                 j <- j + 8

@@ -122,12 +122,20 @@ let tests =
                         && closest % (1UL <<< shift) = 0UL
                         && (x - closest + (1UL <<< (shift - 1))) <= (1UL <<< shift)
                         && digits |> Array.forall (fun g -> abs g <= (1L <<< (beta - 1))))
-                testProperty "the 8-lane decomposition equals the scalar one"
+                testProperty "the 8-lane decomposition equals the scalar one, also next to the rounding and balancing boundaries"
                 <| forAll
                     (gen {
                         let! beta = Gen.choose (1, 30)
                         let! level = Gen.choose (1, 63 / beta)
-                        let! xs = Gen.arrayOfLength 64 u64
+                        // Half the values next to the rounding and balancing boundaries: ±2^63 and ±half a unit.
+                        let unit = 1UL <<< (64 - beta * level)
+                        let edge =
+                            gen {
+                                let! centre = Gen.elements [ 0UL; 1UL <<< 63; (1UL <<< 63) - unit / 2UL; (1UL <<< 63) + unit / 2UL; unit / 2UL; 0UL - unit / 2UL ]
+                                let! offset = Gen.choose (-2, 2)
+                                return centre + uint64 (int64 offset)
+                            }
+                        let! xs = Gen.arrayOfLength 64 (Gen.oneof [ u64; edge ])
                         return beta, level, xs
                      })
                     (fun (beta, level, xs) ->
