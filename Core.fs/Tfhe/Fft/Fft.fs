@@ -116,6 +116,53 @@ module internal Butterfly512 =
         let tr, ti = Vector512.Negate ui, ur
         struct (y0r + vr, y0i + vi, y1r + tr, y1i + ti, y0r - vr, y0i - vi, y1r - tr, y1i - ti)
 
+    /// The 8×8 transpose of the doubles of eight vectors (element l of vector v goes to element v of vector l):
+    /// unpacks within 128-bit lanes, then two rounds of two-source permutes. An involution.
+    let inline transpose8
+        (r0: Vector512<float>) (r1: Vector512<float>) (r2: Vector512<float>) (r3: Vector512<float>)
+        (r4: Vector512<float>) (r5: Vector512<float>) (r6: Vector512<float>) (r7: Vector512<float>)
+        (evenPairs: Vector512<int64>) (oddPairs: Vector512<int64>) (lowHalves: Vector512<int64>) (highHalves: Vector512<int64>)
+        =
+        let t0, t1 = Avx512F.UnpackLow(r0, r1), Avx512F.UnpackHigh(r0, r1)
+        let t2, t3 = Avx512F.UnpackLow(r2, r3), Avx512F.UnpackHigh(r2, r3)
+        let t4, t5 = Avx512F.UnpackLow(r4, r5), Avx512F.UnpackHigh(r4, r5)
+        let t6, t7 = Avx512F.UnpackLow(r6, r7), Avx512F.UnpackHigh(r6, r7)
+        let u0, u2 = Avx512F.PermuteVar8x64x2(t0, evenPairs, t2), Avx512F.PermuteVar8x64x2(t0, oddPairs, t2)
+        let u1, u3 = Avx512F.PermuteVar8x64x2(t1, evenPairs, t3), Avx512F.PermuteVar8x64x2(t1, oddPairs, t3)
+        let u4, u6 = Avx512F.PermuteVar8x64x2(t4, evenPairs, t6), Avx512F.PermuteVar8x64x2(t4, oddPairs, t6)
+        let u5, u7 = Avx512F.PermuteVar8x64x2(t5, evenPairs, t7), Avx512F.PermuteVar8x64x2(t5, oddPairs, t7)
+        struct (Avx512F.PermuteVar8x64x2(u0, lowHalves, u4), Avx512F.PermuteVar8x64x2(u1, lowHalves, u5),
+                Avx512F.PermuteVar8x64x2(u2, lowHalves, u6), Avx512F.PermuteVar8x64x2(u3, lowHalves, u7),
+                Avx512F.PermuteVar8x64x2(u0, highHalves, u4), Avx512F.PermuteVar8x64x2(u1, highHalves, u5),
+                Avx512F.PermuteVar8x64x2(u2, highHalves, u6), Avx512F.PermuteVar8x64x2(u3, highHalves, u7))
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with w = -i: multiplying by -i maps (a, b) to (b, -a), exactly
+    /// what the table product with cos = 0, sin = 1 gives.
+    let inline difMinusI (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ui - vi, vr - ur)
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with w = 1.
+    let inline difOne (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ur - vr, ui - vi)
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with a broadcast twiddle w.
+    let inline difTwiddle (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (wr: Vector512<float>) (wi: Vector512<float>) =
+        let dr, di = ur - vr, ui - vi
+        struct (ur + vr, ui + vi, mulRe dr di wr wi, mulIm dr di wr wi)
+
+    /// Backward radix-2 butterfly (u + v·w, u - v·w) with w = i (the conjugate of -i): (a, b)·i = (-b, a).
+    let inline ditPlusI (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur - vi, ui + vr, ur + vi, ui - vr)
+
+    /// Backward radix-2 butterfly (u + v, u - v).
+    let inline ditOne (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ur - vr, ui - vi)
+
+    /// Backward radix-2 butterfly (u + v·w, u - v·w) with a broadcast (already conjugated) twiddle w.
+    let inline ditTwiddle (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (wr: Vector512<float>) (wi: Vector512<float>) =
+        let tr, ti = mulRe vr vi wr wi, mulIm vr vi wr wi
+        struct (ur + tr, ui + ti, ur - tr, ui - ti)
+
     /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
     let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
         Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
@@ -214,6 +261,18 @@ type FftPlan(polynomialSize: int) =
         [| for s in [ 1; 2 ] ->
                let re, im = laneTwiddle 4 s true
                struct (v256 (laneSign 4 s), v256 re, v256 im) |]
+
+    // The 64-point blocks of the AVX-512 path end (begin) with an 8×8 transpose, so that the spans 4, 2, 1 run
+    // between vectors with broadcast twiddles instead of permutes inside them.
+    let i64x8 (f: int -> int) = Vector512.Create<int64>(ReadOnlySpan(Array.init 8 (fun l -> int64 (f l))))
+    let evenPairs = i64x8 (fun l -> (if l &&& 2 = 0 then 0 else 8) + (l / 4) * 4 + (l &&& 1))
+    let oddPairs = i64x8 (fun l -> (if l &&& 2 = 0 then 0 else 8) + (l / 4) * 4 + 2 + (l &&& 1))
+    let lowHalves = i64x8 (fun l -> if l < 4 then l else 4 + l)
+    let highHalves = i64x8 (fun l -> if l < 4 then 4 + l else 8 + l)
+    // e^{-2πi j/8} for j = 1, 3 (j = 0 is 1, j = 2 is -i), and their conjugates for the backward transform.
+    let eighthRe = [| for j in [ 1; 3 ] -> Vector512.Create(Twiddle.cosPi(float j / 4.0)) |]
+    let eighthIm = [| for j in [ 1; 3 ] -> Vector512.Create(-Twiddle.sinPi(float j / 4.0)) |]
+    let eighthConjIm = [| for j in [ 1; 3 ] -> Vector512.Create(Twiddle.sinPi(float j / 4.0)) |]
 
     static let two64 = 18446744073709551616.0
     static let ld (r: byref<float>) (i: int) = Vector512.LoadUnsafe(&r, unativeint i)
@@ -363,6 +422,19 @@ type FftPlan(polynomialSize: int) =
         go (half / 2) |> Array.ofList
     // The first DIF step (last DIT step) fuses with the twist when it is a pair of spans.
     let firstStepIsPair = schedule512[0] >= 64 || schedule512[0] = 16
+    // With a 64-point block step the AVX-512 order has every aligned 64-point block transposed 8×8 (as 8 vectors of
+    // 8); the other paths apply the same permutation after their last forward stage and before their first
+    // backward one, so that every path shares one Fourier order (keys converted on one path work on all).
+    let blocksTransposed = Array.contains 32 schedule512
+    let transposeBlocks (d: float[]) (off: int) =
+        for part in [ off; off + half ] do
+            for b in 0..64 .. half - 1 do
+                for v in 0..7 do
+                    for l in v + 1 .. 7 do
+                        let i, j = part + b + 8 * v + l, part + b + 8 * l + v
+                        let t = d[i]
+                        d[i] <- d[j]
+                        d[j] <- t
 
     member private p.DifV512(d: float[], off: int, firstStep: int, prefetch: byref<KeyPrefetch>) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
@@ -406,7 +478,8 @@ type FftPlan(polynomialSize: int) =
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 32 then
-                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, then 4, 2, 1 inside each.
+                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, an 8×8 transpose, then 4, 2, 1
+                // between the transposed vectors (the block is stored transposed).
                 let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (w: int) =
                     let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
                     let dr, di = ur - vr, ui - vi
@@ -421,18 +494,33 @@ type FftPlan(polynomialSize: int) =
                     let struct (c1r, c1i, c3r, c3i) = bf a1r a1i a3r a3i 24
                     let struct (c4r, c4i, c6r, c6i) = bf a4r a4i a6r a6i 16
                     let struct (c5r, c5i, c7r, c7i) = bf a5r a5i a7r a7i 24
-                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) =
-                        let struct (xr, xi, yr, yi) = bf ur ui vr vi 8
-                        let struct (xr, xi) = inRegister xr xi
-                        let struct (yr, yi) = inRegister yr yi
+                    let struct (e0r, e0i, e1r, e1i) = bf c0r c0i c1r c1i 8
+                    let struct (e2r, e2i, e3r, e3i) = bf c2r c2i c3r c3i 8
+                    let struct (e4r, e4i, e5r, e5i) = bf c4r c4i c5r c5i 8
+                    let struct (e6r, e6i, e7r, e7i) = bf c6r c6i c7r c7i 8
+                    // Transposed, vector l holds lane l of every e: the spans 4, 2, 1 pair whole vectors.
+                    let struct (t0r, t1r, t2r, t3r, t4r, t5r, t6r, t7r) =
+                        Butterfly512.transpose8 e0r e1r e2r e3r e4r e5r e6r e7r evenPairs oddPairs lowHalves highHalves
+                    let struct (t0i, t1i, t2i, t3i, t4i, t5i, t6i, t7i) =
+                        Butterfly512.transpose8 e0i e1i e2i e3i e4i e5i e6i e7i evenPairs oddPairs lowHalves highHalves
+                    let struct (t0r, t0i, t4r, t4i) = Butterfly512.difOne t0r t0i t4r t4i
+                    let struct (t1r, t1i, t5r, t5i) = Butterfly512.difTwiddle t1r t1i t5r t5i eighthRe[0] eighthIm[0]
+                    let struct (t2r, t2i, t6r, t6i) = Butterfly512.difMinusI t2r t2i t6r t6i
+                    let struct (t3r, t3i, t7r, t7i) = Butterfly512.difTwiddle t3r t3i t7r t7i eighthRe[1] eighthIm[1]
+                    let struct (t0r, t0i, t2r, t2i) = Butterfly512.difOne t0r t0i t2r t2i
+                    let struct (t1r, t1i, t3r, t3i) = Butterfly512.difMinusI t1r t1i t3r t3i
+                    let struct (t4r, t4i, t6r, t6i) = Butterfly512.difOne t4r t4i t6r t6i
+                    let struct (t5r, t5i, t7r, t7i) = Butterfly512.difMinusI t5r t5i t7r t7i
+                    let inline last (ur: Vector512<float>) ui vr vi (at: int) =
+                        let struct (xr, xi, yr, yi) = Butterfly512.difOne ur ui vr vi
                         Vector512.StoreUnsafe(xr, &d[re + b + at])
                         Vector512.StoreUnsafe(xi, &d[im + b + at])
                         Vector512.StoreUnsafe(yr, &d[re + b + at + 8])
                         Vector512.StoreUnsafe(yi, &d[im + b + at + 8])
-                    finish c0r c0i c1r c1i 0
-                    finish c2r c2i c3r c3i 16
-                    finish c4r c4i c5r c5i 32
-                    finish c6r c6i c7r c7i 48
+                    last t0r t0i t1r t1i 0
+                    last t2r t2i t3r t3i 16
+                    last t4r t4i t5r t5i 32
+                    last t6r t6i t7r t7i 48
                     prefetch.Step()
                     b <- b + 64
             elif s = 8 then
@@ -510,14 +598,36 @@ type FftPlan(polynomialSize: int) =
                     struct (ur + vr, ui + vi, ur - vr, ui - vi)
                 let mutable b = 0
                 while b < half do
-                    let inline start (at: int) =
-                        let struct (xr, xi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at])) (Vector512.LoadUnsafe(&d[im + b + at]))
-                        let struct (yr, yi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at + 8])) (Vector512.LoadUnsafe(&d[im + b + at + 8]))
-                        bf xr xi yr yi 8
-                    let struct (c0r, c0i, c1r, c1i) = start 0
-                    let struct (c2r, c2i, c3r, c3i) = start 16
-                    let struct (c4r, c4i, c5r, c5i) = start 32
-                    let struct (c6r, c6i, c7r, c7i) = start 48
+                    let inline load (at: int) = struct (Vector512.LoadUnsafe(&d[re + b + at]), Vector512.LoadUnsafe(&d[im + b + at]))
+                    let struct (t0r, t0i) = load 0
+                    let struct (t1r, t1i) = load 8
+                    let struct (t2r, t2i) = load 16
+                    let struct (t3r, t3i) = load 24
+                    let struct (t4r, t4i) = load 32
+                    let struct (t5r, t5i) = load 40
+                    let struct (t6r, t6i) = load 48
+                    let struct (t7r, t7i) = load 56
+                    // The block is stored transposed: the spans 1, 2, 4 pair whole vectors, then the transpose back.
+                    let struct (t0r, t0i, t1r, t1i) = Butterfly512.ditOne t0r t0i t1r t1i
+                    let struct (t2r, t2i, t3r, t3i) = Butterfly512.ditOne t2r t2i t3r t3i
+                    let struct (t4r, t4i, t5r, t5i) = Butterfly512.ditOne t4r t4i t5r t5i
+                    let struct (t6r, t6i, t7r, t7i) = Butterfly512.ditOne t6r t6i t7r t7i
+                    let struct (t0r, t0i, t2r, t2i) = Butterfly512.ditOne t0r t0i t2r t2i
+                    let struct (t1r, t1i, t3r, t3i) = Butterfly512.ditPlusI t1r t1i t3r t3i
+                    let struct (t4r, t4i, t6r, t6i) = Butterfly512.ditOne t4r t4i t6r t6i
+                    let struct (t5r, t5i, t7r, t7i) = Butterfly512.ditPlusI t5r t5i t7r t7i
+                    let struct (t0r, t0i, t4r, t4i) = Butterfly512.ditOne t0r t0i t4r t4i
+                    let struct (t1r, t1i, t5r, t5i) = Butterfly512.ditTwiddle t1r t1i t5r t5i eighthRe[0] eighthConjIm[0]
+                    let struct (t2r, t2i, t6r, t6i) = Butterfly512.ditPlusI t2r t2i t6r t6i
+                    let struct (t3r, t3i, t7r, t7i) = Butterfly512.ditTwiddle t3r t3i t7r t7i eighthRe[1] eighthConjIm[1]
+                    let struct (e0r, e1r, e2r, e3r, e4r, e5r, e6r, e7r) =
+                        Butterfly512.transpose8 t0r t1r t2r t3r t4r t5r t6r t7r evenPairs oddPairs lowHalves highHalves
+                    let struct (e0i, e1i, e2i, e3i, e4i, e5i, e6i, e7i) =
+                        Butterfly512.transpose8 t0i t1i t2i t3i t4i t5i t6i t7i evenPairs oddPairs lowHalves highHalves
+                    let struct (c0r, c0i, c1r, c1i) = bf e0r e0i e1r e1i 8
+                    let struct (c2r, c2i, c3r, c3i) = bf e2r e2i e3r e3i 8
+                    let struct (c4r, c4i, c5r, c5i) = bf e4r e4i e5r e5i 8
+                    let struct (c6r, c6i, c7r, c7i) = bf e6r e6i e7r e7i 8
                     let struct (a0r, a0i, a2r, a2i) = bf c0r c0i c2r c2i 16
                     let struct (a1r, a1i, a3r, a3i) = bf c1r c1i c3r c3i 24
                     let struct (a4r, a4i, a6r, a6i) = bf c4r c4i c6r c6i 16
@@ -562,16 +672,24 @@ type FftPlan(polynomialSize: int) =
         | SimdPath.Vector512 ->
             let mutable none = KeyPrefetch.None
             p.DifV512(d, off, 0, &none)
-        | SimdPath.Vector256 -> difV256 d off
-        | SimdPath.Scalar -> difScalar d off 1
+        | SimdPath.Vector256 ->
+            difV256 d off
+            if blocksTransposed then transposeBlocks d off
+        | SimdPath.Scalar ->
+            difScalar d off 1
+            if blocksTransposed then transposeBlocks d off
 
     member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
         | SimdPath.Vector512 ->
             let mutable none = KeyPrefetch.None
             p.DitV512(d, off, 0, &none)
-        | SimdPath.Vector256 -> ditV256 d off
-        | SimdPath.Scalar -> ditScalar d off 1
+        | SimdPath.Vector256 ->
+            if blocksTransposed then transposeBlocks d off
+            ditV256 d off
+        | SimdPath.Scalar ->
+            if blocksTransposed then transposeBlocks d off
+            ditScalar d off 1
 
     /// N.
     member _.PolynomialSize = polynomialSize

@@ -209,6 +209,25 @@ let tests =
                         // N = 2048), so two paths agree within twice it; 2^40 was hit by a rare draw.
                         Expect.isLessThanOrEqual worst (2.0 * Math.Pow(2.0, 11.0 + 22.0 + 11.0)) $"%A{path} vs scalar"
                 }
+                testProperty "every path leaves the Fourier form in one order: forward transforms agree with the scalar one"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 12)
+                        let n = 1 <<< logN
+                        let! digits = Gen.arrayOfLength n (Gen.choose (-(1 <<< 22), 1 <<< 22))
+                        return n, Array.map int64 digits
+                     })
+                    (fun (n, digits) ->
+                        let plan = FftPlan.ForSize n
+                        let transform path =
+                            let fourier = Array.zeroCreate<float> n
+                            plan.ForwardInteger(path, digits, 0, fourier, 0)
+                            fourier
+                        let scalar = transform SimdPath.Scalar
+                        // Same butterflies, same twiddles: the paths differ by a few roundings, never by a permutation.
+                        let tolerance = 1e-12 * (scalar |> Array.map abs |> Array.max)
+                        SimdPath.supported
+                        |> List.forall (fun path -> Array.forall2 (fun (a: float) b -> abs (a - b) <= tolerance) (transform path) scalar))
                 testProperty "the limb-split product with a binary polynomial is exact"
                 <| forAll
                     (gen {
