@@ -869,8 +869,8 @@ type FftPlan(polynomialSize: int) =
                 let wi = Vector512.LoadUnsafe(&untwistIm[m])
                 let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
                 let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
-                let ir = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xr, 0uy) * scale).AsUInt64()
-                let ii = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xi, 0uy) * scale).AsUInt64()
+                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + m]) + ir, &output[o + m])
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + m]) + ii, &output[o + half + m])
             let s = schedule512[0]
@@ -901,8 +901,8 @@ type FftPlan(polynomialSize: int) =
                 let xr = Avx512F.FusedMultiplySubtract(zr, wr, zi * wi)
                 let xi = Avx512F.FusedMultiplyAdd(zr, wi, zi * wr)
                 // fract·2^64 rounds to nearest; exactly +2^63 converts to the integer indefinite 2^63, the same torus element.
-                let ir = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xr, 0uy) * scale).AsUInt64()
-                let ii = Avx512DQ.ConvertToVector512Int64(Avx512DQ.Reduce(xi, 0uy) * scale).AsUInt64()
+                let ir = Avx512DQ.ConvertToVector512Int64((xr - Avx512F.RoundScale(xr, 0uy)) * scale).AsUInt64()
+                let ii = Avx512DQ.ConvertToVector512Int64((xi - Avx512F.RoundScale(xi, 0uy)) * scale).AsUInt64()
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + j]) + ir, &output[o + j])
                 Vector512.StoreUnsafe(Vector512.LoadUnsafe(&output[o + half + j]) + ii, &output[o + half + j])
                 j <- j + 8
