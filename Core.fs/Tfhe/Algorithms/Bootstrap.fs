@@ -54,18 +54,25 @@ module FourierConversion =
           Data = convert path ggsw.PolynomialSize ggsw.Data }
 
 /// Buffers of one bootstrap, reused from call to call so the blind-rotation loop allocates nothing.
-/// One per thread.
+/// One per thread. The Fourier buffers and the difference start on 64-byte boundaries (see Aligned).
 [<Sealed>]
 type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     let glweSize = (glweDimension + 1) * polynomialSize
+    let struct (fourier, fourierStart) = Aligned.allocate<float> ((level + 1) * glweSize)
+    let struct (difference, differenceStart) = Aligned.allocate<uint64> glweSize
     /// The digits of one polynomial, ℓ·N.
     member val Digits = Array.zeroCreate<int64> (level * polynomialSize)
-    /// The decomposed input in the Fourier domain, ℓ·(k+1)·N.
-    member val FourierDigits = Array.zeroCreate<float> (level * glweSize)
-    /// The k+1 Fourier accumulators of an external product.
-    member val FourierSum = Array.zeroCreate<float> glweSize
-    /// The CMux difference ACC·X^a - ACC.
-    member val Difference = Array.zeroCreate<uint64> glweSize
+    /// The Fourier buffer: the decomposed input (ℓ·(k+1)·N from FourierDigitsOffset), then the k+1 Fourier
+    /// accumulators of an external product ((k+1)·N from FourierSumOffset).
+    member _.Fourier = fourier
+    /// Where the decomposed input starts in Fourier.
+    member _.FourierDigitsOffset = fourierStart
+    /// Where the k+1 Fourier accumulators start in Fourier.
+    member _.FourierSumOffset = fourierStart + level * glweSize
+    /// The CMux difference ACC·X^a - ACC, from DifferenceOffset ((k+1)·N values).
+    member _.Difference = difference
+    /// Where the difference starts.
+    member _.DifferenceOffset = differenceStart
     /// The blind-rotation accumulator.
     member val Accumulator = Array.zeroCreate<uint64> glweSize
 
@@ -81,10 +88,11 @@ module Bootstrap =
         let k, n = key.GlweDimension, key.PolynomialSize
         let level = key.Decomposer.Level
         let plan = FftPlan.ForSize n
-        let sum = scratch.FourierSum
-        FftPlan.MultiplyRows(path, sum, scratch.FourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
+        let fourier, sum = scratch.Fourier, scratch.FourierSumOffset
+        FftPlan.MultiplyRows(
+            path, fourier, sum, fourier, scratch.FourierDigitsOffset, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
         for c in 0..k do
-            plan.BackwardAddTorus(path, sum, c * n, output, c * n, &prefetch)
+            plan.BackwardAddTorus(path, fourier, sum + c * n, output, c * n, &prefetch)
 
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
@@ -101,7 +109,8 @@ module Bootstrap =
         let plan = FftPlan.ForSize n
         let mutable none = KeyPrefetch.None
         for r in 0..k do
-            plan.ForwardDecomposed(path, key.Decomposer, input, r * n, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, &none)
+            plan.ForwardDecomposed(
+                path, key.Decomposer, input, r * n, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits, &none)
         multiplyAndAdd path key index output scratch &none
 
     /// The size of one Fourier GGSW of `key`, in doubles.
@@ -118,7 +127,8 @@ module Bootstrap =
         let plan = FftPlan.ForSize n
         for r in 0..k do
             plan.ForwardDecomposedRotation(
-                path, key.Decomposer, acc, r * n, degree, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, scratch.Difference, &prefetch)
+                path, key.Decomposer, acc, r * n, degree, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits,
+                scratch.Difference, scratch.DifferenceOffset + r * n, &prefetch)
         multiplyAndAdd path key index acc scratch &prefetch
 
     /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc).
