@@ -54,12 +54,13 @@ module FourierConversion =
           Data = convert path ggsw.PolynomialSize ggsw.Data }
 
 /// Buffers of one bootstrap, reused from call to call so the blind-rotation loop allocates nothing.
-/// One per thread. The Fourier buffers and the difference start on 64-byte boundaries (see Aligned).
+/// One per thread. The Fourier buffers, the difference and the accumulator start on 64-byte boundaries (see Aligned).
 [<Sealed>]
 type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     let glweSize = (glweDimension + 1) * polynomialSize
     let struct (fourier, fourierStart) = Aligned.allocate<float> ((level + 1) * glweSize)
     let struct (difference, differenceStart) = Aligned.allocate<uint64> glweSize
+    let struct (accumulator, accumulatorStart) = Aligned.allocate<uint64> glweSize
     /// The digits of one polynomial, ℓ·N.
     member val Digits = Array.zeroCreate<int64> (level * polynomialSize)
     /// The Fourier buffer: the decomposed input (ℓ·(k+1)·N from FourierDigitsOffset), then the k+1 Fourier
@@ -73,8 +74,12 @@ type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     member _.Difference = difference
     /// Where the difference starts.
     member _.DifferenceOffset = differenceStart
-    /// The blind-rotation accumulator.
-    member val Accumulator = Array.zeroCreate<uint64> glweSize
+    /// The blind-rotation accumulator, from AccumulatorOffset ((k+1)·N values).
+    member _.Accumulator = accumulator
+    /// Where the accumulator starts.
+    member _.AccumulatorOffset = accumulatorStart
+    /// The accumulator's (k+1)·N values.
+    member _.AccumulatorSpan = Span(accumulator, accumulatorStart, glweSize)
 
 /// The external product, the CMux, the blind rotation, sample extraction and the modulus switch
 /// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).
@@ -83,7 +88,7 @@ module Bootstrap =
     /// The Fourier-domain half of an external product: the decomposed input (already in scratch.FourierDigits)
     /// against GGSW `index`, the k+1 sums transformed back and added to `output`.
     let private multiplyAndAdd
-        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (outputOffset: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
         =
         let k, n = key.GlweDimension, key.PolynomialSize
         let level = key.Decomposer.Level
@@ -92,7 +97,7 @@ module Bootstrap =
         FftPlan.MultiplyRows(
             path, fourier, sum, fourier, scratch.FourierDigitsOffset, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
         for c in 0..k do
-            plan.BackwardAddTorus(path, fourier, sum + c * n, output, c * n, &prefetch)
+            plan.BackwardAddTorus(path, fourier, sum + c * n, output, outputOffset + c * n, &prefetch)
 
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
@@ -111,7 +116,7 @@ module Bootstrap =
         for r in 0..k do
             plan.ForwardDecomposed(
                 path, key.Decomposer, input, r * n, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits, &none)
-        multiplyAndAdd path key index output scratch &none
+        multiplyAndAdd path key index output 0 scratch &none
 
     /// The size of one Fourier GGSW of `key`, in doubles.
     let private ggswSize (key: FourierBootstrapKey) =
@@ -121,20 +126,20 @@ module Bootstrap =
     /// decomposing (the same result as externalProductAdd on that difference). `prefetch` walks the key lines the
     /// next CMux will read, a few per FFT loop iteration.
     let private cmuxRotationPrefetching
-        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (accOffset: int) (degree: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
         =
         let k, n = key.GlweDimension, key.PolynomialSize
         let plan = FftPlan.ForSize n
         for r in 0..k do
             plan.ForwardDecomposedRotation(
-                path, key.Decomposer, acc, r * n, degree, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits,
+                path, key.Decomposer, acc, accOffset + r * n, degree, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits,
                 scratch.Difference, scratch.DifferenceOffset + r * n, &prefetch)
-        multiplyAndAdd path key index acc scratch &prefetch
+        multiplyAndAdd path key index acc accOffset scratch &prefetch
 
     /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc).
     let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
         let mutable none = KeyPrefetch.None
-        cmuxRotationPrefetching path key index acc degree scratch &none
+        cmuxRotationPrefetching path key index acc 0 degree scratch &none
 
     /// ct0 ← ct0 + GGSW(b) ⊡ (ct1 - ct0): ct1 when b = 1, ct0 when b = 0 (plus noise).
     let cmux (path: SimdPath) (key: FourierBootstrapKey) (index: int) (ct0: uint64[]) (ct1: uint64[]) (scratch: BootstrapScratch) =
@@ -165,15 +170,15 @@ module Bootstrap =
         switched[n] <- int (Torus.roundToBits bits body)
 
     /// Rotates the test polynomial by the switched ciphertext: ACC = LUT·X^(-b̃), then for every i with ã_i ≠ 0 a
-    /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.Accumulator`, is
+    /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.AccumulatorSpan`, is
     /// LUT·X^(-(b̃ - Σ ã_i·s_i)).
     let blindRotate (path: SimdPath) (key: FourierBootstrapKey) (lut: uint64[]) (switched: ReadOnlySpan<int>) (scratch: BootstrapScratch) =
         let k, n = key.GlweDimension, key.PolynomialSize
-        let acc = scratch.Accumulator
+        let acc, start = scratch.Accumulator, scratch.AccumulatorOffset
         let b = switched[key.InputDimension]
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
-            Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
+            Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, start + r * n, n))
         let size = ggswSize key
         use keyPointer = fixed key.Data
         for i in 0 .. key.InputDimension - 1 do
@@ -185,7 +190,7 @@ module Bootstrap =
                         KeyPrefetch(NativePtr.add keyPointer ((i + 1) * size), 8 * size)
                     else
                         KeyPrefetch.None
-                cmuxRotationPrefetching path key i acc a scratch &prefetch
+                cmuxRotationPrefetching path key i acc start a scratch &prefetch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
     /// mask j becomes [a_0, -a_{N-1}, …, -a_1], the body is B[0].
@@ -211,7 +216,7 @@ module Bootstrap =
         =
         modulusSwitch modulusSwitchKind key.PolynomialSize input (Span switched)
         blindRotate path key lut (ReadOnlySpan switched) scratch
-        sampleExtractInto key.GlweDimension key.PolynomialSize (ReadOnlySpan scratch.Accumulator) output
+        sampleExtractInto key.GlweDimension key.PolynomialSize (Span.op_Implicit scratch.AccumulatorSpan) output
 
 /// Test polynomials (TFHE-rs `fill_accumulator_with_encoding`).
 module LookupTablePolynomial =
