@@ -11,7 +11,7 @@ module FourierConversion =
 
     let private convert path (polynomialSize: int) (data: uint64[]) =
         let plan = FftPlan.ForSize polynomialSize
-        let fourier = Array.zeroCreate<float> data.Length
+        let fourier = KeyMemory.allocateUninitialized<float> data.Length
         for p in 0 .. data.Length / polynomialSize - 1 do
             plan.ForwardTorus(path, ReadOnlySpan(data, p * polynomialSize, polynomialSize), fourier, p * polynomialSize)
         fourier
@@ -31,7 +31,7 @@ module FourierConversion =
         let plan = FftPlan.ForSize n
         let rows = seeded.InputDimension * seeded.Decomposer.Level * (k + 1)
         let rowSize = (k + 1) * n
-        let fourier = Array.zeroCreate<float> (int64 rows * int64 rowSize |> int)
+        let fourier = KeyMemory.allocateUninitialized<float> (int64 rows * int64 rowSize |> int)
         let row = Array.zeroCreate<uint64> rowSize
         let masks = AesCtrGenerator seeded.Seed
         for r in 0 .. rows - 1 do

