@@ -1064,6 +1064,22 @@ type FftPlan(polynomialSize: int) =
                 st s1r &sRef (n + j)
                 st s1i &sRef (n + half + j)
                 j <- j + 8
+        | SimdPath.Vector512 ->
+            // k > 1: one multiply-accumulate pass per (row, column), each also prefetching its polynomial of the
+            // next GGSW (a blind rotation's KeyPrefetch, paced for k = 1, covers only the start of these larger ones).
+            use matrixPtr = fixed matrix
+            let prefetchDistance = rows * columns * n
+            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
+            Array.Clear(sums, sumsOffset, columns * n)
+            for c in 0 .. columns - 1 do
+                for row in 0 .. rows - 1 do
+                    let g = matrixOffset + (row * columns + c) * n
+                    FftPlan.MultiplyAccumulate(path, sums, sumsOffset + c * n, inputs, inputsOffset + row * n, matrix, g, n)
+                    if canPrefetch then
+                        let mutable line = 0
+                        while line < n do
+                            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add matrixPtr (g + prefetchDistance + line)))
+                            line <- line + 8
         | _ ->
             Array.Clear(sums, sumsOffset, columns * n)
             for c in 0 .. columns - 1 do
