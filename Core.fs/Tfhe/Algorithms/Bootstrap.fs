@@ -85,8 +85,9 @@ type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
 /// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).
 module Bootstrap =
 
-    /// The Fourier-domain half of an external product: the decomposed input (already in scratch.FourierDigits)
-    /// against GGSW `index`, the k+1 sums transformed back and added to `output`.
+    /// The Fourier-domain half of an external product: the decomposed input (already in scratch.Fourier from
+    /// FourierDigitsOffset) against GGSW `index`, the k+1 sums transformed back and added to `output` from
+    /// outputOffset.
     let private multiplyAndAdd
         (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (outputOffset: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
         =
@@ -122,9 +123,9 @@ module Bootstrap =
     let private ggswSize (key: FourierBootstrapKey) =
         key.Decomposer.Level * (key.GlweDimension + 1) * (key.GlweDimension + 1) * key.PolynomialSize
 
-    /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc), the difference formed while
-    /// decomposing (the same result as externalProductAdd on that difference). `prefetch` walks the key lines the
-    /// next CMux will read, a few per FFT loop iteration.
+    /// The CMux of the blind rotation on `acc[accOffset ..]`: acc += GGSW_index ⊡ (acc·X^degree - acc), the
+    /// difference formed in scratch.Difference (the same result as externalProductAdd on that difference).
+    /// `prefetch` walks the key lines the next CMux will read, a few per FFT loop iteration.
     let private cmuxRotationPrefetching
         (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (accOffset: int) (degree: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
         =

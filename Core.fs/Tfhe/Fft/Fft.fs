@@ -242,14 +242,16 @@ type internal KeyPrefetch =
 
 /// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
 /// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
-/// polynomial is N doubles, the N/2 real parts then the N/2 imaginary parts, in bit-reversed order: the forward
-/// transform is a radix-2 decimation in frequency without reordering and the backward one a decimation in time that
-/// reads that order, so no permutation is ever done. Only pointwise products happen in between, so the order is
-/// invisible to callers; keys converted with one plan must be used with a plan of the same size.
+/// polynomial is N doubles, the N/2 real parts then the N/2 imaginary parts, in bit-reversed order (when N/2 is a
+/// power of 4 from 64 up, with every aligned 64-point block transposed 8×8): the forward transform is a radix-2
+/// decimation in frequency without reordering and the backward one a decimation in time that reads that order.
+/// Only pointwise products happen in between, so the order is invisible to callers; every path uses the same one,
+/// and keys converted with one plan must be used with a plan of the same size.
 /// Paths: scalar and AVX2 run one radix-2 stage per pass; AVX-512 runs two stages per pass (radix 2²), the last six
-/// stages on blocks of 64 points held in registers, and fuses the twist (and, for the decomposed input of an
-/// external product, the digits) into its first pass and the untwist and torus conversion into its last: three
-/// passes over the data per 1024-point transform. Twiddles are accurate to about half an ulp and every complex
+/// stages on blocks of 64 points held in registers (spans 32, 16, 8 between vectors, an 8×8 transpose, then spans 4,
+/// 2, 1 between the transposed vectors), and fuses the twist (and, for the decomposed input of an external product,
+/// the digits) into its first pass and the untwist and torus conversion into its last: three passes over the data per
+/// 1024-point transform. Twiddles are accurate to about half an ulp and every complex
 /// product uses fused multiply-adds, since the FFT's rounding error is part of the bootstrap noise (the PBS noise
 /// tests check the total against TFHE-rs's model, whose FFT term is fitted to tfhe-fft).
 [<Sealed; AllowNullLiteral>]

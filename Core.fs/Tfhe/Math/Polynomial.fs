@@ -52,6 +52,8 @@ module Polynomial =
             raise (DimensionMismatchException("input", "offset + N within the array", inputOffset + n, input.Length))
         if outputOffset < 0 || outputOffset + n > output.Length then
             raise (DimensionMismatchException("output", "offset + N within the array", outputOffset + n, output.Length))
+        if degree < 0 || degree >= 2 * n then
+            raise (FheNet.ParameterOutOfRangeException("degree", degree, $"in [0, 2N) = [0, %d{2 * n})"))
         if not vectorized then
             monomialMulMinusSelf (ReadOnlySpan(input, inputOffset, n)) degree (Span(output, outputOffset, n))
         else
