@@ -287,7 +287,7 @@ module NoiseMeasurement =
                        clientKey.GlweKey
                        { GlweDimension = p.GlweDimension
                          PolynomialSize = n
-                         Data = Array.copy scratch.Accumulator }
+                         Data = scratch.AccumulatorSpan.ToArray() }
                for c in 0 .. n - 1 -> Torus.toReal (actual[c] - expected[c]) |]
 
     /// The keyswitch output noise (normalized torus) of `count` fresh big-key encryptions, one sample each.

@@ -1,6 +1,9 @@
+#nowarn "9" // NativePtr: the key's address for the prefetch cursor
+
 namespace FheNet.Tfhe
 
 open System
+open Microsoft.FSharp.NativeInterop
 
 /// Conversion of GGSW-based keys to the Fourier domain (TFHE-rs `fft64/crypto/bootstrap.rs::fill_with_forward_fourier`):
 /// every polynomial as a torus polynomial through the plan's forward transform, layout kept.
@@ -8,7 +11,7 @@ module FourierConversion =
 
     let private convert path (polynomialSize: int) (data: uint64[]) =
         let plan = FftPlan.ForSize polynomialSize
-        let fourier = Array.zeroCreate<float> data.Length
+        let fourier = KeyMemory.allocateUninitialized<float> data.Length
         for p in 0 .. data.Length / polynomialSize - 1 do
             plan.ForwardTorus(path, ReadOnlySpan(data, p * polynomialSize, polynomialSize), fourier, p * polynomialSize)
         fourier
@@ -28,7 +31,7 @@ module FourierConversion =
         let plan = FftPlan.ForSize n
         let rows = seeded.InputDimension * seeded.Decomposer.Level * (k + 1)
         let rowSize = (k + 1) * n
-        let fourier = Array.zeroCreate<float> (int64 rows * int64 rowSize |> int)
+        let fourier = KeyMemory.allocateUninitialized<float> (int64 rows * int64 rowSize |> int)
         let row = Array.zeroCreate<uint64> rowSize
         let masks = AesCtrGenerator seeded.Seed
         for r in 0 .. rows - 1 do
@@ -51,35 +54,51 @@ module FourierConversion =
           Data = convert path ggsw.PolynomialSize ggsw.Data }
 
 /// Buffers of one bootstrap, reused from call to call so the blind-rotation loop allocates nothing.
-/// One per thread.
+/// One per thread. The Fourier buffers, the difference and the accumulator start on 64-byte boundaries (see Aligned).
 [<Sealed>]
 type BootstrapScratch(glweDimension: int, polynomialSize: int, level: int) =
     let glweSize = (glweDimension + 1) * polynomialSize
+    let struct (fourier, fourierStart) = Aligned.allocate<float> ((level + 1) * glweSize)
+    let struct (difference, differenceStart) = Aligned.allocate<uint64> glweSize
+    let struct (accumulator, accumulatorStart) = Aligned.allocate<uint64> glweSize
     /// The digits of one polynomial, ℓ·N.
     member val Digits = Array.zeroCreate<int64> (level * polynomialSize)
-    /// The decomposed input in the Fourier domain, ℓ·(k+1)·N.
-    member val FourierDigits = Array.zeroCreate<float> (level * glweSize)
-    /// The k+1 Fourier accumulators of an external product.
-    member val FourierSum = Array.zeroCreate<float> glweSize
-    /// The CMux difference ACC·X^a - ACC.
-    member val Difference = Array.zeroCreate<uint64> glweSize
-    /// The blind-rotation accumulator.
-    member val Accumulator = Array.zeroCreate<uint64> glweSize
+    /// The Fourier buffer: the decomposed input (ℓ·(k+1)·N from FourierDigitsOffset), then the k+1 Fourier
+    /// accumulators of an external product ((k+1)·N from FourierSumOffset).
+    member _.Fourier = fourier
+    /// Where the decomposed input starts in Fourier.
+    member _.FourierDigitsOffset = fourierStart
+    /// Where the k+1 Fourier accumulators start in Fourier.
+    member _.FourierSumOffset = fourierStart + level * glweSize
+    /// The CMux difference ACC·X^a - ACC, from DifferenceOffset ((k+1)·N values).
+    member _.Difference = difference
+    /// Where the difference starts.
+    member _.DifferenceOffset = differenceStart
+    /// The blind-rotation accumulator, from AccumulatorOffset ((k+1)·N values).
+    member _.Accumulator = accumulator
+    /// Where the accumulator starts.
+    member _.AccumulatorOffset = accumulatorStart
+    /// The accumulator's (k+1)·N values.
+    member _.AccumulatorSpan = Span(accumulator, accumulatorStart, glweSize)
 
 /// The external product, the CMux, the blind rotation, sample extraction and the modulus switch
 /// (TFHE-rs `fft64/crypto/ggsw.rs`, `bootstrap.rs`, `glwe_sample_extraction.rs`, `modulus_switch.rs`).
 module Bootstrap =
 
-    /// The Fourier-domain half of an external product: the decomposed input (already in scratch.FourierDigits)
-    /// against GGSW `index`, the k+1 sums transformed back and added to `output`.
-    let private multiplyAndAdd (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (scratch: BootstrapScratch) =
+    /// The Fourier-domain half of an external product: the decomposed input (already in scratch.Fourier from
+    /// FourierDigitsOffset) against GGSW `index`, the k+1 sums transformed back and added to `output` from
+    /// outputOffset.
+    let private multiplyAndAdd
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (output: uint64[]) (outputOffset: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        =
         let k, n = key.GlweDimension, key.PolynomialSize
         let level = key.Decomposer.Level
         let plan = FftPlan.ForSize n
-        let sum = scratch.FourierSum
-        FftPlan.MultiplyRows(path, sum, scratch.FourierDigits, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
+        let fourier, sum = scratch.Fourier, scratch.FourierSumOffset
+        FftPlan.MultiplyRows(
+            path, fourier, sum, fourier, scratch.FourierDigitsOffset, level * (k + 1), key.Data, index * level * (k + 1) * (k + 1) * n, k + 1, n)
         for c in 0..k do
-            plan.BackwardAddTorus(path, sum, c * n, output, c * n)
+            plan.BackwardAddTorus(path, fourier, sum + c * n, output, outputOffset + c * n, &prefetch)
 
     /// output += GGSW_index ⊡ input, where GGSW_index is GGSW number `index` of a Fourier key, and input/output are
     /// GLWE ciphertexts ((k+1)·N values). Decompose every input polynomial, transform each digit polynomial,
@@ -94,19 +113,34 @@ module Bootstrap =
         =
         let k, n = key.GlweDimension, key.PolynomialSize
         let plan = FftPlan.ForSize n
+        let mutable none = KeyPrefetch.None
         for r in 0..k do
-            plan.ForwardDecomposed(path, key.Decomposer, input, r * n, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits)
-        multiplyAndAdd path key index output scratch
+            plan.ForwardDecomposed(
+                path, key.Decomposer, input, r * n, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits, &none)
+        multiplyAndAdd path key index output 0 scratch &none
 
-    /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc), the difference formed while
-    /// decomposing (the same result as externalProductAdd on that difference).
-    let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
+    /// The size of one Fourier GGSW of `key`, in doubles.
+    let private ggswSize (key: FourierBootstrapKey) =
+        key.Decomposer.Level * (key.GlweDimension + 1) * (key.GlweDimension + 1) * key.PolynomialSize
+
+    /// The CMux of the blind rotation on `acc[accOffset ..]`: acc += GGSW_index ⊡ (acc·X^degree - acc), the
+    /// difference formed in scratch.Difference (the same result as externalProductAdd on that difference).
+    /// `prefetch` walks the key lines the next CMux will read, a few per FFT loop iteration.
+    let private cmuxRotationPrefetching
+        (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (accOffset: int) (degree: int) (scratch: BootstrapScratch) (prefetch: byref<KeyPrefetch>)
+        =
         let k, n = key.GlweDimension, key.PolynomialSize
         let plan = FftPlan.ForSize n
         for r in 0..k do
             plan.ForwardDecomposedRotation(
-                path, key.Decomposer, acc, r * n, degree, scratch.FourierDigits, r * n, (k + 1) * n, scratch.Digits, scratch.Difference)
-        multiplyAndAdd path key index acc scratch
+                path, key.Decomposer, acc, accOffset + r * n, degree, scratch.Fourier, scratch.FourierDigitsOffset + r * n, (k + 1) * n, scratch.Digits,
+                scratch.Difference, scratch.DifferenceOffset + r * n, &prefetch)
+        multiplyAndAdd path key index acc accOffset scratch &prefetch
+
+    /// The CMux of the blind rotation: acc += GGSW_index ⊡ (acc·X^degree - acc).
+    let cmuxRotation (path: SimdPath) (key: FourierBootstrapKey) (index: int) (acc: uint64[]) (degree: int) (scratch: BootstrapScratch) =
+        let mutable none = KeyPrefetch.None
+        cmuxRotationPrefetching path key index acc 0 degree scratch &none
 
     /// ct0 ← ct0 + GGSW(b) ⊡ (ct1 - ct0): ct1 when b = 1, ct0 when b = 0 (plus noise).
     let cmux (path: SimdPath) (key: FourierBootstrapKey) (index: int) (ct0: uint64[]) (ct1: uint64[]) (scratch: BootstrapScratch) =
@@ -137,19 +171,27 @@ module Bootstrap =
         switched[n] <- int (Torus.roundToBits bits body)
 
     /// Rotates the test polynomial by the switched ciphertext: ACC = LUT·X^(-b̃), then for every i with ã_i ≠ 0 a
-    /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.Accumulator`, is
+    /// CMux between ACC and ACC·X^(ã_i) selected by GGSW(s_i). The result, in `scratch.AccumulatorSpan`, is
     /// LUT·X^(-(b̃ - Σ ã_i·s_i)).
     let blindRotate (path: SimdPath) (key: FourierBootstrapKey) (lut: uint64[]) (switched: ReadOnlySpan<int>) (scratch: BootstrapScratch) =
         let k, n = key.GlweDimension, key.PolynomialSize
-        let acc = scratch.Accumulator
+        let acc, start = scratch.Accumulator, scratch.AccumulatorOffset
         let b = switched[key.InputDimension]
         let back = (2 * n - b) % (2 * n)
         for r in 0..k do
-            Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, r * n, n))
+            Polynomial.monomialMul (ReadOnlySpan(lut, r * n, n)) back (Span(acc, start + r * n, n))
+        let size = ggswSize key
+        use keyPointer = fixed key.Data
         for i in 0 .. key.InputDimension - 1 do
             let a = switched[i]
             if a <> 0 then
-                cmuxRotation path key i acc a scratch
+                // The key streams from memory once per bootstrap: request GGSW i + 1 while CMux i computes.
+                let mutable prefetch =
+                    if path = SimdPath.Vector512 && i + 1 < key.InputDimension then
+                        KeyPrefetch(NativePtr.add keyPointer ((i + 1) * size), 8 * size)
+                    else
+                        KeyPrefetch.None
+                cmuxRotationPrefetching path key i acc start a scratch &prefetch
 
     /// The LWE encryption (under the flattened GLWE key, dimension k·N) of coefficient 0 of a GLWE ciphertext:
     /// mask j becomes [a_0, -a_{N-1}, …, -a_1], the body is B[0].
@@ -175,7 +217,7 @@ module Bootstrap =
         =
         modulusSwitch modulusSwitchKind key.PolynomialSize input (Span switched)
         blindRotate path key lut (ReadOnlySpan switched) scratch
-        sampleExtractInto key.GlweDimension key.PolynomialSize (ReadOnlySpan scratch.Accumulator) output
+        sampleExtractInto key.GlweDimension key.PolynomialSize (Span.op_Implicit scratch.AccumulatorSpan) output
 
 /// Test polynomials (TFHE-rs `fill_accumulator_with_encoding`).
 module LookupTablePolynomial =

@@ -80,7 +80,7 @@ module KeyswitchKeyGeneration =
     let expand (seeded: SeededLweKeyswitchKey) : LweKeyswitchKey =
         let size = seeded.OutputDimension + 1
         let count = seeded.InputDimension * seeded.Decomposer.Level
-        let data = Array.zeroCreate<uint64> (count * size)
+        let data = KeyMemory.allocateUninitialized<uint64> (count * size)
         let masks = AesCtrGenerator seeded.Seed
         for e in 0 .. count - 1 do
             masks.Fill(Span(data, e * size, seeded.OutputDimension))

@@ -1,9 +1,10 @@
-#nowarn "9" // NativePtr in FftPlan.MultiplyRows: the prefetch instruction takes an address
+#nowarn "9" // NativePtr in KeyPrefetch and FftPlan.MultiplyRows: the prefetch instruction takes an address
 
 namespace FheNet.Tfhe
 
 open System
 open System.Runtime.InteropServices
+open System.Runtime.CompilerServices
 open Microsoft.FSharp.NativeInterop
 open System.Runtime.Intrinsics
 open System.Runtime.Intrinsics.X86
@@ -116,20 +117,141 @@ module internal Butterfly512 =
         let tr, ti = Vector512.Negate ui, ur
         struct (y0r + vr, y0i + vi, y1r + tr, y1i + ti, y0r - vr, y0i - vi, y1r - tr, y1i - ti)
 
+    /// The 8×8 transpose of the doubles of eight vectors (element l of vector v goes to element v of vector l):
+    /// unpacks within 128-bit lanes, then two rounds of two-source permutes. An involution.
+    let inline transpose8
+        (r0: Vector512<float>) (r1: Vector512<float>) (r2: Vector512<float>) (r3: Vector512<float>)
+        (r4: Vector512<float>) (r5: Vector512<float>) (r6: Vector512<float>) (r7: Vector512<float>)
+        (evenPairs: Vector512<int64>) (oddPairs: Vector512<int64>) (lowHalves: Vector512<int64>) (highHalves: Vector512<int64>)
+        =
+        let t0, t1 = Avx512F.UnpackLow(r0, r1), Avx512F.UnpackHigh(r0, r1)
+        let t2, t3 = Avx512F.UnpackLow(r2, r3), Avx512F.UnpackHigh(r2, r3)
+        let t4, t5 = Avx512F.UnpackLow(r4, r5), Avx512F.UnpackHigh(r4, r5)
+        let t6, t7 = Avx512F.UnpackLow(r6, r7), Avx512F.UnpackHigh(r6, r7)
+        let u0, u2 = Avx512F.PermuteVar8x64x2(t0, evenPairs, t2), Avx512F.PermuteVar8x64x2(t0, oddPairs, t2)
+        let u1, u3 = Avx512F.PermuteVar8x64x2(t1, evenPairs, t3), Avx512F.PermuteVar8x64x2(t1, oddPairs, t3)
+        let u4, u6 = Avx512F.PermuteVar8x64x2(t4, evenPairs, t6), Avx512F.PermuteVar8x64x2(t4, oddPairs, t6)
+        let u5, u7 = Avx512F.PermuteVar8x64x2(t5, evenPairs, t7), Avx512F.PermuteVar8x64x2(t5, oddPairs, t7)
+        struct (Avx512F.PermuteVar8x64x2(u0, lowHalves, u4), Avx512F.PermuteVar8x64x2(u1, lowHalves, u5),
+                Avx512F.PermuteVar8x64x2(u2, lowHalves, u6), Avx512F.PermuteVar8x64x2(u3, lowHalves, u7),
+                Avx512F.PermuteVar8x64x2(u0, highHalves, u4), Avx512F.PermuteVar8x64x2(u1, highHalves, u5),
+                Avx512F.PermuteVar8x64x2(u2, highHalves, u6), Avx512F.PermuteVar8x64x2(u3, highHalves, u7))
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with w = -i: multiplying by -i maps (a, b) to (b, -a), exactly
+    /// what the table product with cos = 0, sin = 1 gives.
+    let inline difMinusI (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ui - vi, vr - ur)
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with w = 1.
+    let inline difOne (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ur - vr, ui - vi)
+
+    /// Forward radix-2 butterfly (u + v, (u - v)·w) with a broadcast twiddle w.
+    let inline difTwiddle (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (wr: Vector512<float>) (wi: Vector512<float>) =
+        let dr, di = ur - vr, ui - vi
+        struct (ur + vr, ui + vi, mulRe dr di wr wi, mulIm dr di wr wi)
+
+    /// Backward radix-2 butterfly (u + v·w, u - v·w) with w = i (the conjugate of -i): (a, b)·i = (-b, a).
+    let inline ditPlusI (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur - vi, ui + vr, ur + vi, ui - vr)
+
+    /// Backward radix-2 butterfly (u + v, u - v).
+    let inline ditOne (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) =
+        struct (ur + vr, ui + vi, ur - vr, ui - vi)
+
+    /// Backward radix-2 butterfly (u + v·w, u - v·w) with a broadcast (already conjugated) twiddle w.
+    let inline ditTwiddle (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (wr: Vector512<float>) (wi: Vector512<float>) =
+        let tr, ti = mulRe vr vi wr wi, mulIm vr vi wr wi
+        struct (ur + tr, ui + ti, ur - tr, ui - ti)
+
     /// One in-register butterfly of span s < 8: lane l meets lane l xor s (permutation p); t = partner + sign·x.
     let inline across (p: Vector512<int64>) (sign: Vector512<float>) (x: Vector512<float>) =
         Avx512F.FusedMultiplyAdd(sign, x, Avx512F.PermuteVar8x64(x, p))
 
+/// Pinned arrays whose working part starts on a 64-byte boundary: a 512-bit load or store there never straddles
+/// two cache lines (a round trip through the FFT is about 13 % faster on aligned buffers).
+module internal Aligned =
+
+    /// A pinned array of at least `length` elements and the offset of its first 64-byte-aligned element.
+    let allocate<'T when 'T: unmanaged> (length: int) : struct ('T[] * int) =
+        let perLine = 64 / sizeof<'T>
+        let array = GC.AllocateArray<'T>(length + perLine, pinned = true)
+        use start = fixed array
+        let misalignment = int (NativePtr.toNativeInt start % 64n)
+        struct (array, (if misalignment = 0 then 0 else (64 - misalignment) / sizeof<'T>))
+
+/// Storage for the evaluation keys (tens of MiB streamed once per bootstrap or keyswitch): with 4 KiB pages every
+/// 64 KiB GGSW spans 16 pages and the walk misses the TLB, so on Linux the array is advised for transparent huge
+/// pages (madvise MADV_HUGEPAGE, honoured when THP is in "madvise" or "always" mode). Best effort: elsewhere, or
+/// if the call fails, the array is an ordinary pinned one. Measured on the 4-bit preset: KS-PBS about 0.4 ms faster.
+module internal KeyMemory =
+
+    [<DllImport("libc", EntryPoint = "madvise")>]
+    extern int private madvise(nativeint address, unativeint length, int advice)
+
+    let private hugePageAdvice = 14 // MADV_HUGEPAGE
+    let private hugePage = 2L <<< 20
+
+    /// A pinned array of `length` elements, not cleared: the caller writes every element.
+    let allocateUninitialized<'T when 'T: unmanaged> (length: int) : 'T[] =
+        let array = GC.AllocateUninitializedArray<'T>(length, pinned = true)
+        let bytes = int64 length * int64 sizeof<'T>
+        if OperatingSystem.IsLinux() && bytes >= 2L * hugePage then
+            use start = fixed array
+            let first = NativePtr.toNativeInt start |> int64
+            // Only whole huge pages inside the array: advice never reaches a neighbour's memory.
+            let alignedStart = (first + hugePage - 1L) / hugePage * hugePage
+            let alignedEnd = (first + bytes) / hugePage * hugePage
+            try
+                madvise (nativeint alignedStart, unativeint (alignedEnd - alignedStart), hugePageAdvice) |> ignore
+            with
+            | :? DllNotFoundException
+            | :? EntryPointNotFoundException -> ()
+        array
+
+/// Cache lines of the bootstrapping key to prefetch a few at a time from inside the FFT passes of a CMux, so that
+/// the next GGSW streams in from memory while this one's transforms compute. Issued in one burst the prefetches
+/// fill the core's miss buffers and stall; spread over the passes they overlap with the arithmetic.
+[<Struct; NoEquality; NoComparison>]
+type internal KeyPrefetch =
+    /// The next line to request.
+    val mutable Next: nativeint
+    /// The end of the range.
+    val Last: nativeint
+
+    /// Prefetches [start, start + bytes), four lines per Step.
+    new(start: nativeptr<float>, bytes: int) =
+        let first = NativePtr.toNativeInt start
+        { Next = first; Last = first + nativeint bytes }
+
+    /// A cursor with nothing to prefetch.
+    static member None = KeyPrefetch(NativePtr.nullPtr, 0)
+
+    /// Issues the next four line prefetches (into L2), if any are left: a CMux at k = 1, ℓ = 1, N = 2048 runs 320
+    /// steps (4 transforms of 80 loop iterations) and its successor's GGSW is 1,024 lines, so all are requested
+    /// within the first 80 % of the CMux. Inlined by F#: a call inside a kernel loop makes the JIT spill every
+    /// vector register around it.
+    member inline c.Step() =
+        if c.Next < c.Last then
+            let line = NativePtr.ofNativeInt<byte> c.Next
+            Sse.Prefetch1(NativePtr.toVoidPtr line)
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 64))
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 128))
+            Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add line 192))
+            c.Next <- c.Next + 256n
+
 /// The negacyclic FFT of polynomials of size N over f64 (TFHE-rs's FFT64 scheme): fold the N real coefficients to
 /// N/2 complex ones z_j = (p_j + i·p_{j+N/2})·e^{iπj/N}, then a complex FFT of size N/2. In the Fourier domain a
-/// polynomial is N doubles, the N/2 real parts then the N/2 imaginary parts, in bit-reversed order: the forward
-/// transform is a radix-2 decimation in frequency without reordering and the backward one a decimation in time that
-/// reads that order, so no permutation is ever done. Only pointwise products happen in between, so the order is
-/// invisible to callers; keys converted with one plan must be used with a plan of the same size.
+/// polynomial is N doubles, the N/2 real parts then the N/2 imaginary parts, in bit-reversed order (when N/2 is a
+/// power of 4 from 64 up, with every aligned 64-point block transposed 8×8): the forward transform is a radix-2
+/// decimation in frequency without reordering and the backward one a decimation in time that reads that order.
+/// Only pointwise products happen in between, so the order is invisible to callers; every path uses the same one,
+/// and keys converted with one plan must be used with a plan of the same size.
 /// Paths: scalar and AVX2 run one radix-2 stage per pass; AVX-512 runs two stages per pass (radix 2²), the last six
-/// stages on blocks of 64 points held in registers, and fuses the twist (and, for the decomposed input of an
-/// external product, the digits) into its first pass and the untwist and torus conversion into its last: three
-/// passes over the data per 1024-point transform. Twiddles are accurate to about half an ulp and every complex
+/// stages on blocks of 64 points held in registers (spans 32, 16, 8 between vectors, an 8×8 transpose, then spans 4,
+/// 2, 1 between the transposed vectors), and fuses the twist (and, for the decomposed input of an external product,
+/// the digits) into its first pass and the untwist and torus conversion into its last: three passes over the data per
+/// 1024-point transform. Twiddles are accurate to about half an ulp and every complex
 /// product uses fused multiply-adds, since the FFT's rounding error is part of the bootstrap noise (the PBS noise
 /// tests check the total against TFHE-rs's model, whose FFT term is fitted to tfhe-fft).
 [<Sealed; AllowNullLiteral>]
@@ -183,6 +305,18 @@ type FftPlan(polynomialSize: int) =
         [| for s in [ 1; 2 ] ->
                let re, im = laneTwiddle 4 s true
                struct (v256 (laneSign 4 s), v256 re, v256 im) |]
+
+    // The 64-point blocks of the AVX-512 path end (begin) with an 8×8 transpose, so that the spans 4, 2, 1 run
+    // between vectors with broadcast twiddles instead of permutes inside them.
+    let i64x8 (f: int -> int) = Vector512.Create<int64>(ReadOnlySpan(Array.init 8 (fun l -> int64 (f l))))
+    let evenPairs = i64x8 (fun l -> (if l &&& 2 = 0 then 0 else 8) + (l / 4) * 4 + (l &&& 1))
+    let oddPairs = i64x8 (fun l -> (if l &&& 2 = 0 then 0 else 8) + (l / 4) * 4 + 2 + (l &&& 1))
+    let lowHalves = i64x8 (fun l -> if l < 4 then l else 4 + l)
+    let highHalves = i64x8 (fun l -> if l < 4 then 4 + l else 8 + l)
+    // e^{-2πi j/8} for j = 1, 3 (j = 0 is 1, j = 2 is -i), and their conjugates for the backward transform.
+    let eighthRe = [| for j in [ 1; 3 ] -> Vector512.Create(Twiddle.cosPi(float j / 4.0)) |]
+    let eighthIm = [| for j in [ 1; 3 ] -> Vector512.Create(-Twiddle.sinPi(float j / 4.0)) |]
+    let eighthConjIm = [| for j in [ 1; 3 ] -> Vector512.Create(Twiddle.sinPi(float j / 4.0)) |]
 
     static let two64 = 18446744073709551616.0
     static let ld (r: byref<float>) (i: int) = Vector512.LoadUnsafe(&r, unativeint i)
@@ -332,8 +466,21 @@ type FftPlan(polynomialSize: int) =
         go (half / 2) |> Array.ofList
     // The first DIF step (last DIT step) fuses with the twist when it is a pair of spans.
     let firstStepIsPair = schedule512[0] >= 64 || schedule512[0] = 16
+    // With a 64-point block step the AVX-512 order has every aligned 64-point block transposed 8×8 (as 8 vectors of
+    // 8); the other paths apply the same permutation after their last forward stage and before their first
+    // backward one, so that every path shares one Fourier order (keys converted on one path work on all).
+    let blocksTransposed = Array.contains 32 schedule512
+    let transposeBlocks (d: float[]) (off: int) =
+        for part in [ off; off + half ] do
+            for b in 0..64 .. half - 1 do
+                for v in 0..7 do
+                    for l in v + 1 .. 7 do
+                        let i, j = part + b + 8 * v + l, part + b + 8 * l + v
+                        let t = d[i]
+                        d[i] <- d[j]
+                        d[j] <- t
 
-    member private p.DifV512(d: float[], off: int, firstStep: int) =
+    member private p.DifV512(d: float[], off: int, firstStep: int, prefetch: byref<KeyPrefetch>) =
         let struct (p4, s4, w4r, w4i) = fwd512[0]
         let struct (p2, s2, w2r, w2i) = fwd512[1]
         let struct (p1, s1, _, _) = fwd512[2]
@@ -371,10 +518,12 @@ type FftPlan(polynomialSize: int) =
                         st z2i &base0 (im + i2)
                         st z3r &base0 (re + i3)
                         st z3i &base0 (im + i3)
+                        prefetch.Step()
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 32 then
-                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, then 4, 2, 1 inside each.
+                // Blocks of 64 points, 8 vectors: spans 32, 16, 8 between vectors, an 8×8 transpose, then 4, 2, 1
+                // between the transposed vectors (the block is stored transposed).
                 let inline bf (ur: Vector512<float>) (ui: Vector512<float>) (vr: Vector512<float>) (vi: Vector512<float>) (w: int) =
                     let wr, wi = Vector512.LoadUnsafe(&twiddleRe[w]), Vector512.LoadUnsafe(&twiddleIm[w])
                     let dr, di = ur - vr, ui - vi
@@ -389,18 +538,34 @@ type FftPlan(polynomialSize: int) =
                     let struct (c1r, c1i, c3r, c3i) = bf a1r a1i a3r a3i 24
                     let struct (c4r, c4i, c6r, c6i) = bf a4r a4i a6r a6i 16
                     let struct (c5r, c5i, c7r, c7i) = bf a5r a5i a7r a7i 24
-                    let inline finish (ur: Vector512<float>) ui vr vi (at: int) =
-                        let struct (xr, xi, yr, yi) = bf ur ui vr vi 8
-                        let struct (xr, xi) = inRegister xr xi
-                        let struct (yr, yi) = inRegister yr yi
+                    let struct (e0r, e0i, e1r, e1i) = bf c0r c0i c1r c1i 8
+                    let struct (e2r, e2i, e3r, e3i) = bf c2r c2i c3r c3i 8
+                    let struct (e4r, e4i, e5r, e5i) = bf c4r c4i c5r c5i 8
+                    let struct (e6r, e6i, e7r, e7i) = bf c6r c6i c7r c7i 8
+                    // Transposed, vector l holds lane l of every e: the spans 4, 2, 1 pair whole vectors.
+                    let struct (t0r, t1r, t2r, t3r, t4r, t5r, t6r, t7r) =
+                        Butterfly512.transpose8 e0r e1r e2r e3r e4r e5r e6r e7r evenPairs oddPairs lowHalves highHalves
+                    let struct (t0i, t1i, t2i, t3i, t4i, t5i, t6i, t7i) =
+                        Butterfly512.transpose8 e0i e1i e2i e3i e4i e5i e6i e7i evenPairs oddPairs lowHalves highHalves
+                    let struct (t0r, t0i, t4r, t4i) = Butterfly512.difOne t0r t0i t4r t4i
+                    let struct (t1r, t1i, t5r, t5i) = Butterfly512.difTwiddle t1r t1i t5r t5i eighthRe[0] eighthIm[0]
+                    let struct (t2r, t2i, t6r, t6i) = Butterfly512.difMinusI t2r t2i t6r t6i
+                    let struct (t3r, t3i, t7r, t7i) = Butterfly512.difTwiddle t3r t3i t7r t7i eighthRe[1] eighthIm[1]
+                    let struct (t0r, t0i, t2r, t2i) = Butterfly512.difOne t0r t0i t2r t2i
+                    let struct (t1r, t1i, t3r, t3i) = Butterfly512.difMinusI t1r t1i t3r t3i
+                    let struct (t4r, t4i, t6r, t6i) = Butterfly512.difOne t4r t4i t6r t6i
+                    let struct (t5r, t5i, t7r, t7i) = Butterfly512.difMinusI t5r t5i t7r t7i
+                    let inline last (ur: Vector512<float>) ui vr vi (at: int) =
+                        let struct (xr, xi, yr, yi) = Butterfly512.difOne ur ui vr vi
                         Vector512.StoreUnsafe(xr, &d[re + b + at])
                         Vector512.StoreUnsafe(xi, &d[im + b + at])
                         Vector512.StoreUnsafe(yr, &d[re + b + at + 8])
                         Vector512.StoreUnsafe(yi, &d[im + b + at + 8])
-                    finish c0r c0i c1r c1i 0
-                    finish c2r c2i c3r c3i 16
-                    finish c4r c4i c5r c5i 32
-                    finish c6r c6i c7r c7i 48
+                    last t0r t0i t1r t1i 0
+                    last t2r t2i t3r t3i 16
+                    last t4r t4i t5r t5i 32
+                    last t6r t6i t7r t7i 48
+                    prefetch.Step()
                     b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
@@ -418,6 +583,7 @@ type FftPlan(polynomialSize: int) =
                     st xi &base0 (im + b)
                     st yr &base0 (re + b + 8)
                     st yi &base0 (im + b + 8)
+                    prefetch.Step()
                     b <- b + 16
             else
                 let mutable b = 0
@@ -425,9 +591,10 @@ type FftPlan(polynomialSize: int) =
                     let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
                     st xr &base0 (re + b)
                     st xi &base0 (im + b)
+                    prefetch.Step()
                     b <- b + 8
 
-    member private p.DitV512(d: float[], off: int, lastStep: int) =
+    member private p.DitV512(d: float[], off: int, lastStep: int, prefetch: byref<KeyPrefetch>) =
         let struct (p1, s1, _, _) = bwd512[0]
         let struct (p2, s2, w2r, w2i) = bwd512[1]
         let struct (p4, s4, w4r, w4i) = bwd512[2]
@@ -465,6 +632,7 @@ type FftPlan(polynomialSize: int) =
                         st x2i &base0 (im + i2)
                         st x3r &base0 (re + i3)
                         st x3i &base0 (im + i3)
+                        prefetch.Step()
                         j <- j + 8
                     b <- b + 2 * s
             elif s = 32 then
@@ -474,14 +642,36 @@ type FftPlan(polynomialSize: int) =
                     struct (ur + vr, ui + vi, ur - vr, ui - vi)
                 let mutable b = 0
                 while b < half do
-                    let inline start (at: int) =
-                        let struct (xr, xi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at])) (Vector512.LoadUnsafe(&d[im + b + at]))
-                        let struct (yr, yi) = inRegister (Vector512.LoadUnsafe(&d[re + b + at + 8])) (Vector512.LoadUnsafe(&d[im + b + at + 8]))
-                        bf xr xi yr yi 8
-                    let struct (c0r, c0i, c1r, c1i) = start 0
-                    let struct (c2r, c2i, c3r, c3i) = start 16
-                    let struct (c4r, c4i, c5r, c5i) = start 32
-                    let struct (c6r, c6i, c7r, c7i) = start 48
+                    let inline load (at: int) = struct (Vector512.LoadUnsafe(&d[re + b + at]), Vector512.LoadUnsafe(&d[im + b + at]))
+                    let struct (t0r, t0i) = load 0
+                    let struct (t1r, t1i) = load 8
+                    let struct (t2r, t2i) = load 16
+                    let struct (t3r, t3i) = load 24
+                    let struct (t4r, t4i) = load 32
+                    let struct (t5r, t5i) = load 40
+                    let struct (t6r, t6i) = load 48
+                    let struct (t7r, t7i) = load 56
+                    // The block is stored transposed: the spans 1, 2, 4 pair whole vectors, then the transpose back.
+                    let struct (t0r, t0i, t1r, t1i) = Butterfly512.ditOne t0r t0i t1r t1i
+                    let struct (t2r, t2i, t3r, t3i) = Butterfly512.ditOne t2r t2i t3r t3i
+                    let struct (t4r, t4i, t5r, t5i) = Butterfly512.ditOne t4r t4i t5r t5i
+                    let struct (t6r, t6i, t7r, t7i) = Butterfly512.ditOne t6r t6i t7r t7i
+                    let struct (t0r, t0i, t2r, t2i) = Butterfly512.ditOne t0r t0i t2r t2i
+                    let struct (t1r, t1i, t3r, t3i) = Butterfly512.ditPlusI t1r t1i t3r t3i
+                    let struct (t4r, t4i, t6r, t6i) = Butterfly512.ditOne t4r t4i t6r t6i
+                    let struct (t5r, t5i, t7r, t7i) = Butterfly512.ditPlusI t5r t5i t7r t7i
+                    let struct (t0r, t0i, t4r, t4i) = Butterfly512.ditOne t0r t0i t4r t4i
+                    let struct (t1r, t1i, t5r, t5i) = Butterfly512.ditTwiddle t1r t1i t5r t5i eighthRe[0] eighthConjIm[0]
+                    let struct (t2r, t2i, t6r, t6i) = Butterfly512.ditPlusI t2r t2i t6r t6i
+                    let struct (t3r, t3i, t7r, t7i) = Butterfly512.ditTwiddle t3r t3i t7r t7i eighthRe[1] eighthConjIm[1]
+                    let struct (e0r, e1r, e2r, e3r, e4r, e5r, e6r, e7r) =
+                        Butterfly512.transpose8 t0r t1r t2r t3r t4r t5r t6r t7r evenPairs oddPairs lowHalves highHalves
+                    let struct (e0i, e1i, e2i, e3i, e4i, e5i, e6i, e7i) =
+                        Butterfly512.transpose8 t0i t1i t2i t3i t4i t5i t6i t7i evenPairs oddPairs lowHalves highHalves
+                    let struct (c0r, c0i, c1r, c1i) = bf e0r e0i e1r e1i 8
+                    let struct (c2r, c2i, c3r, c3i) = bf e2r e2i e3r e3i 8
+                    let struct (c4r, c4i, c5r, c5i) = bf e4r e4i e5r e5i 8
+                    let struct (c6r, c6i, c7r, c7i) = bf e6r e6i e7r e7i 8
                     let struct (a0r, a0i, a2r, a2i) = bf c0r c0i c2r c2i 16
                     let struct (a1r, a1i, a3r, a3i) = bf c1r c1i c3r c3i 24
                     let struct (a4r, a4i, a6r, a6i) = bf c4r c4i c6r c6i 16
@@ -496,6 +686,7 @@ type FftPlan(polynomialSize: int) =
                     finish a1r a1i a5r a5i 8 40
                     finish a2r a2i a6r a6i 16 48
                     finish a3r a3i a7r a7i 24 56
+                    prefetch.Step()
                     b <- b + 64
             elif s = 8 then
                 let w8r = ld &tre 8
@@ -509,6 +700,7 @@ type FftPlan(polynomialSize: int) =
                     st (ai + vi) &base0 (im + b)
                     st (ar - vr) &base0 (re + b + 8)
                     st (ai - vi) &base0 (im + b + 8)
+                    prefetch.Step()
                     b <- b + 16
             else
                 let mutable b = 0
@@ -516,19 +708,32 @@ type FftPlan(polynomialSize: int) =
                     let struct (xr, xi) = inRegister (ld &base0 (re + b)) (ld &base0 (im + b))
                     st xr &base0 (re + b)
                     st xi &base0 (im + b)
+                    prefetch.Step()
                     b <- b + 8
 
     member private p.Dif(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DifV512(d, off, 0)
-        | SimdPath.Vector256 -> difV256 d off
-        | SimdPath.Scalar -> difScalar d off 1
+        | SimdPath.Vector512 ->
+            let mutable none = KeyPrefetch.None
+            p.DifV512(d, off, 0, &none)
+        | SimdPath.Vector256 ->
+            difV256 d off
+            if blocksTransposed then transposeBlocks d off
+        | SimdPath.Scalar ->
+            difScalar d off 1
+            if blocksTransposed then transposeBlocks d off
 
     member private p.Dit(path: SimdPath, d: float[], off: int) =
         match path with
-        | SimdPath.Vector512 -> p.DitV512(d, off, 0)
-        | SimdPath.Vector256 -> ditV256 d off
-        | SimdPath.Scalar -> ditScalar d off 1
+        | SimdPath.Vector512 ->
+            let mutable none = KeyPrefetch.None
+            p.DitV512(d, off, 0, &none)
+        | SimdPath.Vector256 ->
+            if blocksTransposed then transposeBlocks d off
+            ditV256 d off
+        | SimdPath.Scalar ->
+            if blocksTransposed then transposeBlocks d off
+            ditScalar d off 1
 
     /// N.
     member _.PolynomialSize = polynomialSize
@@ -570,15 +775,19 @@ type FftPlan(polynomialSize: int) =
                 fourier[im + j] <- Math.FusedMultiplyAdd(a, twistIm[j], b * twistRe[j])
         p.Dif(path, fourier, offset)
 
-    /// One decomposition level on AVX-512: the digits of the polynomial whose coefficients t..t+7 `load t` gives,
-    /// the twist and the first two FFT stages in one pass over the data, then the remaining passes.
-    member inline private p.ForwardOneLevel(decomposer: Decomposer, fourier: float[], firstOffset: int, [<InlineIfLambda>] load: int -> Vector512<uint64>) =
+    /// One decomposition level on AVX-512: the digits of `input[inputOffset .. + N)`, the twist and the first two
+    /// FFT stages in one pass over the data, then the remaining passes. With one level the balanced, rounded state
+    /// of Decomposer.InitState is the digit itself (NextDigit returns it unchanged), so only that is computed.
+    member private p.ForwardOneLevel(decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, prefetch: byref<KeyPrefetch>) =
         let fRef = &MemoryMarshal.GetArrayDataReference fourier
+        let struct (halfUnit, shift, boundary, plusHalf) = decomposer.RoundingConstants512
+        let twistRe, twistIm = twistRe, twistIm
+        let inline digit (m: int) =
+            let state = Decomposer.InitState512(Vector512.LoadUnsafe(&input[inputOffset + m]), halfUnit, shift, boundary, plusHalf)
+            Avx512DQ.ConvertToVector512Double(state.AsInt64())
         let inline twisted (m: int) =
-            let mutable low = decomposer.InitState512(load m)
-            let mutable high = decomposer.InitState512(load (half + m))
-            let a = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&low))
-            let b = Avx512DQ.ConvertToVector512Double(decomposer.NextDigit512(&high))
+            let a = digit m
+            let b = digit (half + m)
             let wr = Vector512.LoadUnsafe(&twistRe[m])
             let wi = Vector512.LoadUnsafe(&twistIm[m])
             struct (Avx512F.FusedMultiplySubtract(a, wr, b * wi), Avx512F.FusedMultiplyAdd(a, wi, b * wr))
@@ -604,8 +813,9 @@ type FftPlan(polynomialSize: int) =
             st z2i &fRef (im + j + s)
             st z3r &fRef (re + j + s + q)
             st z3i &fRef (im + j + s + q)
+            prefetch.Step()
             j <- j + 8
-        p.DifV512(fourier, firstOffset, 1)
+        p.DifV512(fourier, firstOffset, 1, &prefetch)
 
     /// Decomposes the torus polynomial `input[inputOffset .. + N)` and transforms each of its ℓ digit polynomials:
     /// level i (ℓ first) goes to `fourier[firstOffset + i·levelStride ..]`. The same as DecomposePolynomial
@@ -614,10 +824,19 @@ type FftPlan(polynomialSize: int) =
     member p.ForwardDecomposed
         (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[])
         =
+        let mutable none = KeyPrefetch.None
+        p.ForwardDecomposed(path, decomposer, input, inputOffset, fourier, firstOffset, levelStride, digits, &none)
+
+    /// ForwardDecomposed, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.ForwardDecomposed
+        (path: SimdPath, decomposer: Decomposer, input: uint64[], inputOffset: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], prefetch: byref<KeyPrefetch>)
+        =
         checkPath path
         match path with
         | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, fun t -> Vector512.LoadUnsafe(&input[inputOffset + t]))
+            if inputOffset < 0 || inputOffset + polynomialSize > input.Length then
+                raise (DimensionMismatchException("input", "offset + N within the array", inputOffset + polynomialSize, input.Length))
+            p.ForwardOneLevel(decomposer, input, inputOffset, fourier, firstOffset, &prefetch)
         | SimdPath.Vector512 ->
             let level = decomposer.Level
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
@@ -635,45 +854,29 @@ type FftPlan(polynomialSize: int) =
                     Vector512.StoreUnsafe(Avx512F.FusedMultiplyAdd(a, wi, b * wr), &fRef, unativeint (o + half))
                 j <- j + 8
             for i in 0 .. level - 1 do
-                p.Dif(path, fourier, firstOffset + i * levelStride)
+                p.DifV512(fourier, firstOffset + i * levelStride, 0, &prefetch)
         | _ ->
             decomposer.DecomposePolynomial(ReadOnlySpan(input, inputOffset, polynomialSize), digits)
             for i in 0 .. decomposer.Level - 1 do
                 p.ForwardInteger(path, digits, i * polynomialSize, fourier, firstOffset + i * levelStride)
 
     /// ForwardDecomposed of acc·X^degree - acc (the CMux difference of a blind rotation, degree in [0, 2N)) where
-    /// acc is `acc[accOffset .. + N)`. On AVX-512 with one level the difference is formed lane by lane while
-    /// decomposing, never stored; otherwise it goes through `difference` (N values).
+    /// acc is `acc[accOffset .. + N)`. The difference goes through `difference[differenceOffset .. + N)`: two straight vector
+    /// loops there cost less than forming it lane by lane inside the decomposing pass, whose chunks straddling the
+    /// wrap point need a branch on every load.
     member p.ForwardDecomposedRotation
-        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[])
+        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[], differenceOffset: int)
+        =
+        let mutable none = KeyPrefetch.None
+        p.ForwardDecomposedRotation(path, decomposer, acc, accOffset, degree, fourier, firstOffset, levelStride, digits, difference, differenceOffset, &none)
+
+    /// ForwardDecomposedRotation, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.ForwardDecomposedRotation
+        (path: SimdPath, decomposer: Decomposer, acc: uint64[], accOffset: int, degree: int, fourier: float[], firstOffset: int, levelStride: int, digits: int64[], difference: uint64[], differenceOffset: int, prefetch: byref<KeyPrefetch>)
         =
         checkPath path
-        match path with
-        | SimdPath.Vector512 when decomposer.Level = 1 && firstStepIsPair ->
-            let n = polynomialSize
-            let negate = degree >= n
-            let d = if negate then degree - n else degree
-            let scalarRotated (t: int) =
-                let v = if t >= d then acc[accOffset + t - d] else 0UL - acc[accOffset + t - d + n]
-                if negate then 0UL - v else v
-            // acc·X^degree - acc on the 8 coefficients from t; only the chunk holding the wrap point d is scalar.
-            let inline rotatedDifference (t: int) =
-                let rotated =
-                    if t >= d then
-                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d])
-                        if negate then Vector512<uint64>.Zero - v else v
-                    elif t + 8 <= d then
-                        let v = Vector512.LoadUnsafe(&acc[accOffset + t - d + n])
-                        if negate then v else Vector512<uint64>.Zero - v
-                    else
-                        Vector512.Create(
-                            scalarRotated t, scalarRotated (t + 1), scalarRotated (t + 2), scalarRotated (t + 3),
-                            scalarRotated (t + 4), scalarRotated (t + 5), scalarRotated (t + 6), scalarRotated (t + 7))
-                rotated - Vector512.LoadUnsafe(&acc[accOffset + t])
-            p.ForwardOneLevel(decomposer, fourier, firstOffset, rotatedDifference)
-        | _ ->
-            Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference 0
-            p.ForwardDecomposed(path, decomposer, difference, 0, fourier, firstOffset, levelStride, digits)
+        Polynomial.monomialMulMinusSelfInto (path = SimdPath.Vector512) acc accOffset polynomialSize degree difference differenceOffset
+        p.ForwardDecomposed(path, decomposer, difference, differenceOffset, fourier, firstOffset, levelStride, digits, &prefetch)
 
     /// Forward transform of a torus polynomial (each coefficient read as a real in [-1/2, 1/2)); used once per key
     /// conversion, so the twist is scalar and only the FFT follows `path`.
@@ -691,13 +894,18 @@ type FftPlan(polynomialSize: int) =
     /// Backward transform of `fourier[offset .. offset + N)` (overwritten) to a real polynomial whose coefficients
     /// are reduced modulo 1 and added, as torus elements, to `output[outputOffset .. outputOffset + N)`.
     member p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int) =
+        let mutable none = KeyPrefetch.None
+        p.BackwardAddTorus(path, fourier, offset, output, outputOffset, &none)
+
+    /// BackwardAddTorus, stepping `prefetch` on the way (AVX-512 path).
+    member internal p.BackwardAddTorus(path: SimdPath, fourier: float[], offset: int, output: uint64[], outputOffset: int, prefetch: byref<KeyPrefetch>) =
         checkPath path
         let im = offset + half
         let o = outputOffset
         match path with
         | SimdPath.Vector512 when firstStepIsPair ->
             // The last two FFT stages, the untwist and the conversion to the torus in one pass over the data.
-            p.DitV512(fourier, offset, 1)
+            p.DitV512(fourier, offset, 1, &prefetch)
             let scale = Vector512.Create two64
             let fRef = &MemoryMarshal.GetArrayDataReference fourier
             let inline finish (m: int) (zr: Vector512<float>) (zi: Vector512<float>) =
@@ -723,9 +931,10 @@ type FftPlan(polynomialSize: int) =
                 finish (j + q) x1r x1i
                 finish (j + s) x2r x2i
                 finish (j + s + q) x3r x3i
+                prefetch.Step()
                 j <- j + 8
         | SimdPath.Vector512 ->
-            p.Dit(path, fourier, offset)
+            p.DitV512(fourier, offset, 0, &prefetch)
             let scale = Vector512.Create two64
             let mutable j = 0
             while j < half do
@@ -811,24 +1020,26 @@ type FftPlan(polynomialSize: int) =
                 acc[accOffset + half + j] <- Math.FusedMultiplyAdd(ar, bi, Math.FusedMultiplyAdd(ai, br, acc[accOffset + half + j]))
 
     /// sums[c] = Σ_row inputs[row] ⊙ matrix[row][c] for c ≤ columns - 1: the Fourier-domain part of an external
-    /// product, `rows` decomposed polynomials against a GGSW's rows (matrix entry (row, c) at
-    /// matrixOffset + (row·columns + c)·N). One pass over the points writes every sum (no clearing, no re-reads).
-    /// On AVX-512 it also prefetches (into L2) the same lines of the next GGSW of `matrix`: a bootstrap streams its
-    /// key from memory once, and the next CMux's FFTs then run while those lines arrive (about 13 % of a PBS).
+    /// product, `rows` decomposed polynomials (from inputsOffset) against a GGSW's rows (matrix entry (row, c) at
+    /// matrixOffset + (row·columns + c)·N), sum c at sumsOffset + c·N. One pass over the points writes every sum
+    /// (no clearing, no re-reads).
     static member MultiplyRows
-        (path: SimdPath, sums: float[], inputs: float[], rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
+        (path: SimdPath, sums: float[], sumsOffset: int, inputs: float[], inputsOffset: int, rows: int, matrix: float[], matrixOffset: int, columns: int, polynomialSize: int)
         =
+        if sumsOffset < 0 || sumsOffset + columns * polynomialSize > sums.Length then
+            raise (DimensionMismatchException("sums", "offset + columns·N within the array", sumsOffset + columns * polynomialSize, sums.Length))
+        if inputsOffset < 0 || inputsOffset + rows * polynomialSize > inputs.Length then
+            raise (DimensionMismatchException("inputs", "offset + rows·N within the array", inputsOffset + rows * polynomialSize, inputs.Length))
+        if matrixOffset < 0 || matrixOffset + rows * columns * polynomialSize > matrix.Length then
+            raise (DimensionMismatchException("matrix", "offset + rows·columns·N within the array", matrixOffset + rows * columns * polynomialSize, matrix.Length))
         let n = polynomialSize
         let half = n / 2
         match path with
         | SimdPath.Vector512 when columns = 2 ->
             // k = 1 (every TUniform preset from 4 bits up): both sums in registers, one pass over the points.
-            use matrixPtr = fixed matrix
-            let prefetchDistance = rows * columns * n
-            let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
-            let inRef = &MemoryMarshal.GetArrayDataReference inputs
+            let inRef = &Unsafe.Add(&MemoryMarshal.GetArrayDataReference inputs, inputsOffset)
             let mRef = &MemoryMarshal.GetArrayDataReference matrix
-            let sRef = &MemoryMarshal.GetArrayDataReference sums
+            let sRef = &Unsafe.Add(&MemoryMarshal.GetArrayDataReference sums, sumsOffset)
             let mutable j = 0
             while j < half do
                 let mutable s0r = Vector512<float>.Zero
@@ -844,12 +1055,6 @@ type FftPlan(polynomialSize: int) =
                     let b0i = ld &mRef (g + half)
                     let b1r = ld &mRef (g + n)
                     let b1i = ld &mRef (g + n + half)
-                    if canPrefetch then
-                        let next = NativePtr.add matrixPtr (g + prefetchDistance)
-                        Sse.Prefetch1(NativePtr.toVoidPtr next)
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next half))
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next n))
-                        Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add next (n + half)))
                     s0r <- Avx512F.FusedMultiplyAdd(ar, b0r, Avx512F.FusedMultiplyAddNegated(ai, b0i, s0r))
                     s0i <- Avx512F.FusedMultiplyAdd(ar, b0i, Avx512F.FusedMultiplyAdd(ai, b0r, s0i))
                     s1r <- Avx512F.FusedMultiplyAdd(ar, b1r, Avx512F.FusedMultiplyAddNegated(ai, b1i, s1r))
@@ -863,25 +1068,25 @@ type FftPlan(polynomialSize: int) =
                 j <- j + 8
         | SimdPath.Vector512 ->
             // k > 1: one multiply-accumulate pass per (row, column), each also prefetching its polynomial of the
-            // next GGSW.
+            // next GGSW (a blind rotation's KeyPrefetch, paced for k = 1, covers only the start of these larger ones).
             use matrixPtr = fixed matrix
             let prefetchDistance = rows * columns * n
             let canPrefetch = Sse.IsSupported && matrixOffset + 2 * prefetchDistance <= matrix.Length
-            Array.Clear(sums, 0, columns * n)
+            Array.Clear(sums, sumsOffset, columns * n)
             for c in 0 .. columns - 1 do
                 for row in 0 .. rows - 1 do
                     let g = matrixOffset + (row * columns + c) * n
-                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, g, n)
+                    FftPlan.MultiplyAccumulate(path, sums, sumsOffset + c * n, inputs, inputsOffset + row * n, matrix, g, n)
                     if canPrefetch then
                         let mutable line = 0
                         while line < n do
                             Sse.Prefetch1(NativePtr.toVoidPtr (NativePtr.add matrixPtr (g + prefetchDistance + line)))
                             line <- line + 8
         | _ ->
-            Array.Clear(sums, 0, columns * n)
+            Array.Clear(sums, sumsOffset, columns * n)
             for c in 0 .. columns - 1 do
                 for row in 0 .. rows - 1 do
-                    FftPlan.MultiplyAccumulate(path, sums, c * n, inputs, row * n, matrix, matrixOffset + (row * columns + c) * n, n)
+                    FftPlan.MultiplyAccumulate(path, sums, sumsOffset + c * n, inputs, inputsOffset + row * n, matrix, matrixOffset + (row * columns + c) * n, n)
 
     /// The negacyclic product of a torus polynomial and a polynomial of small signed integers through the FFT, as
     /// the external product computes it (one forward per operand, one pointwise product, one backward).

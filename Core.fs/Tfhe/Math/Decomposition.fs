@@ -70,15 +70,24 @@ type Decomposer =
             for i in 0 .. d.Level - 1 do
                 digits[i * n + c] <- d.NextDigit(&state)
 
-    /// InitState on 8 coefficients at once (AVX-512 integer operations).
-    member inline d.InitState512(x: Vector512<uint64>) =
+    /// InitState on 8 coefficients at once, in four vector operations: x + half a unit (wrapping) shifted right
+    /// arithmetically rounds half up to R signed bits, which is the balanced state everywhere except on the top
+    /// R bits 100…0 with the rounding bit clear (x in [-2^63, -2^63 + 2^(63-R))), where it gives -2^(R-1) and the
+    /// scalar rule keeps +2^(R-1). The constants come from RoundingConstants512, so a loop can hoist them.
+    static member inline InitState512(x: Vector512<uint64>, halfUnit: Vector512<uint64>, shift: int, boundary: Vector512<int64>, plusHalf: Vector512<int64>) =
+        let rounded = Vector512.ShiftRightArithmetic((x + halfUnit).AsInt64(), shift)
+        Vector512.ConditionalSelect(Vector512.LessThan(x.AsInt64(), boundary), plusHalf, rounded).AsUInt64()
+
+    /// The constants of InitState512: half a unit 2^(63-R), the shift 64 - R, the boundary -2^63 + 2^(63-R) and
+    /// +2^(R-1).
+    member d.RoundingConstants512 =
         let r = d.RepresentedBits
-        let one = Vector512<uint64>.One
-        let res = Vector512.ShiftRightLogical(x, 64 - r - 1)
-        let roundingBit = res &&& one
-        let res = Vector512.ShiftRightLogical(res + one, 1) &&& Vector512.Create((1UL <<< r) - 1UL)
-        let needBalance = Vector512.ShiftRightLogical(((res - one) ||| Vector512.ShiftLeft(roundingBit, r - 1)) &&& res, r - 1)
-        res - Vector512.ShiftLeft(needBalance, r)
+        struct (Vector512.Create(1UL <<< (63 - r)), 64 - r, Vector512.Create(Int64.MinValue + (1L <<< (63 - r))), Vector512.Create(1L <<< (r - 1)))
+
+    /// InitState on 8 coefficients at once.
+    member inline d.InitState512(x: Vector512<uint64>) =
+        let struct (halfUnit, shift, boundary, plusHalf) = d.RoundingConstants512
+        Decomposer.InitState512(x, halfUnit, shift, boundary, plusHalf)
 
     /// NextDigit on 8 states at once.
     member inline d.NextDigit512(state: byref<Vector512<uint64>>) =

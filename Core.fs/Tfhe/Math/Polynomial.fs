@@ -2,6 +2,8 @@ namespace FheNet.Tfhe
 
 open System
 open System.Runtime.Intrinsics
+open System.Runtime.CompilerServices
+open System.Runtime.InteropServices
 
 /// Exact operations on polynomials of Z_q[X]/(X^N + 1), q = 2^64, stored as coefficient spans (wrapping u64).
 /// These are the reference the FFT path is tested against, and the monomial products the blind rotation uses.
@@ -43,26 +45,41 @@ module Polynomial =
         for i in n - d .. n - 1 do
             output[i + d - n] <- (if negate then input[i] else 0UL - input[i]) - input[i + d - n]
 
-    /// monomialMulMinusSelf on arrays (N values from each offset), 8 coefficients at a time when `vectorized`.
+    /// monomialMulMinusSelf on arrays (N values from each offset), 8 coefficients at a time when `vectorized`
+    /// (AVX-512): two straight loops, one per side of the wrap point, the sign applied as (v xor m) - m.
     let monomialMulMinusSelfInto (vectorized: bool) (input: uint64[]) (inputOffset: int) (n: int) (degree: int) (output: uint64[]) (outputOffset: int) =
+        if inputOffset < 0 || inputOffset + n > input.Length then
+            raise (DimensionMismatchException("input", "offset + N within the array", inputOffset + n, input.Length))
+        if outputOffset < 0 || outputOffset + n > output.Length then
+            raise (DimensionMismatchException("output", "offset + N within the array", outputOffset + n, output.Length))
+        if degree < 0 || degree >= 2 * n then
+            raise (FheNet.ParameterOutOfRangeException("degree", degree, $"in [0, 2N) = [0, %d{2 * n})"))
         if not vectorized then
             monomialMulMinusSelf (ReadOnlySpan(input, inputOffset, n)) degree (Span(output, outputOffset, n))
         else
             let negate = degree >= n
             let d = if negate then degree - n else degree
+            let source = &Unsafe.Add(&MemoryMarshal.GetArrayDataReference input, inputOffset)
+            let target = &Unsafe.Add(&MemoryMarshal.GetArrayDataReference output, outputOffset)
             // out[j] = ±in[j - d] - in[j] for j ≥ d, and ∓in[j - d + n] - in[j] for j < d.
-            let inline segment (from: int) (until: int) (source: int) (minus: bool) =
-                let mutable j = from
-                while j + 8 <= until do
-                    let shifted = Vector512.LoadUnsafe(&input[inputOffset + j + source])
-                    let own = Vector512.LoadUnsafe(&input[inputOffset + j])
-                    let v = if minus then Vector512<uint64>.Zero - shifted - own else shifted - own
-                    Vector512.StoreUnsafe(v, &output[outputOffset + j])
-                    j <- j + 8
-                while j < until do
-                    let shifted = input[inputOffset + j + source]
-                    output[outputOffset + j] <- (if minus then 0UL - shifted else shifted) - input[inputOffset + j]
-                    j <- j + 1
-            segment d n (-d) negate
-            segment 0 d (n - d) (not negate)
-
+            let upper = if negate then UInt64.MaxValue else 0UL
+            let lower = ~~~upper
+            let upperMask, lowerMask = Vector512.Create upper, Vector512.Create lower
+            let mutable j = d
+            while j + 8 <= n do
+                let shifted = Vector512.LoadUnsafe(&source, unativeint (j - d))
+                let v = (shifted ^^^ upperMask) - upperMask - Vector512.LoadUnsafe(&source, unativeint j)
+                Vector512.StoreUnsafe(v, &target, unativeint j)
+                j <- j + 8
+            while j < n do
+                Unsafe.Add(&target, j) <- ((Unsafe.Add(&source, j - d) ^^^ upper) - upper) - Unsafe.Add(&source, j)
+                j <- j + 1
+            j <- 0
+            while j + 8 <= d do
+                let shifted = Vector512.LoadUnsafe(&source, unativeint (j - d + n))
+                let v = (shifted ^^^ lowerMask) - lowerMask - Vector512.LoadUnsafe(&source, unativeint j)
+                Vector512.StoreUnsafe(v, &target, unativeint j)
+                j <- j + 8
+            while j < d do
+                Unsafe.Add(&target, j) <- ((Unsafe.Add(&source, j - d + n) ^^^ lower) - lower) - Unsafe.Add(&source, j)
+                j <- j + 1

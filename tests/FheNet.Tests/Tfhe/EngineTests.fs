@@ -33,7 +33,8 @@ let private keysCache = Collections.Concurrent.ConcurrentDictionary<string, Lazy
 let keys (p: TfheParameters) =
     keysCache.GetOrAdd(p.Name, fun _ -> lazy (let ck = ClientKey.generate p in ck, ServerKey.ofClientKey ck)).Value
 
-let private rng = lazy (AesCtrGenerator.Secret())
+// One generator per thread: Expecto runs tests in parallel and a generator's buffer is not thread-safe.
+let private rng = new Threading.ThreadLocal<AesCtrGenerator>(fun () -> AesCtrGenerator.Secret())
 let private randomBelow (m: int) = int64 (rng.Value.NextUInt64() % uint64 m)
 
 let private weak4 = weak 4 PbsOrder.KeyswitchBootstrap

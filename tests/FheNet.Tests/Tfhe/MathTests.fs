@@ -122,12 +122,20 @@ let tests =
                         && closest % (1UL <<< shift) = 0UL
                         && (x - closest + (1UL <<< (shift - 1))) <= (1UL <<< shift)
                         && digits |> Array.forall (fun g -> abs g <= (1L <<< (beta - 1))))
-                testProperty "the 8-lane decomposition equals the scalar one"
+                testProperty "the 8-lane decomposition equals the scalar one, also next to the rounding and balancing boundaries"
                 <| forAll
                     (gen {
                         let! beta = Gen.choose (1, 30)
                         let! level = Gen.choose (1, 63 / beta)
-                        let! xs = Gen.arrayOfLength 64 u64
+                        // Half the values next to the rounding and balancing boundaries: ±2^63 and ±half a unit.
+                        let unit = 1UL <<< (64 - beta * level)
+                        let edge =
+                            gen {
+                                let! centre = Gen.elements [ 0UL; 1UL <<< 63; (1UL <<< 63) - unit / 2UL; (1UL <<< 63) + unit / 2UL; unit / 2UL; 0UL - unit / 2UL ]
+                                let! offset = Gen.choose (-2, 2)
+                                return centre + uint64 (int64 offset)
+                            }
+                        let! xs = Gen.arrayOfLength 64 (Gen.oneof [ u64; edge ])
                         return beta, level, xs
                      })
                     (fun (beta, level, xs) ->
@@ -201,6 +209,25 @@ let tests =
                         // N = 2048), so two paths agree within twice it; 2^40 was hit by a rare draw.
                         Expect.isLessThanOrEqual worst (2.0 * Math.Pow(2.0, 11.0 + 22.0 + 11.0)) $"%A{path} vs scalar"
                 }
+                testProperty "every path leaves the Fourier form in one order: forward transforms agree with the scalar one"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 12)
+                        let n = 1 <<< logN
+                        let! digits = Gen.arrayOfLength n (Gen.choose (-(1 <<< 22), 1 <<< 22))
+                        return n, Array.map int64 digits
+                     })
+                    (fun (n, digits) ->
+                        let plan = FftPlan.ForSize n
+                        let transform path =
+                            let fourier = Array.zeroCreate<float> n
+                            plan.ForwardInteger(path, digits, 0, fourier, 0)
+                            fourier
+                        let scalar = transform SimdPath.Scalar
+                        // Same butterflies, same twiddles: the paths differ by a few roundings, never by a permutation.
+                        let tolerance = 1e-12 * (scalar |> Array.map abs |> Array.max)
+                        SimdPath.supported
+                        |> List.forall (fun path -> Array.forall2 (fun (a: float) b -> abs (a - b) <= tolerance) (transform path) scalar))
                 testProperty "the limb-split product with a binary polynomial is exact"
                 <| forAll
                     (gen {
@@ -225,4 +252,23 @@ let tests =
                     Polynomial.monomialMul (ReadOnlySpan a) d (Span once)
                     Polynomial.monomialMul (ReadOnlySpan once) ((64 - d) % 64) (Span back)
                     let xd = Array.init 32 (fun i -> if d < 32 && i = d then 1UL elif d >= 32 && i = d - 32 then UInt64.MaxValue else 0UL)
-                    back = a && once = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan xd)) ] ]
+                    back = a && once = Polynomial.negacyclicProduct (ReadOnlySpan a) (ReadOnlySpan xd))
+                testProperty "the vector CMux difference X^d·a - a equals the scalar one at any offset and degree"
+                <| forAll
+                    (gen {
+                        let! logN = Gen.choose (4, 7)
+                        let n = 1 <<< logN
+                        let! degree = Gen.choose (0, 2 * n - 1)
+                        let! offset = Gen.choose (0, 9)
+                        let! a = Gen.arrayOfLength (n + 9) u64
+                        return n, degree, offset, a
+                     })
+                    (fun (n, degree, offset, a) ->
+                        let reference = Array.zeroCreate<uint64> n
+                        Polynomial.monomialMulMinusSelf (ReadOnlySpan(a, offset, n)) degree (Span reference)
+                        [ false; SimdPath.isSupported SimdPath.Vector512 ]
+                        |> List.distinct
+                        |> List.forall (fun vectorized ->
+                            let output = Array.zeroCreate<uint64> (n + 3)
+                            Polynomial.monomialMulMinusSelfInto vectorized a offset n degree output 3
+                            output[3..] = reference && output[..2] = [| 0UL; 0UL; 0UL |])) ] ]
