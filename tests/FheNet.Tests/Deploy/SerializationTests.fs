@@ -85,13 +85,15 @@ let private formats () =
 
 let private fuzz = { FsCheckConfig.defaultConfig with maxTest = 1000 }
 
-/// Random byte edits: 1 to 4 XORs, or a cut, or an insertion.
+/// Random byte edits: 1 to 4 XORs at distinct positions (two flips of one byte could cancel and leave the frame
+/// intact), or a cut, or an insertion.
 let private edit (length: int) =
     Gen.oneof
         [ gen {
               let! count = Gen.choose (1, 4)
-              let! positions = Gen.arrayOfLength count (Gen.choose (0, length - 1))
-              let! flips = Gen.arrayOfLength count (Gen.choose (1, 255))
+              let! drawn = Gen.arrayOfLength count (Gen.choose (0, length - 1))
+              let positions = Array.distinct drawn
+              let! flips = Gen.arrayOfLength positions.Length (Gen.choose (1, 255))
               return fun (b: byte[]) ->
                   Array.iter2 (fun p f -> b[p] <- b[p] ^^^ byte f) positions flips
                   b
