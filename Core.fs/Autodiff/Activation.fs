@@ -157,3 +157,41 @@ module Activation =
         match a with
         | Activation.ReLU -> if x > 0.0f then 1.0f else 0.0f
         | _ -> float32 (derivative64 a (float x))
+
+    /// values[k] = value a x[k]. ReLU and Identity run as vector loops (they are most of a training step's
+    /// element-wise work); the others call <c>value</c> per element.
+    let valueInto (a: Activation) (x: ReadOnlySpan<float32>) (values: Span<float32>) =
+        Guard.sameLength "values" x.Length values.Length
+        match a with
+        | Activation.Identity -> x.CopyTo values
+        | Activation.ReLU ->
+            let xs = Runtime.InteropServices.MemoryMarshal.Cast<float32, Numerics.Vector<float32>>(x)
+            let vs = Runtime.InteropServices.MemoryMarshal.Cast<float32, Numerics.Vector<float32>>(values)
+            let zero = Numerics.Vector<float32>.Zero
+            for i in 0 .. xs.Length - 1 do
+                vs[i] <- Numerics.Vector.ConditionalSelect(Numerics.Vector.GreaterThan(xs[i], zero), xs[i], zero)
+            for k in xs.Length * Numerics.Vector<float32>.Count .. x.Length - 1 do
+                values[k] <- value a x[k]
+        | _ ->
+            for k in 0 .. x.Length - 1 do
+                values[k] <- value a x[k]
+
+    /// inputGrad[k] += outputGrad[k] · derivative a x[k]: the backward pass of <c>valueInto</c>, ReLU and Identity
+    /// as vector loops.
+    let accumulateGradient (a: Activation) (x: ReadOnlySpan<float32>) (outputGrad: ReadOnlySpan<float32>) (inputGrad: Span<float32>) =
+        Guard.sameLength "outputGrad" x.Length outputGrad.Length
+        Guard.sameLength "inputGrad" x.Length inputGrad.Length
+        match a with
+        | Activation.Identity -> Numerics.Tensors.TensorPrimitives.Add(outputGrad, Span.op_Implicit inputGrad, inputGrad)
+        | Activation.ReLU ->
+            let xs = Runtime.InteropServices.MemoryMarshal.Cast<float32, Numerics.Vector<float32>>(x)
+            let gs = Runtime.InteropServices.MemoryMarshal.Cast<float32, Numerics.Vector<float32>>(outputGrad)
+            let acc = Runtime.InteropServices.MemoryMarshal.Cast<float32, Numerics.Vector<float32>>(inputGrad)
+            let zero = Numerics.Vector<float32>.Zero
+            for i in 0 .. xs.Length - 1 do
+                acc[i] <- acc[i] + Numerics.Vector.ConditionalSelect(Numerics.Vector.GreaterThan(xs[i], zero), gs[i], zero)
+            for k in xs.Length * Numerics.Vector<float32>.Count .. x.Length - 1 do
+                inputGrad[k] <- inputGrad[k] + outputGrad[k] * derivative a x[k]
+        | _ ->
+            for k in 0 .. x.Length - 1 do
+                inputGrad[k] <- inputGrad[k] + outputGrad[k] * derivative a x[k]

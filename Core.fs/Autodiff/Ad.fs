@@ -221,11 +221,11 @@ module Ad =
 
     /// The activation applied element-wise.
     let activation (tape: Tape) (act: Activation) (a: Var) =
-        let out = Var(Tensor.map (Activation.value act) a.Value, a.RequiresGrad)
+        let values = Array.zeroCreate a.Value.Length
+        Activation.valueInto act (ReadOnlySpan a.Value.Data) (Span values)
+        let out = Var(Tensor.ofArray a.Value.Rows a.Value.Cols values, a.RequiresGrad)
         if out.RequiresGrad then
-            tape.Record(fun () ->
-                let g = out.Grad
-                accumulate a (Array.init g.Length (fun k -> g[k] * Activation.derivative act a.Value.Data[k])))
+            tape.Record(fun () -> Activation.accumulateGradient act (ReadOnlySpan a.Value.Data) (ReadOnlySpan out.Grad) (Span a.Grad))
         out
 
     /// Softmax probabilities of each row of logits, in float64 for stability, rounded to float32.

@@ -167,6 +167,24 @@ let tests =
                   let a = awayFromKinks a
                   gradientsMatch [ a ] w (fun m -> m[0].V |> Array.map (Activation.value64 act)) (fun tape v -> Ad.activation tape act v[0]))
 
+          testProperty "span kernels of every activation equal the scalar value and derivative, at any length"
+          <| forAll
+              (Gen.zip3
+                  (Gen.elements Activation.all)
+                  (Gen.choose (0, 70) |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.choose (-4000, 4000))))
+                  (Gen.choose (-1000, 1000)))
+              (fun (act, codes, gradSeed) ->
+                  // Values around the kinks (0 among them) as well as spread out; the length crosses vector widths.
+                  let x = codes |> Array.map (fun c -> float32 c / 500.0f)
+                  let outputGrad = Array.init x.Length (fun k -> float32 ((k * 37 + gradSeed) % 200 - 100) / 64.0f)
+                  let start = Array.init x.Length (fun k -> float32 (k % 7) - 3.0f)
+                  let values = Array.zeroCreate x.Length
+                  Activation.valueInto act (ReadOnlySpan x) (Span values)
+                  let grad = Array.copy start
+                  Activation.accumulateGradient act (ReadOnlySpan x) (ReadOnlySpan outputGrad) (Span grad)
+                  values = Array.map (Activation.value act) x
+                  && grad = Array.init x.Length (fun k -> start[k] + outputGrad[k] * Activation.derivative act x[k]))
+
           testProperty "weighted softmax cross-entropy gradient = finite differences"
           <| forAll lossCase (fun (logits, labels, weights, _) ->
               let one = { R = 1; C = 1; V = [| 1.0 |] }
