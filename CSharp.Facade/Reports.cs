@@ -67,13 +67,15 @@ public sealed record TfheParameterSet(
 /// <param name="Bootstraps">Programmable bootstraps: the lookups and those of exact rounding.</param>
 /// <param name="AccumulatorBits">Bits of the encrypted accumulator.</param>
 /// <param name="RoundedBits">Low bits rounded away before the lookup.</param>
-/// <param name="LookupBits">Bits the table reads.</param>
+/// <param name="LookupBits">Bits of the table's index (the rounded accumulator).</param>
+/// <param name="WindowBits">For a table read in two steps, the bits of its window (the final lookup reads one more);
+/// 0 when one lookup reads all of <paramref name="LookupBits"/>.</param>
 /// <param name="Nu">Largest 2-norm of a neuron's integer weights: the noise growth of the layer.</param>
 /// <param name="EstimatedMilliseconds">Bootstraps × a bootstrap timed on this machine / cores; null before keys exist.</param>
 /// <param name="MeasuredMilliseconds">Mean wall time of the layer in the last encrypted run; null before one.</param>
 public sealed record FheLayerReport(
-    int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, double Nu,
-    double? EstimatedMilliseconds, double? MeasuredMilliseconds);
+    int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, int WindowBits,
+    double Nu, double? EstimatedMilliseconds, double? MeasuredMilliseconds);
 
 /// <summary>What a compiled circuit costs per sample, with its parameter set and key sizes.</summary>
 /// <param name="Layers">Per-layer figures.</param>
@@ -99,7 +101,7 @@ public sealed record FheCircuitReport(
         var p = r.Parameters;
         return new FheCircuitReport(
             r.Layers.Select(l => new FheLayerReport(
-                l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.Nu,
+                l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.WindowBits, l.Nu,
                 l.EstimatedMilliseconds.ToNullable(), l.MeasuredMilliseconds.ToNullable())).ToArray(),
             new TfheParameterSet(
                 p.Name, p.LweDimension, p.GlweDimension, p.PolynomialSize, p.PbsBaseLog, p.PbsLevel, p.KsBaseLog,

@@ -174,7 +174,7 @@ type PayloadWriter internal (stream: Stream) =
 ///
 ///     offset  size  field
 ///     0       8     magic "FHENET" 0x00 0x1A
-///     8       2     format version (1)
+///     8       2     format version (2)
 ///     10      2     object kind (<see cref="T:FheNet.Deploy.ObjectKind"/>)
 ///     12      32    context hash: SHA-256 of the parameter set / model the object belongs to
 ///     44      8     payload length L
@@ -187,7 +187,7 @@ module Container =
 
     /// The format version this library writes and reads.
     [<Literal>]
-    let FormatVersion = 1us
+    let FormatVersion = 2us
 
     let private magic = "FHENET\000\026"B
 

@@ -437,11 +437,12 @@ module CircuitFormat =
         w.WriteCount c.Tables.Length
         for table in c.Tables do
             Fields.writeInt64s w table
+        w.WriteInt32 c.WindowBits
         w.WriteInt64 c.CalibrationMin
         w.WriteInt64 c.CalibrationMax
 
     /// A layer's program, checked against its integer layer, the next layer's codes and the parameter set.
-    let private readLayerCircuit (r: PayloadReader) (p: TfheParameters) (model: IntegerModel) (l: int) : LayerCircuit =
+    let private readLayerCircuit (r: PayloadReader) (p: TfheParameters) (rounding: RoundingMethod) (model: IntegerModel) (l: int) : LayerCircuit =
         let name = $"layer circuit %d{l}"
         let layer = model.Layers[l]
         let index = r.ReadInt32()
@@ -482,6 +483,15 @@ module CircuitFormat =
                     |> Array.iteri (fun i v ->
                         Check.range $"%s{name} table %d{j}[%d{i}]" (int64 codes.QMin) (int64 codes.QMax) v)
                     table)
+        let windowBits = r.ReadInt32()
+        if windowBits <> 0 then
+            if rounding <> RoundingMethod.Exact || tables.Length = 0 then
+                Check.malformed $"%s{name} reads its tables in two steps without exact rounding or without tables"
+            Check.range $"%s{name}.WindowBits" 1L (int64 (lookupBits - 2)) (int64 windowBits)
+            tables
+            |> Array.iteri (fun j table ->
+                if TableWindow.bitsOf table > windowBits then
+                    Check.malformed $"%s{name} table %d{j} varies beyond one window of %d{windowBits} bits")
         let calibrationMin = r.ReadInt64()
         let calibrationMax = r.ReadInt64()
         Check.range $"%s{name} calibration range" calibrationMin Int64.MaxValue calibrationMax
@@ -493,6 +503,7 @@ module CircuitFormat =
           LookupBits = lookupBits
           Nu = nu
           Tables = tables
+          WindowBits = windowBits
           CalibrationMin = calibrationMin
           CalibrationMax = calibrationMax }
 
@@ -548,7 +559,7 @@ module CircuitFormat =
               InputQuantizer = quantizer
               Layers = layers }
         { Model = model
-          Layers = Array.init count (readLayerCircuit r parameters model)
+          Layers = Array.init count (readLayerCircuit r parameters rounding model)
           Parameters = parameters
           Rounding = rounding
           Log2PError = log2PError }

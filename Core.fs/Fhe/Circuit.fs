@@ -9,9 +9,10 @@ open FheNet.Tfhe
 /// How the low bits of an accumulator are dropped before its table lookup.
 [<RequireQualifiedAccess>]
 type RoundingMethod =
-    /// Exact, two bootstraps per group of up to P + 1 dropped bits (P the table's bits): a sign bootstrap clears the
-    /// group's top bit, a (c−1)-bit lookup the rest. The table sees exactly round_half_up(acc / 2^t), bit for bit what
-    /// the integer model computes. The default.
+    /// Exact, two bootstraps per group of dropped bits: a sign bootstrap clears the group's top bit, a (c−1)-bit
+    /// lookup the rest. The table sees exactly round_half_up(acc / 2^t), bit for bit what the integer model computes.
+    /// A wide table that is constant outside one aligned window of 2^W entries (a clamped activation) is then read in
+    /// two narrow steps rather than one wide lookup (see TableWindow). The default.
     | Exact
     /// Exact, one sign bootstrap per dropped bit (Concrete's method).
     | ExactPerBit
@@ -42,6 +43,96 @@ type CompileOptions =
           Rounding = RoundingMethod.Exact
           RangeMargin = 0.25 }
 
+/// What a bootstrap with a table returns: the entry of its index for an index in [0, size), the negated entry in
+/// [size, 2·size) (the padding bit set), periodic beyond.
+module Negacyclic =
+
+    /// The bootstrap's output for a table and an index, without noise.
+    let entry (table: int64[]) (index: int64) =
+        let size = int64 table.Length
+        let wrapped = ((index % (2L * size)) + 2L * size) % (2L * size)
+        if wrapped < size then table[int wrapped] else -table[int (wrapped - size)]
+
+/// A table of 2^P entries that is constant before and after one aligned block of 2^Bits entries: entry k is Below
+/// for k < Block·2^Bits and Above for k ≥ (Block + 1)·2^Bits. Exact rounding leaves the table's index v exact, so
+/// v = h·2^Bits + l can be read in two narrow steps: a (P − Bits)-bit lookup of h gives its class (before, in or
+/// after the block), and one (Bits + 1)-bit lookup of l plus the class gives the entry. A clamped activation
+/// (ReLU, sigmoid…) varies over few of the entries a wide accumulator can take, so both steps read far fewer bits
+/// than P, and a much smaller parameter set serves them.
+[<Struct>]
+type TableWindow =
+    { Bits: int
+      Block: int
+      Below: int64
+      Above: int64 }
+
+module TableWindow =
+
+    /// The first entry that differs from the first, and the last that differs from the last (-1 when none).
+    let private varyingRange (table: int64[]) =
+        let first = Array.tryFindIndex ((<>) table[0]) table |> Option.defaultValue table.Length
+        let last = Array.tryFindIndexBack ((<>) table[table.Length - 1]) table |> Option.defaultValue -1
+        first, last
+
+    /// The fewest bits (at least 1) of an aligned block outside which the table is constant.
+    let bitsOf (table: int64[]) =
+        let first, last = varyingRange table
+        let mutable bits = 1
+        // Blocks are aligned: the entries from `first` to `last` must share one.
+        while first <= last && (first >>> bits) <> (last >>> bits) do
+            bits <- bits + 1
+        bits
+
+    /// The window of `bits` bits of a table (bits at least bitsOf table).
+    let ofTable (bits: int) (table: int64[]) =
+        if bits < bitsOf table then
+            raise (ArgumentOutOfRangeException("bits", bits, $"the table varies over more than one aligned block of 2^%d{bits} entries"))
+        let first, _ = varyingRange table
+        { Bits = bits
+          Block = (min first (table.Length - 1)) >>> bits
+          Below = table[0]
+          Above = table[table.Length - 1] }
+
+    /// The narrowest window that some shift of the table's entries allows: its varying entries span 2^bits or fewer.
+    let narrowestBits (table: int64[]) =
+        let first, last = varyingRange table
+        let span = max 1 (last - first + 1)
+        if span = 1 then 1 else Numerics.BitOperations.Log2(uint32 (span - 1)) + 1
+
+    /// The smallest shift d ≥ 0 of the entries (entry k moved to k + d) that brings the varying ones into one
+    /// aligned block of 2^bits (bits at least narrowestBits table).
+    let alignmentShift (bits: int) (table: int64[]) =
+        let first, last = varyingRange table
+        if first > last || (first >>> bits) = (last >>> bits) then 0
+        else (1 <<< bits) - (first &&& ((1 <<< bits) - 1))
+
+    /// The class lookup's entries over h in [0, 2^classBits), in units of the final lookup's index: 0 for the
+    /// window's block, 2^Bits before it and 3·2^Bits after it (an index in the negated half of the final lookup).
+    let classEntries (classBits: int) (window: TableWindow) =
+        Array.init (1 <<< classBits) (fun h ->
+            if h < window.Block then 1L <<< window.Bits
+            elif h = window.Block then 0L
+            else 3L <<< window.Bits)
+
+    /// The final lookup's 2^(Bits+1) entries, in half steps of the output: 2·entry − (Below + Above) for l in the
+    /// block, and Below − Above past it, which the negacyclic wrap turns into Above − Below after the block.
+    let finalEntries (window: TableWindow) (table: int64[]) =
+        let size = 1 <<< window.Bits
+        let centre = window.Below + window.Above
+        Array.init (2 * size) (fun z ->
+            if z < size then 2L * table[(window.Block <<< window.Bits) + z] - centre
+            else window.Below - window.Above)
+
+    /// The constant added to the final lookup's output (in half steps): Below + Above.
+    let finalOffset (window: TableWindow) = window.Below + window.Above
+
+    /// Entry v of a table read in two steps, in the clear: the class lookup of v's high bits, the final lookup of its
+    /// low bits plus the class, and the offset, halved. Equals table[v] for every v (the property tests check it).
+    let read (window: TableWindow) (table: int64[]) (v: int) =
+        let classBits = Numerics.BitOperations.Log2(uint32 table.Length) - window.Bits
+        let z = int64 (v &&& ((1 <<< window.Bits) - 1)) + (classEntries classBits window)[v >>> window.Bits]
+        (Negacyclic.entry (finalEntries window table) z + finalOffset window) / 2L
+
 /// The encrypted program of one layer. The accumulator acc of neuron j travels as y = acc + Offsets[j], a value in
 /// [0, 2^AccumulatorBits) encoded at Δ = 2^(63 − AccumulatorBits) (one padding bit). Each offset is a multiple of
 /// 2^Shift, so round_half_up(y / 2^Shift) = round_half_up(acc / 2^Shift) + Offsets[j] / 2^Shift exactly; offsets per
@@ -61,6 +152,9 @@ type LayerCircuit =
       /// Per neuron, entry k (k in [0, 2^P)) is the next layer's input code for the rounded y = k; empty for the
       /// last layer.
       Tables: int64[][]
+      /// W > 0: exact rounding is followed by a two-step read of every table through its window of W bits
+      /// (TableWindow); 0: one lookup reads all P bits.
+      WindowBits: int
       /// Accumulator range seen on the calibration set.
       CalibrationMin: int64
       CalibrationMax: int64 }
@@ -68,26 +162,41 @@ type LayerCircuit =
     /// False for the last layer, whose accumulators the client decrypts.
     member l.HasTables = l.Tables.Length > 0
 
-    /// The groups (lowest bit, size) in which exact rounding clears the t dropped bits, lowest first.
+    /// Each neuron's window, for a two-step read (empty otherwise).
+    member l.Windows =
+        if l.WindowBits > 0 then l.Tables |> Array.map (TableWindow.ofTable l.WindowBits) else [||]
+
+    /// The groups (lowest bit, size) in which exact rounding clears the t dropped bits, lowest first. A group's
+    /// remaining bits are read by a (size−1)-bit lookup, no wider than the layer's widest other lookup.
     member l.RoundingGroups(rounding: RoundingMethod) =
+        let w = l.WindowBits
         let size =
             match rounding with
+            | RoundingMethod.Exact when w > 0 -> max 1 (min l.Shift (max (w + 1) (l.LookupBits - w) + 1))
             | RoundingMethod.Exact -> max 1 (min l.Shift (l.LookupBits + 1))
             | RoundingMethod.ExactPerBit
             | RoundingMethod.Approximate -> 1
         [ for low in 0 .. size .. l.Shift - 1 -> low, min size (l.Shift - low) ]
 
+    /// The group (lowest bit, size) of the rounded value's W low bits that a two-step read clears next.
+    member l.WindowGroup = if l.WindowBits > 0 then Some(l.Shift, l.WindowBits) else None
+
     /// Bootstraps per sample: per neuron, those of exact rounding (one per group of one bit, two per larger group)
-    /// and the table.
+    /// and the table (one, or for a two-step read: the window group's, the class and the final lookup).
     member l.BootstrapsFor(rounding: RoundingMethod) =
         if not l.HasTables then 0
         else
+            let groupCost (_, size) = if size = 1 then 1 else 2
             match rounding with
             | RoundingMethod.Approximate -> l.Neurons
             | RoundingMethod.Exact
             | RoundingMethod.ExactPerBit ->
-                let rounding = l.RoundingGroups rounding |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
-                l.Neurons * (rounding + 1)
+                let clearing = l.RoundingGroups rounding |> List.sumBy groupCost
+                let table =
+                    match l.WindowGroup with
+                    | Some group -> groupCost group + 2
+                    | None -> 1
+                l.Neurons * (clearing + table)
 
 /// A network compiled for FHE: the integer model it computes (any rounding threshold applied), the program of each
 /// layer, and one TFHE parameter set for the whole circuit.
@@ -172,68 +281,92 @@ module Compiler =
                 let extra = if widening >= 9e18 then Int64.MaxValue / 4L else int64 widening
                 max worstLo (lo - extra), min worstHi (hi + extra)))
 
-    let private layerCircuit (model: IntegerModel) (l: int) (ranges: (int64 * int64)[]) =
+    /// A layer's program read by one lookup per neuron, and (when worth trying) the same read in two steps.
+    let private layerCircuits (model: IntegerModel) (l: int) (ranges: (int64 * int64)[]) =
         let layer = model.Layers[l]
         let t = layer.Shift
         let half = if t > 0 then 1L <<< (t - 1) else 0L
+        let build (offsets: int64[]) =
+            let bits =
+                Array.map2 (fun (_, hi) offset -> IntegerModel.bitsFor 0L (hi + offset + half)) ranges offsets
+                |> Array.fold max (t + 1)
+            let nu =
+                layer.Weights
+                |> Array.map (fun w -> sqrt (w |> Array.sumBy (fun v -> float v * float v)))
+                |> Array.max
+                |> max 1.0
+            let tables, lookupBits =
+                match layer.Lookup with
+                | None -> [||], 0
+                | Some lookup ->
+                    let p = bits - t
+                    let table (offset: int64) =
+                        Array.init (1 <<< p) (fun k -> int64 (Lookup.apply lookup (int64 k - (offset >>> t))))
+                    offsets |> Array.map table, p
+            { Layer = l
+              Neurons = layer.Weights.Length
+              Offsets = offsets
+              AccumulatorBits = bits
+              Shift = t
+              LookupBits = lookupBits
+              Nu = nu
+              Tables = tables
+              WindowBits = 0
+              CalibrationMin = ranges |> Array.map fst |> Array.min
+              CalibrationMax = ranges |> Array.map snd |> Array.max }
         // Per neuron, the smallest multiple of 2^t that makes its calibration accumulators non-negative.
-        let offsets = ranges |> Array.map (fun (lo, _) -> -(lo >>> t <<< t))
-        let bits =
-            Array.map2 (fun (_, hi) offset -> IntegerModel.bitsFor 0L (hi + offset + half)) ranges offsets
-            |> Array.fold max (t + 1)
-        let nu =
-            layer.Weights
-            |> Array.map (fun w -> sqrt (w |> Array.sumBy (fun v -> float v * float v)))
-            |> Array.max
-            |> max 1.0
-        let tables, lookupBits =
-            match layer.Lookup with
-            | None -> [||], 0
-            | Some lookup ->
-                let p = bits - t
-                let table (offset: int64) =
-                    Array.init (1 <<< p) (fun k -> int64 (Lookup.apply lookup (int64 k - (offset >>> t))))
-                offsets |> Array.map table, p
-        { Layer = l
-          Neurons = layer.Weights.Length
-          Offsets = offsets
-          AccumulatorBits = bits
-          Shift = t
-          LookupBits = lookupBits
-          Nu = nu
-          Tables = tables
-          CalibrationMin = ranges |> Array.map fst |> Array.min
-          CalibrationMax = ranges |> Array.map snd |> Array.max }
+        let lowest = build (ranges |> Array.map (fun (lo, _) -> -(lo >>> t <<< t)))
+        let twoStep =
+            if not lowest.HasTables then None
+            else
+                // Shift each neuron's entries so that its varying ones share one aligned block of the narrowest width
+                // the layer allows; a two-step read is worth it when it saves at least two bits on the table.
+                let bits = lowest.Tables |> Array.map TableWindow.narrowestBits |> Array.max
+                let aligned =
+                    Array.map2 (fun offset table -> offset + (int64 (TableWindow.alignmentShift bits table) <<< t)) lowest.Offsets lowest.Tables
+                    |> build
+                let w = aligned.Tables |> Array.map TableWindow.bitsOf |> Array.max
+                if w + 2 <= aligned.LookupBits && aligned.AccumulatorBits <= MaxAccumulatorBits then
+                    Some { aligned with WindowBits = w }
+                else
+                    None
+        lowest, twoStep
 
     /// The noise requirements of one layer's operations on the circuit's parameter set.
     let requirements (rounding: RoundingMethod) (layer: LayerCircuit) : LookupRequirement list =
         let nu2 = layer.Nu * layer.Nu
         let b = layer.AccumulatorBits
+        let read factor bits =
+            { PbsVarianceFactor = factor; PlaintextModulus = 1 <<< bits; ThroughBlindRotation = true }
+        let groupOutputs (_, size) = if size = 1 then 1 else 2
         if not layer.HasTables then
             [ { PbsVarianceFactor = nu2; PlaintextModulus = 1 <<< b; ThroughBlindRotation = false } ]
         else
+            let window = layer.WindowGroup
             match rounding with
             | RoundingMethod.Exact
-            | RoundingMethod.ExactPerBit when layer.Shift > 0 ->
+            | RoundingMethod.ExactPerBit when layer.Shift > 0 || window.IsSome ->
                 // A group of c bits from bit i is read with its top bit on the padding bit: the accumulator noise
                 // grows by 2^(B−i−c+1), and the group decodes on c−1 bits; each earlier subtraction added a bootstrap
                 // output.
-                let groups = layer.RoundingGroups rounding
-                let reads =
+                let groups = layer.RoundingGroups rounding @ Option.toList window
+                let reads, subtracted =
                     groups
-                    |> List.mapi (fun g (low, size) ->
-                        { PbsVarianceFactor = Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + 2.0 * float g)
-                          PlaintextModulus = 1 <<< (size - 1)
-                          ThroughBlindRotation = true })
-                let subtracted = groups |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
-                reads
-                @ [ { PbsVarianceFactor = nu2 + float subtracted
-                      PlaintextModulus = 1 <<< layer.LookupBits
-                      ThroughBlindRotation = true } ]
-            | _ ->
-                [ { PbsVarianceFactor = nu2
-                    PlaintextModulus = 1 <<< layer.LookupBits
-                    ThroughBlindRotation = true } ]
+                    |> List.mapFold
+                        (fun subtracted (low, size) ->
+                            read (Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + float subtracted)) (size - 1),
+                            subtracted + groupOutputs (low, size))
+                        0
+                match window with
+                | Some (low, w) ->
+                    // The class lookup reads the P − W bits left; the final one reads W + 1 bits: the window group's
+                    // outputs scaled by 2^(P−W−1) plus the class lookup's output.
+                    let p = layer.LookupBits
+                    reads
+                    @ [ read (nu2 + float subtracted) (p - w)
+                        read (float (groupOutputs (low, w)) * Math.Pow(4.0, float (p - w - 1)) + 1.0) (w + 1) ]
+                | None -> reads @ [ read (nu2 + float subtracted) layer.LookupBits ]
+            | _ -> [ read nu2 layer.LookupBits ]
 
     let private perLookupLog2PError (options: CompileOptions) (bootstraps: int) =
         match options.PError, options.GlobalPError with
@@ -277,8 +410,9 @@ module Compiler =
                 withRoundingThreshold bits model layerRanges
             | None -> model
         let ranges = calibrationRanges options.RangeMargin model calibration
-        let layers = Array.init model.Layers.Length (fun l -> layerCircuit model l ranges[l])
-        for layer in layers do
+        let plans = Array.init model.Layers.Length (fun l -> layerCircuits model l ranges[l])
+        let direct = plans |> Array.map fst
+        for layer in direct do
             if layer.AccumulatorBits > MaxAccumulatorBits then
                 raise (
                     CircuitTooWideException(
@@ -288,13 +422,26 @@ module Compiler =
                         $"ciphertexts carry at most %d{MaxAccumulatorBits} bits"
                     )
                 )
-        let bootstraps = layers |> Array.sumBy (fun l -> l.BootstrapsFor options.Rounding)
-        let log2PError = perLookupLog2PError options bootstraps
-        let all = layers |> Array.toList |> List.collect (requirements options.Rounding)
-        let parameters =
+        // With exact rounding, the tables are read in one lookup or (where worth it) in two steps; each plan gets its
+        // cheapest parameter set, and the plan costing least per sample (Concrete's cost model) is kept.
+        let candidates =
+            [ direct
+              if options.Rounding = RoundingMethod.Exact && plans |> Array.exists (snd >> Option.isSome) then
+                  plans |> Array.map (fun (one, two) -> defaultArg two one) ]
+        let solve (layers: LayerCircuit[]) =
+            let bootstraps = layers |> Array.sumBy (fun l -> l.BootstrapsFor options.Rounding)
+            let log2PError = perLookupLog2PError options bootstraps
+            let all = layers |> Array.toList |> List.collect (requirements options.Rounding)
             try
-                Optimizer.optimizeCircuit NoiseFamily.TUniform all log2PError
+                Ok(layers, Optimizer.optimizeCircuit NoiseFamily.TUniform all log2PError, log2PError, bootstraps)
             with :? InfeasibleParametersException as e ->
+                Error(layers, log2PError, e)
+        let solved = candidates |> List.map solve
+        let layers, parameters, log2PError =
+            match solved |> List.choose (function Ok plan -> Some plan | Error _ -> None) with
+            | [] ->
+                // Every plan failed; report the one-lookup plan's failure.
+                let layers, log2PError, e = solved |> List.pick (function Error failure -> Some failure | Ok _ -> None)
                 // Name the first layer that no parameter set can serve on its own.
                 let culprit =
                     layers
@@ -306,6 +453,10 @@ module Compiler =
                             true)
                     |> Option.defaultValue (Array.last layers)
                 raise (CircuitTooWideException(culprit.Layer, culprit.AccumulatorBits, culprit.LookupBits, e.Message))
+            | feasible ->
+                let layers, parameters, log2PError, _ =
+                    feasible |> List.minBy (fun (_, p, _, bootstraps) -> Optimizer.cost p * float bootstraps)
+                layers, parameters, log2PError
         { Model = model
           Layers = layers
           Parameters = parameters

@@ -46,14 +46,24 @@ module FheClient =
         let encoding = Encoding.WithPadding(1 <<< last.AccumulatorBits)
         outputs |> Array.mapi (fun j c -> Lwe.decryptWith keys.ClientKey encoding c - last.Offsets[j])
 
+/// How a neuron's rounded accumulator is read.
+[<RequireQualifiedAccess>]
+type internal NeuronRead =
+    /// One lookup of all P bits.
+    | Direct of LookupTable
+    /// Two steps (TableWindow): the class lookup of the bits above the window, then the final lookup of the window's
+    /// bits plus the class, at half the output step, plus a constant.
+    | TwoStep of classes: LookupTable * final: LookupTable * offset: int64
+
 /// A circuit bound to a server key, its lookup tables built once.
 type PreparedCircuit =
     private
         { circuit: Circuit
           serverKey: ServerKey
-          // Per layer: the neurons' tables, and per rounding group of exact rounding its sign table and (groups of more
-          // than one bit) the table of its remaining bits.
-          tables: LookupTable[][]
+          // Per layer and neuron, how its table is read.
+          reads: NeuronRead[][]
+          // Per layer: per group that exact rounding clears (the window's group last, for a two-step read), its sign
+          // table and (groups of more than one bit) the table of its remaining bits.
           groupTables: (LookupTable * LookupTable option)[][] }
 
     member p.Circuit = p.circuit
@@ -65,67 +75,97 @@ type PreparedCircuit =
 /// programmable bootstrapping. Uses only the evaluation key.
 module FheServer =
 
+    /// The bits of the next layer's input encoding: its accumulator bits.
+    let private nextBits (circuit: Circuit) (layer: LayerCircuit) = circuit.Layers[layer.Layer + 1].AccumulatorBits
+
+    let private neuronReads (circuit: Circuit) (layer: LayerCircuit) =
+        let p = circuit.Parameters
+        let output = 1 <<< nextBits circuit layer
+        match layer.WindowBits with
+        | 0 -> layer.Tables |> Array.map (Pbs.lookupTableOfValues p output >> NeuronRead.Direct)
+        | w ->
+            layer.Windows
+            |> Array.mapi (fun j window ->
+                NeuronRead.TwoStep(
+                    Pbs.lookupTableOfValues p (1 <<< (w + 1)) (TableWindow.classEntries (layer.LookupBits - w) window),
+                    Pbs.lookupTableOfValues p (2 * output) (TableWindow.finalEntries window layer.Tables[j]),
+                    TableWindow.finalOffset window
+                ))
+
+    /// The groups exact rounding clears, then the window's group of a two-step read.
+    let private clearedGroups (circuit: Circuit) (layer: LayerCircuit) =
+        match circuit.Rounding with
+        | RoundingMethod.Exact
+        | RoundingMethod.ExactPerBit when layer.HasTables ->
+            layer.RoundingGroups circuit.Rounding @ Option.toList layer.WindowGroup
+        | _ -> []
+
     /// Binds a circuit to an evaluation key and builds its tables.
     let prepare (circuit: Circuit) (serverKey: ServerKey) : PreparedCircuit =
         if serverKey.Parameters <> circuit.Parameters then
             raise (ArgumentException($"The evaluation key is for parameter set %s{serverKey.Parameters.Name}, the circuit needs %s{circuit.Parameters.Name}.", "serverKey"))
         let p = circuit.Parameters
-        let next l = circuit.Layers[l + 1].AccumulatorBits
         { circuit = circuit
           serverKey = serverKey
-          tables =
-            circuit.Layers
-            |> Array.map (fun layer ->
-                if layer.HasTables then layer.Tables |> Array.map (Pbs.lookupTableOfValues p (1 <<< next layer.Layer))
-                else [||])
+          reads = circuit.Layers |> Array.map (fun layer -> if layer.HasTables then neuronReads circuit layer else [||])
           groupTables =
             circuit.Layers
             |> Array.map (fun layer ->
-                match circuit.Rounding with
-                | RoundingMethod.Exact
-                | RoundingMethod.ExactPerBit when layer.HasTables ->
-                    layer.RoundingGroups circuit.Rounding
-                    |> List.map (fun (low, size) ->
-                        let top = low + size - 1
-                        // Output −2^top at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(top−1)·Δ_B for a top bit 0 / 1.
-                        let sign = Pbs.lookupTableWith p 1 (1 <<< (layer.AccumulatorBits + 1)) (fun _ -> -(1L <<< top))
-                        // The group's other bits v, read as a (size−1)-bit message, give v·2^low at Δ_B.
-                        let rest =
-                            if size = 1 then None
-                            else Some(Pbs.lookupTableWith p (1 <<< (size - 1)) (1 <<< layer.AccumulatorBits) (fun v -> int64 v <<< low))
-                        sign, rest)
-                    |> Array.ofList
-                | _ -> [||]) }
+                clearedGroups circuit layer
+                |> List.map (fun (low, size) ->
+                    let top = low + size - 1
+                    // Output −2^top at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(top−1)·Δ_B for a top bit 0 / 1.
+                    let sign = Pbs.lookupTableWith p 1 (1 <<< (layer.AccumulatorBits + 1)) (fun _ -> -(1L <<< top))
+                    // The group's other bits v, read as a (size−1)-bit message, give v·2^low at Δ_B.
+                    let rest =
+                        if size = 1 then None
+                        else Some(Pbs.lookupTableWith p (1 <<< (size - 1)) (1 <<< layer.AccumulatorBits) (fun v -> int64 v <<< low))
+                    sign, rest)
+                |> Array.ofList) }
 
-    /// round_half_up(y / 2^t) of a ciphertext of y at Δ_B, as a ciphertext of the result at Δ_(B−t). The dropped
-    /// bits are cleared group by group from the lowest: multiplying by 2^(B−low−size+1) brings the group's top bit
-    /// onto the padding bit and wraps away every higher bit; a sign bootstrap reads that bit, and a (size−1)-bit
-    /// lookup the bits below it, each subtracted at its weight.
-    let private roundExactly (prepared: PreparedCircuit) (layer: LayerCircuit) (y: LweCiphertext) =
+    /// Clears one group (low, size) of the bits of c (at Δ_B, every bit below `low` already zero): multiplying by
+    /// 2^(B−low−size+1) brings the group's top bit onto the padding bit and wraps away every higher bit; a sign
+    /// bootstrap reads that bit, and a (size−1)-bit lookup the bits below it. Returns c without the group, and the
+    /// group's bits at their weight (fresh bootstrap outputs, without the accumulator's noise).
+    let private clearGroup (prepared: PreparedCircuit) (layer: LayerCircuit) (g: int) (low: int, size: int) (c: LweCiphertext) =
         let b = layer.AccumulatorBits
-        let half = Encoding.WithPadding(1 <<< (b + 1))
-        let mutable c = Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< b)) (1L <<< (layer.Shift - 1)) y
+        let sign, rest = prepared.groupTables[layer.Layer][g]
+        let moved = Lwe.mulScalar (1L <<< (b - low - size + 1)) c
+        // A one-bit group sits on the padding bit (phase 0 or ½); a wider one is centred in its half of the torus
+        // (plus half a group step, minus a quarter turn) so the one-box sign lookup reads its top bit.
+        let centred =
+            if size = 1 then moved
+            else
+                moved
+                |> Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< size)) 1L
+                |> Lwe.addPlaintextWith (Encoding.WithPadding 2) -1L
+        let top =
+            Pbs.apply prepared.serverKey sign centred
+            |> Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< (b + 1))) (1L <<< (low + size - 1))
+        let withoutTop = Lwe.sub c top
+        match rest with
+        | Some table ->
+            let others = Pbs.apply prepared.serverKey table (Lwe.mulScalar (1L <<< (b - low - size + 1)) withoutTop)
+            Lwe.sub withoutTop others, Lwe.add top others
+        | None -> withoutTop, top
+
+    /// round_half_up(y / 2^t) of a ciphertext of y at Δ_B, as a ciphertext of the result at Δ_(B−t): the dropped
+    /// bits are cleared group by group from the lowest.
+    let private roundExactly (prepared: PreparedCircuit) (layer: LayerCircuit) (y: LweCiphertext) =
+        let half = Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< layer.AccumulatorBits)) (1L <<< (layer.Shift - 1)) y
+        layer.RoundingGroups prepared.circuit.Rounding
+        |> List.indexed
+        |> List.fold (fun c (g, group) -> fst (clearGroup prepared layer g group c)) half
+
+    /// The two-step read of a rounded value v = h·2^W + l (at Δ_B·2^t): clear l's group, look h's class up, and look
+    /// up 2^(P−W−1)·l + class, which is l plus the class at the final lookup's step Δ_B·2^(t+P−W−1).
+    let private readTwoSteps (prepared: PreparedCircuit) (layer: LayerCircuit) (classes, final, offset) (rounded: LweCiphertext) =
         let groups = layer.RoundingGroups prepared.circuit.Rounding
-        groups
-        |> List.iteri (fun g (low, size) ->
-            let sign, rest = prepared.groupTables[layer.Layer][g]
-            let moved = Lwe.mulScalar (1L <<< (b - low - size + 1)) c
-            // A one-bit group sits on the padding bit (phase 0 or ½); a wider one is centred in its half of the torus
-            // (plus half a group step, minus a quarter turn) so the one-box sign lookup reads its top bit.
-            let centred =
-                if size = 1 then moved
-                else
-                    moved
-                    |> Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< size)) 1L
-                    |> Lwe.addPlaintextWith (Encoding.WithPadding 2) -1L
-            let top = Pbs.apply prepared.serverKey sign centred
-            c <- Lwe.sub c (Lwe.addPlaintextWith half (1L <<< (low + size - 1)) top)
-            match rest with
-            | Some table ->
-                let remaining = Lwe.mulScalar (1L <<< (b - low - size + 1)) c
-                c <- Lwe.sub c (Pbs.apply prepared.serverKey table remaining)
-            | None -> ())
-        c
+        let low, w = layer.Shift, layer.WindowBits
+        let high, lowBits = clearGroup prepared layer groups.Length (low, w) rounded
+        let index = Lwe.add (Lwe.mulScalar (1L <<< (layer.LookupBits - w - 1)) lowBits) (Pbs.apply prepared.serverKey classes high)
+        Pbs.apply prepared.serverKey final index
+        |> Lwe.addPlaintextWith (Encoding.WithPadding(2 <<< nextBits prepared.circuit layer)) offset
 
     let private neuron (prepared: PreparedCircuit) (layer: LayerCircuit) (inputs: LweCiphertext[]) (j: int) =
         let model = prepared.circuit.Model.Layers[layer.Layer]
@@ -150,7 +190,9 @@ module FheServer =
                 | RoundingMethod.Approximate when layer.Shift > 0 ->
                     Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< (layer.AccumulatorBits + 1))) 1L y
                 | _ -> y
-            Pbs.apply prepared.serverKey (prepared.tables[layer.Layer][j]) input
+            match prepared.reads[layer.Layer][j] with
+            | NeuronRead.Direct table -> Pbs.apply prepared.serverKey table input
+            | NeuronRead.TwoStep(classes, final, offset) -> readTwoSteps prepared layer (classes, final, offset) input
 
     /// The layers in order, each in parallel over its neurons; also the seconds each layer took.
     let private run (cancellation: Threading.CancellationToken) (prepared: PreparedCircuit) (inputs: LweCiphertext[]) =
@@ -217,18 +259,13 @@ module FheSimulator =
     let private steps (rng: TrainingRng) (variance: float) (bits: int) =
         int64 (Math.Round(rng.NextGaussian() * sqrt variance * Math.ScaleB(1.0, bits + 1)))
 
-    /// The value a lookup on P bits returns for index k ± noise: negacyclic beyond the table (negated entries).
-    let private lookup (table: int64[]) (index: int64) =
-        let size = int64 table.Length
-        let wrapped = ((index % (2L * size)) + 2L * size) % (2L * size)
-        if wrapped < size then table[int wrapped] else -table[int (wrapped - size)]
-
     let private layerOutputs (rng: TrainingRng) (circuit: Circuit) (layer: LayerCircuit) (x: int64[]) =
         let pbsVariance, lookupExtra = variances circuit.Parameters
         let model = circuit.Model.Layers[layer.Layer]
         let b = layer.AccumulatorBits
         let p = layer.LookupBits
         let t = layer.Shift
+        let windows = layer.Windows
         model.Weights
         |> Array.mapi (fun j w ->
             let mutable acc = model.Biases[j]
@@ -243,27 +280,40 @@ module FheSimulator =
                 let period = 1L <<< (b + 1)
                 ((y % period) + period) % period - layer.Offsets[j]
             else
-                let index =
-                    match circuit.Rounding with
-                    | RoundingMethod.Exact
-                    | RoundingMethod.ExactPerBit when t > 0 ->
-                        // Each group's read is off when keyswitch + modulus-switch noise passes half a step of its
-                        // (size−1)-bit decoding (a quarter turn for one bit); the rest is subtracted as read.
-                        let mutable v = y + (1L <<< (t - 1))
-                        let groups = layer.RoundingGroups circuit.Rounding
-                        for low, size in groups do
-                            let group = (v >>> low) &&& ((1L <<< size) - 1L)
-                            let read = group + steps rng lookupExtra (size - 1)
-                            v <- v - (read <<< low)
-                        let subtracted = groups |> List.sumBy (fun (_, size) -> if size = 1 then 1 else 2)
-                        (v >>> t) + steps rng (lookupExtra + float subtracted * pbsVariance) p
-                    | RoundingMethod.Approximate when t > 0 ->
-                        // The table reads (y + 1/2) / 2^t to the nearest integer, its own noise included.
-                        let exact = (float y + 0.5) / Math.ScaleB(1.0, t)
-                        let noise = rng.NextGaussian() * sqrt lookupExtra * Math.ScaleB(1.0, p + 1)
-                        int64 (Math.Floor(exact + noise + 0.5))
-                    | _ -> y + steps rng lookupExtra p
-                lookup layer.Tables[j] index)
+                match circuit.Rounding with
+                | RoundingMethod.Exact
+                | RoundingMethod.ExactPerBit when t > 0 || windows.Length > 0 ->
+                    // Each group's read is off when keyswitch + modulus-switch noise passes half a step of its
+                    // (size−1)-bit decoding (a quarter turn for one bit); the rest is subtracted as read.
+                    let mutable v = if t > 0 then y + (1L <<< (t - 1)) else y
+                    let clear (low, size) =
+                        let read = ((v >>> low) &&& ((1L <<< size) - 1L)) + steps rng lookupExtra (size - 1)
+                        v <- v - (read <<< low)
+                        read
+                    let groups = layer.RoundingGroups circuit.Rounding
+                    for group in groups do
+                        clear group |> ignore
+                    let outputs (_, size) = if size = 1 then 1 else 2
+                    let subtracted = groups |> List.sumBy outputs
+                    match layer.WindowGroup with
+                    | Some (low, w) ->
+                        let window = windows[j]
+                        let l = clear (low, w)
+                        let subtracted = subtracted + outputs (low, w)
+                        let h = (v >>> (t + w)) + steps rng (lookupExtra + float subtracted * pbsVariance) (p - w)
+                        let finalFactor = float (outputs (low, w)) * Math.Pow(4.0, float (p - w - 1)) + 1.0
+                        let z =
+                            l + Negacyclic.entry (TableWindow.classEntries (p - w) window) h
+                            + steps rng (lookupExtra + finalFactor * pbsVariance) (w + 1)
+                        (Negacyclic.entry (TableWindow.finalEntries window layer.Tables[j]) z + TableWindow.finalOffset window) / 2L
+                    | None ->
+                        Negacyclic.entry layer.Tables[j] ((v >>> t) + steps rng (lookupExtra + float subtracted * pbsVariance) p)
+                | RoundingMethod.Approximate when t > 0 ->
+                    // The table reads (y + 1/2) / 2^t to the nearest integer, its own noise included.
+                    let exact = (float y + 0.5) / Math.ScaleB(1.0, t)
+                    let noise = rng.NextGaussian() * sqrt lookupExtra * Math.ScaleB(1.0, p + 1)
+                    Negacyclic.entry layer.Tables[j] (int64 (Math.Floor(exact + noise + 0.5)))
+                | _ -> Negacyclic.entry layer.Tables[j] (y + steps rng lookupExtra p))
 
     /// The output accumulators of one row of input codes, with simulated bootstrap errors.
     let forward (rng: TrainingRng) (circuit: Circuit) (codes: int[]) : int64[] =

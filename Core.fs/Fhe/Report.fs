@@ -9,11 +9,15 @@ type LayerReport =
     { Layer: int
       /// Table lookups (one per neuron; 0 for the last layer).
       Lookups: int
-      /// Programmable bootstraps: the lookups and, with exact rounding, one sign bootstrap per dropped bit.
+      /// Programmable bootstraps: the lookups and those of exact rounding and two-step reads.
       Bootstraps: int
       AccumulatorBits: int
       RoundedBits: int
+      /// Bits of the table's index (the rounded accumulator).
       LookupBits: int
+      /// For a table read in two steps, the bits of its window (the final lookup reads one more); 0 when one lookup
+      /// reads all LookupBits.
+      WindowBits: int
       Nu: float
       /// Bootstraps × measured milliseconds per bootstrap / threads, when a measurement is given.
       EstimatedMilliseconds: float option
@@ -43,11 +47,12 @@ type CircuitReport =
             + $"pbs %d{p.PbsBaseLog}x%d{p.PbsLevel} ks %d{p.KsBaseLog}x%d{p.KsLevel}, p_error 2^%.1f{r.Log2PError} per bootstrap"
         )
         |> ignore
-        text.AppendLine("layer  lookups  bootstraps  acc bits  rounded  table bits    nu   est ms   measured ms") |> ignore
+        text.AppendLine("layer  lookups  bootstraps  acc bits  rounded  table bits  window    nu   est ms   measured ms") |> ignore
         let ms (v: float option) = v |> Option.map (sprintf "%.1f") |> Option.defaultValue "-"
+        let window bits = if bits = 0 then "-" else string bits
         for l in r.Layers do
             text.AppendLine(
-                $"%5d{l.Layer}  %7d{l.Lookups}  %10d{l.Bootstraps}  %8d{l.AccumulatorBits}  %7d{l.RoundedBits}  %10d{l.LookupBits}  %5.1f{l.Nu}  %7s{ms l.EstimatedMilliseconds}  %12s{ms l.MeasuredMilliseconds}"
+                $"%5d{l.Layer}  %7d{l.Lookups}  %10d{l.Bootstraps}  %8d{l.AccumulatorBits}  %7d{l.RoundedBits}  %10d{l.LookupBits}  %6s{window l.WindowBits}  %5.1f{l.Nu}  %7s{ms l.EstimatedMilliseconds}  %12s{ms l.MeasuredMilliseconds}"
             )
             |> ignore
         text.AppendLine(
@@ -76,6 +81,7 @@ module CircuitReport =
                   AccumulatorBits = l.AccumulatorBits
                   RoundedBits = l.Shift
                   LookupBits = l.LookupBits
+                  WindowBits = l.WindowBits
                   Nu = l.Nu
                   EstimatedMilliseconds =
                     millisecondsPerBootstrap |> Option.map (fun ms -> ms * float bootstraps / float (max 1 threads))

@@ -45,7 +45,9 @@ let private circuits =
         let layers = Array.copy c.Model.Layers
         layers[l] <- { layer with Weights = weights; Biases = biases }
         let! rounding = Gen.elements [ RoundingMethod.Exact; RoundingMethod.ExactPerBit; RoundingMethod.Approximate ]
-        return { c with Model = { c.Model with Layers = layers }; Rounding = rounding }
+        // Two-step reads go with exact rounding only.
+        let programs = if rounding = RoundingMethod.Exact then c.Layers else c.Layers |> Array.map (fun l -> { l with WindowBits = 0 })
+        return { c with Model = { c.Model with Layers = layers }; Layers = programs; Rounding = rounding }
     }
 
 let private tasks (outputs: int) =

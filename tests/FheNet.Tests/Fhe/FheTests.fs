@@ -7,6 +7,8 @@ open FheNet.Integer
 open FheNet.Estimators
 open FheNet.Fhe
 open FheNet.Tests
+open FheNet.Tests.Generators
+open FsCheck.FSharp
 
 /// Small networks keep encrypted runs to a fraction of a second per sample.
 let private small (extra: (string * string) list) =
@@ -42,6 +44,55 @@ let private simulateAccumulators seed (circuit: Circuit) (rows: float32[][]) =
 let private expectExecuteEqualsDisable (circuit: Circuit) (rows: float32[][]) =
     Expect.equal (executeAccumulators circuit rows) (disableAccumulators circuit rows) "every output integer of execute equals disable"
 
+/// A table of 2^bits entries, constant before and after a random range of arbitrary entries.
+let private clampedTables =
+    gen {
+        let! bits = Gen.choose (1, 8)
+        let size = 1 <<< bits
+        let! first = Gen.choose (0, size - 1)
+        let! last = Gen.choose (first, size - 1)
+        let! below = Gen.choose (-50, 50)
+        let! above = Gen.choose (-50, 50)
+        let! middle = Gen.arrayOfLength (last - first + 1) (Gen.choose (-50, 50))
+        return Array.init size (fun k -> int64 (if k < first then below elif k > last then above else middle[k - first]))
+    }
+
+[<Tests>]
+let windowProperties =
+    testList
+        "Fhe.TableWindow"
+        [ testProperty "a two-step read gives every entry, at the narrowest window and any wider one"
+          <| forAll clampedTables (fun table ->
+              let p = Numerics.BitOperations.Log2(uint32 table.Length)
+              [ TableWindow.bitsOf table .. max p (TableWindow.bitsOf table) ]
+              |> List.forall (fun bits ->
+                  let window = TableWindow.ofTable bits table
+                  Array.init table.Length (TableWindow.read window table) = table))
+
+          testProperty "the window's bits are the fewest of any aligned block outside which the table is constant"
+          <| forAll clampedTables (fun table ->
+              // Brute force over every aligned block of 2^w entries.
+              let fits w =
+                  [ 0 .. (table.Length >>> w) - 1 ]
+                  |> List.exists (fun b ->
+                      table
+                      |> Array.indexed
+                      |> Array.forall (fun (k, v) ->
+                          if k < (b <<< w) then v = table[0]
+                          elif k >= ((b + 1) <<< w) then v = table[table.Length - 1]
+                          else true))
+              let bits = TableWindow.bitsOf table
+              fits bits && (bits = 1 || not (fits (bits - 1))))
+
+          testProperty "the alignment shift fits the varying entries into one block of the narrowest width"
+          <| forAll clampedTables (fun table ->
+              let bits = TableWindow.narrowestBits table
+              let shift = TableWindow.alignmentShift bits table
+              // Entry k moved to k + shift, in a table twice as long (the constants extend it).
+              let shifted =
+                  Array.init (2 * table.Length) (fun k -> table[min (table.Length - 1) (max 0 (k - shift))])
+              shift >= 0 && shift < (1 <<< bits) && TableWindow.bitsOf shifted <= bits) ]
+
 [<Tests>]
 let tests =
     testSequenced
@@ -59,6 +110,16 @@ let tests =
                   if rounding = RoundingMethod.Exact then
                       Expect.exists (hidden.RoundingGroups rounding) (fun (_, size) -> size > 1) "a group of several bits"
                   Expect.isGreaterThan circuit.BootstrapsPerSample hidden.Neurons "rounding bootstraps on top of the lookups"
+                  expectExecuteEqualsDisable circuit xTest[..1]
+          }
+
+          test "execute equals disable: tables read in two steps, with and without rounding" {
+              let x, _, xTest, _ = moons.Force()
+              for extra in [ []; [ "n_w_bits", "4"; "n_a_bits", "4" ] ] do
+                  let circuit = Compiler.compile CompileOptions.Default (classifier extra).IntegerModel.Value x
+                  let hidden = circuit.Layers[0]
+                  Expect.isGreaterThan hidden.WindowBits 0 "the compiler chose a two-step read"
+                  Expect.isLessThanOrEqual (hidden.WindowBits + 2) hidden.LookupBits "it saves two bits or more"
                   expectExecuteEqualsDisable circuit xTest[..1]
           }
 
