@@ -855,6 +855,28 @@ type FftPlan(polynomialSize: int) =
                 j <- j + 8
             for i in 0 .. level - 1 do
                 p.DifV512(fourier, firstOffset + i * levelStride, 0, &prefetch)
+        | SimdPath.Vector256 ->
+            // As on AVX-512, four lanes at a time: the digits go from the decomposer into the twist.
+            let level = decomposer.Level
+            let fRef = &MemoryMarshal.GetArrayDataReference fourier
+            let magicBits = Vector256.Create(BitConverter.DoubleToInt64Bits magic)
+            let magicV = Vector256.Create magic
+            let toDouble (v: Vector256<int64>) = (v + magicBits).AsDouble() - magicV
+            let mutable j = 0
+            while j < half do
+                let mutable low = decomposer.InitState256(Vector256.LoadUnsafe(&input[inputOffset + j]))
+                let mutable high = decomposer.InitState256(Vector256.LoadUnsafe(&input[inputOffset + half + j]))
+                let wr = Vector256.LoadUnsafe(&twistRe[j])
+                let wi = Vector256.LoadUnsafe(&twistIm[j])
+                for i in 0 .. level - 1 do
+                    let a = toDouble (decomposer.NextDigit256(&low))
+                    let b = toDouble (decomposer.NextDigit256(&high))
+                    let o = firstOffset + i * levelStride + j
+                    Vector256.StoreUnsafe(Fma.MultiplySubtract(a, wr, b * wi), &fRef, unativeint o)
+                    Vector256.StoreUnsafe(Fma.MultiplyAdd(a, wi, b * wr), &fRef, unativeint (o + half))
+                j <- j + 4
+            for i in 0 .. level - 1 do
+                p.Dif(path, fourier, firstOffset + i * levelStride)
         | _ ->
             decomposer.DecomposePolynomial(ReadOnlySpan(input, inputOffset, polynomialSize), digits)
             for i in 0 .. decomposer.Level - 1 do

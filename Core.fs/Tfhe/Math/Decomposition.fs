@@ -89,6 +89,29 @@ type Decomposer =
         let struct (halfUnit, shift, boundary, plusHalf) = d.RoundingConstants512
         Decomposer.InitState512(x, halfUnit, shift, boundary, plusHalf)
 
+    /// Arithmetic right shift of four 64-bit lanes from AVX2 operations (AVX2 has no 64-bit arithmetic shift):
+    /// complementing negative lanes around a logical shift.
+    static member inline private ShiftRightArithmetic256(x: Vector256<int64>, shift: int) =
+        let sign = Vector256.LessThan(x, Vector256<int64>.Zero)
+        Vector256.ShiftRightLogical(x ^^^ sign, shift) ^^^ sign
+
+    /// InitState on 4 coefficients at once, as InitState512.
+    member inline d.InitState256(x: Vector256<uint64>) =
+        let r = d.RepresentedBits
+        let rounded = Decomposer.ShiftRightArithmetic256((x + Vector256.Create(1UL <<< (63 - r))).AsInt64(), 64 - r)
+        let boundary = Vector256.Create(Int64.MinValue + (1L <<< (63 - r)))
+        Vector256.ConditionalSelect(Vector256.LessThan(x.AsInt64(), boundary), Vector256.Create(1L <<< (r - 1)), rounded).AsUInt64()
+
+    /// NextDigit on 4 states at once.
+    member inline d.NextDigit256(state: byref<Vector256<uint64>>) =
+        let beta = d.BaseLog
+        let one = Vector256<uint64>.One
+        let digit = state &&& Vector256.Create((1UL <<< beta) - 1UL)
+        state <- Decomposer.ShiftRightArithmetic256(state.AsInt64(), beta).AsUInt64()
+        let carry = Vector256.ShiftRightLogical(((digit - one) ||| state) &&& digit, beta - 1)
+        state <- state + carry
+        (digit - Vector256.ShiftLeft(carry, beta)).AsInt64()
+
     /// NextDigit on 8 states at once.
     member inline d.NextDigit512(state: byref<Vector512<uint64>>) =
         let beta = d.BaseLog

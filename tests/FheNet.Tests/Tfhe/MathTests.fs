@@ -122,7 +122,7 @@ let tests =
                         && closest % (1UL <<< shift) = 0UL
                         && (x - closest + (1UL <<< (shift - 1))) <= (1UL <<< shift)
                         && digits |> Array.forall (fun g -> abs g <= (1L <<< (beta - 1))))
-                testProperty "the 8-lane decomposition equals the scalar one, also next to the rounding and balancing boundaries"
+                testProperty "the 8-lane and 4-lane decompositions equal the scalar one, also next to the rounding and balancing boundaries"
                 <| forAll
                     (gen {
                         let! beta = Gen.choose (1, 30)
@@ -147,7 +147,12 @@ let tests =
                             let mutable state = d.InitState512(Runtime.Intrinsics.Vector512.Create<uint64>(ReadOnlySpan(xs, c, 8)))
                             for i in 0 .. level - 1 do
                                 Runtime.Intrinsics.Vector512.CopyTo(d.NextDigit512(&state), Span(vector, i * 64 + c, 8))
-                        scalar = vector)
+                        let vector4 = Array.zeroCreate<int64> (level * 64)
+                        for c in 0..4..63 do
+                            let mutable state = d.InitState256(Runtime.Intrinsics.Vector256.Create<uint64>(ReadOnlySpan(xs, c, 4)))
+                            for i in 0 .. level - 1 do
+                                Runtime.Intrinsics.Vector256.CopyTo(d.NextDigit256(&state), Span(vector4, i * 64 + c, 4))
+                        scalar = vector && scalar = vector4)
                 testProperty "decompose-and-transform equals decompose then transform, every SIMD path"
                 <| forAll
                     (gen {
