@@ -89,11 +89,6 @@ module internal Fitting =
             if isNull (box r) then raise (InvalidShapeException($"X[%d{i}]", "is null"))
             Array.map float32 r)
 
-    let batchSize (s: NeuralNetSettings) (rows: int) =
-        match s.BatchSize with
-        | Some b -> b
-        | None -> Math.Clamp(rows / 100, 3, 64)
-
     let networkConfig (s: NeuralNetSettings) (inputDim: int) (outputs: int) (quantized: bool) =
         { InputDim = inputDim
           Hidden = max 1 (int (float inputDim * s.HiddenMultiplier))
@@ -113,7 +108,7 @@ module internal Fitting =
     let trainConfig (s: NeuralNetSettings) (rows: int) (log: EpochReport -> unit) =
         { Epochs = s.MaxEpochs
           LearningRate = s.Lr
-          BatchSize = batchSize s rows
+          BatchSize = NeuralNetSettings.batchSize s rows
           Optimizer = s.Optimizer
           Momentum = s.Momentum
           WeightDecay = s.WeightDecay

@@ -31,6 +31,12 @@ let tests =
               Expect.isGreaterThanOrEqual (model.Score(xTest, yTest)) 0.85 "accuracy"
           }
 
+          test "automatic batch size: about 100 steps per epoch, between 1 and 64 rows; an explicit size wins" {
+              let auto = NeuralNetSettings.batchSize NeuralNetSettings.defaults
+              Expect.equal ([ 10; 112; 199; 200; 426; 750; 6400; 100_000 ] |> List.map auto) [ 1; 1; 1; 2; 4; 7; 64; 64 ] "automatic"
+              Expect.equal (NeuralNetSettings.batchSize { NeuralNetSettings.defaults with BatchSize = Some 5 } 100_000) 5 "explicit"
+          }
+
           test "a regressor at the defaults explains most of a noisy linear target" {
               let rng = TrainingRng 11UL
               let x = Array.init 300 (fun _ -> Array.init 3 (fun _ -> float32 (rng.NextGaussian())))
