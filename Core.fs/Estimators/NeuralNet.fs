@@ -155,8 +155,9 @@ module internal Fitting =
             | Some n -> n
             | None ->
                 let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
-                let calibrationRows = Array.init (min 512 xt.Rows) id
-                Network.calibrateScales threads n (Tensor.gatherRows xt (ReadOnlySpan calibrationRows))
+                let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
+                Network.centerHiddenBiases threads n calibration
+                Network.calibrateScales threads n calibration
                 n
         let history = Training.train (trainConfig s xt.Rows (epochLogger s)) net xt (subsetTargets targets trainRows) validation
         net, history

@@ -26,8 +26,8 @@ type FheMode =
 
 /// Immutable estimator settings. Defaults are those documented by Concrete ML (3/3 bits, unbounded accumulator,
 /// power-of-two scales, 10 epochs, lr 0.001, ReLU, multiplier 4), plus the choices it leaves open, made so that
-/// these defaults train well: mini-batches small enough for about 100 steps per epoch, Adam, shuffling, and
-/// scales initialised by MSE-optimal calibration on the training data.
+/// these defaults train well: mini-batches small enough for about 100 steps per epoch, Adam, shuffling, hidden
+/// biases centring each unit on the training data, and scales initialised by MSE-optimal calibration on it.
 type NeuralNetSettings =
     { /// module__n_layers: linear layers (>= 1); 2 = one hidden layer.
       Layers: int
