@@ -84,7 +84,7 @@ public abstract record NeuralNetBuilder<TSelf> where TSelf : NeuralNetBuilder<TS
     /// <param name="rate">A positive number.</param>
     public TSelf LearningRate(double rate) => With(Options with { LearningRate = rate });
 
-    /// <summary>Rows per mini-batch (default automatic: clamp(rows / 100, 3, 64)).</summary>
+    /// <summary>Rows per mini-batch (default automatic: clamp(rows / 100, 1, 64)).</summary>
     /// <param name="rows">The batch size, or null for automatic.</param>
     public TSelf BatchSize(int? rows) => With(Options with { BatchSize = rows });
 

@@ -40,7 +40,7 @@ public sealed record NeuralNetOptions
     /// <summary>Learning rate of the optimizer.</summary>
     public double LearningRate { get; init; }
 
-    /// <summary>Rows per mini-batch; null for automatic: clamp(rows / 100, 3, 64).</summary>
+    /// <summary>Rows per mini-batch; null for automatic: clamp(rows / 100, 1, 64).</summary>
     public int? BatchSize { get; init; }
 
     /// <summary>The optimizer.</summary>

@@ -89,11 +89,6 @@ module internal Fitting =
             if isNull (box r) then raise (InvalidShapeException($"X[%d{i}]", "is null"))
             Array.map float32 r)
 
-    let batchSize (s: NeuralNetSettings) (rows: int) =
-        match s.BatchSize with
-        | Some b -> b
-        | None -> Math.Clamp(rows / 100, 3, 64)
-
     let networkConfig (s: NeuralNetSettings) (inputDim: int) (outputs: int) (quantized: bool) =
         { InputDim = inputDim
           Hidden = max 1 (int (float inputDim * s.HiddenMultiplier))
@@ -113,7 +108,7 @@ module internal Fitting =
     let trainConfig (s: NeuralNetSettings) (rows: int) (log: EpochReport -> unit) =
         { Epochs = s.MaxEpochs
           LearningRate = s.Lr
-          BatchSize = batchSize s rows
+          BatchSize = NeuralNetSettings.batchSize s rows
           Optimizer = s.Optimizer
           Momentum = s.Momentum
           WeightDecay = s.WeightDecay
@@ -160,8 +155,9 @@ module internal Fitting =
             | Some n -> n
             | None ->
                 let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
-                let calibrationRows = Array.init (min 512 xt.Rows) id
-                Network.calibrateScales threads n (Tensor.gatherRows xt (ReadOnlySpan calibrationRows))
+                let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
+                Network.centerHiddenBiases threads n calibration
+                Network.calibrateScales threads n calibration
                 n
         let history = Training.train (trainConfig s xt.Rows (epochLogger s)) net xt (subsetTargets targets trainRows) validation
         net, history

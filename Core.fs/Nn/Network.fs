@@ -110,6 +110,25 @@ module Network =
                   Buffers = LinearBuffers() })
         { Config = config; Layers = layers }
 
+    /// Data-dependent bias initialisation: each hidden neuron's bias becomes minus the mean of its pre-activation on
+    /// <c>x</c> (float forward pass, layer by layer), so that every hidden unit starts centred on the data, a ReLU
+    /// active on about half of the rows, instead of a random share that leaves some units dead or linear. Weights
+    /// and the output layer (zero bias) are left as created. Sums run in row order: the result does not depend on
+    /// the thread count.
+    let centerHiddenBiases (threads: int) (net: Network) (x: Tensor) =
+        let mutable h = x
+        for l in 0 .. net.Layers.Length - 2 do
+            let p = net.Layers[l]
+            let z = Tensor.matmulNT threads h p.Weight.Value
+            let sums = Tensor.sumRows z
+            let bias = p.Bias.Value.Data
+            for j in 0 .. z.Cols - 1 do
+                bias[j] <- -(sums.Data[j] / float32 z.Rows)
+            for i in 0 .. z.Rows - 1 do
+                for j in 0 .. z.Cols - 1 do
+                    z.Data[i * z.Cols + j] <- Activation.value net.Config.Activation (z.Data[i * z.Cols + j] + bias[j])
+            h <- z
+
     /// Runs the network on a batch (rows × inputDim). With <c>training</c> false no gradient is recorded.
     let forward (tape: Tape) (net: Network) (training: bool) (x: Tensor) : ForwardResult =
         let param (v: Var) = if training then v else Ad.detach v

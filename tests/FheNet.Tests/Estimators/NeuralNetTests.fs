@@ -25,11 +25,59 @@ let private throws<'e when 'e :> exn> (f: unit -> unit) (message: string) = Expe
 let tests =
     testList
         "Estimators.NeuralNet"
-        [ test "iris at the documented defaults reaches 0.85 test accuracy" {
+        [ test "iris at the documented defaults reaches 0.85 test accuracy (mean over seeds 0, 1, 2, as the issue)" {
               let xTrain, yTrain, xTest, yTest = iris.Value
-              let model = NeuralNetClassifier<int>(settings).Fit(xTrain, yTrain)
-              Expect.isGreaterThanOrEqual (model.Score(xTest, yTest)) 0.85 "accuracy"
+              let mean =
+                  [ 0; 1; 2 ]
+                  |> List.averageBy (fun seed -> NeuralNetClassifier<int>({ settings with Seed = seed }).Fit(xTrain, yTrain).Score(xTest, yTest))
+              Expect.isGreaterThanOrEqual mean 0.85 "mean accuracy"
           }
+
+          test "automatic batch size: about 100 steps per epoch, between 1 and 64 rows; an explicit size wins" {
+              let auto = NeuralNetSettings.batchSize NeuralNetSettings.defaults
+              Expect.equal ([ 10; 112; 199; 200; 426; 750; 6400; 100_000 ] |> List.map auto) [ 1; 1; 1; 2; 4; 7; 64; 64 ] "automatic"
+              Expect.equal (NeuralNetSettings.batchSize { NeuralNetSettings.defaults with BatchSize = Some 5 } 100_000) 5 "explicit"
+          }
+
+          testProperty "centred hidden biases: every hidden pre-activation has mean 0 on the data; weights and output bias kept" (
+              let case =
+                  gen {
+                      let! inputDim, hidden, layers = Gen.zip3 (Gen.choose (1, 5)) (Gen.choose (1, 8)) (Gen.choose (1, 4))
+                      let! activation = Gen.elements Activation.all
+                      let! quantized = Gen.elements [ true; false ]
+                      let! rows, seed = Gen.zip (Gen.choose (1, 40)) (Gen.choose (0, 1_000_000))
+                      return
+                          { InputDim = inputDim; Hidden = hidden; Outputs = 2; Layers = layers; Activation = activation
+                            Quant =
+                              if quantized then
+                                  Some { WeightBits = 3; ActivationBits = 3; AccumulatorBits = None; PowerOfTwo = true }
+                              else
+                                  None },
+                          rows,
+                          seed
+                  }
+              Generators.forAll case (fun (config, rows, seed) ->
+                  let rng = TrainingRng(uint64 seed)
+                  let net = Network.create config rng
+                  // Off-centre inputs, so that centring has work to do in the first layer too.
+                  let x = Tensor.init rows config.InputDim (fun _ j -> float32 (rng.NextGaussian() * 2.0 + float j))
+                  let weightsBefore = net.Layers |> Array.map (fun p -> Array.copy p.Weight.Value.Data)
+                  Network.centerHiddenBiases 2 net x
+                  // Reference: a float64 forward pass with the new biases.
+                  let mutable h = Array.init rows (fun i -> Array.init config.InputDim (fun j -> float x[i, j]))
+                  let mutable centred = true
+                  for l in 0 .. net.Layers.Length - 2 do
+                      let w, b = net.Layers[l].Weight.Value, net.Layers[l].Bias.Value.Data
+                      let z = h |> Array.map (fun r -> Array.init w.Rows (fun j -> float b[j] + Array.fold2 (fun acc v k -> acc + v * float w[j, k]) 0.0 r [| 0 .. w.Cols - 1 |]))
+                      for j in 0 .. w.Rows - 1 do
+                          let column = z |> Array.map (fun r -> r[j])
+                          let spread = 1.0 + (column |> Array.map abs |> Array.max)
+                          if abs (Array.average column) > 1e-4 * spread then centred <- false
+                      h <- z |> Array.map (Array.map (Activation.value64 config.Activation))
+                  centred
+                  && Array.forall2 (fun (p: LayerParams) before -> p.Weight.Value.Data = before) net.Layers weightsBefore
+                  && net.Layers[net.Layers.Length - 1].Bias.Value.Data |> Array.forall ((=) 0.0f))
+          )
 
           test "a regressor at the defaults explains most of a noisy linear target" {
               let rng = TrainingRng 11UL
