@@ -384,7 +384,8 @@ module Compiler =
         | None, None -> DefaultLog2PError
 
     /// Compiles an integer model: bounds every accumulator on the calibration rows, plans the rounding and the
-    /// tables, and picks the cheapest secure parameter set on which every lookup meets the failure probability.
+    /// tables (with exact rounding, each table read by one lookup or in two steps, whichever plan costs less per
+    /// sample), and picks the cheapest secure parameter set on which every lookup meets the failure probability.
     let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
         if not (options.RangeMargin >= 0.0) then
             raise (ParameterOutOfRangeException("RangeMargin", options.RangeMargin, "a fraction >= 0 (infinity: the worst case)"))
