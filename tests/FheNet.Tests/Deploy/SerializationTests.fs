@@ -123,6 +123,17 @@ let tests =
           testProperty "circuits round-trip"
           <| forAll circuits (fun c -> FheSerializer.circuitOfBytes (FheSerializer.circuitToBytes c) = c)
 
+          test "a circuit that reads its tables in two steps round-trips; a window narrower than a table's is refused" {
+              let x, _, _, _ = moons.Force()
+              let twoStep = Compiler.compile CompileOptions.Default (classifier.Force().IntegerModel.Value) x
+              Expect.exists twoStep.Layers (fun l -> l.WindowBits > 1) "the compiler chose two-step reads"
+              Expect.equal (FheSerializer.circuitOfBytes (FheSerializer.circuitToBytes twoStep)) twoStep "round trip"
+              let narrowed = { twoStep with Layers = twoStep.Layers |> Array.map (fun l -> if l.WindowBits > 1 then { l with WindowBits = 1 } else l) }
+              match errorOf (fun () -> FheSerializer.circuitOfBytes (FheSerializer.circuitToBytes narrowed)) with
+              | Some(FormatError.Malformed _) -> ()
+              | other -> failtest $"a window of one bit for tables that need more: %A{other}"
+          }
+
           testProperty "a different circuit or parameter set is a different model context"
           <| forAll circuits (fun c ->
               let original = circuit.Force()
