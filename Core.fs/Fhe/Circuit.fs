@@ -181,20 +181,27 @@ type LayerCircuit =
     /// The group (lowest bit, size) of the rounded value's W low bits that a two-step read clears next.
     member l.WindowGroup = if l.WindowBits > 0 then Some(l.Shift, l.WindowBits) else None
 
+    /// Bootstraps that clear one group (lowest bit, size): its sign, and a lookup of its other bits if it has any.
+    static member GroupBootstraps(group: int * int) = if snd group = 1 then 1 else 2
+
+    /// The noise of a two-step read's final lookup, in bootstrap outputs: the window group's outputs scaled by
+    /// 2^(P−W−1), plus the class lookup's.
+    member l.FinalReadFactor =
+        float (LayerCircuit.GroupBootstraps(l.Shift, l.WindowBits)) * Math.Pow(4.0, float (l.LookupBits - l.WindowBits - 1)) + 1.0
+
     /// Bootstraps per sample: per neuron, those of exact rounding (one per group of one bit, two per larger group)
     /// and the table (one, or for a two-step read: the window group's, the class and the final lookup).
     member l.BootstrapsFor(rounding: RoundingMethod) =
         if not l.HasTables then 0
         else
-            let groupCost (_, size) = if size = 1 then 1 else 2
             match rounding with
             | RoundingMethod.Approximate -> l.Neurons
             | RoundingMethod.Exact
             | RoundingMethod.ExactPerBit ->
-                let clearing = l.RoundingGroups rounding |> List.sumBy groupCost
+                let clearing = l.RoundingGroups rounding |> List.sumBy LayerCircuit.GroupBootstraps
                 let table =
                     match l.WindowGroup with
-                    | Some group -> groupCost group + 2
+                    | Some group -> LayerCircuit.GroupBootstraps group + 2
                     | None -> 1
                 l.Neurons * (clearing + table)
 
@@ -338,7 +345,6 @@ module Compiler =
         let b = layer.AccumulatorBits
         let read factor bits =
             { PbsVarianceFactor = factor; PlaintextModulus = 1 <<< bits; ThroughBlindRotation = true }
-        let groupOutputs (_, size) = if size = 1 then 1 else 2
         if not layer.HasTables then
             [ { PbsVarianceFactor = nu2; PlaintextModulus = 1 <<< b; ThroughBlindRotation = false } ]
         else
@@ -355,16 +361,12 @@ module Compiler =
                     |> List.mapFold
                         (fun subtracted (low, size) ->
                             read (Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + float subtracted)) (size - 1),
-                            subtracted + groupOutputs (low, size))
+                            subtracted + LayerCircuit.GroupBootstraps(low, size))
                         0
                 match window with
-                | Some (low, w) ->
-                    // The class lookup reads the P − W bits left; the final one reads W + 1 bits: the window group's
-                    // outputs scaled by 2^(P−W−1) plus the class lookup's output.
-                    let p = layer.LookupBits
-                    reads
-                    @ [ read (nu2 + float subtracted) (p - w)
-                        read (float (groupOutputs (low, w)) * Math.Pow(4.0, float (p - w - 1)) + 1.0) (w + 1) ]
+                | Some (_, w) ->
+                    // The class lookup reads the P − W bits left; the final one reads W + 1 bits.
+                    reads @ [ read (nu2 + float subtracted) (layer.LookupBits - w); read layer.FinalReadFactor (w + 1) ]
                 | None -> reads @ [ read (nu2 + float subtracted) layer.LookupBits ]
             | _ -> [ read nu2 layer.LookupBits ]
 

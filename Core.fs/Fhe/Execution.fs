@@ -293,18 +293,16 @@ module FheSimulator =
                     let groups = layer.RoundingGroups circuit.Rounding
                     for group in groups do
                         clear group |> ignore
-                    let outputs (_, size) = if size = 1 then 1 else 2
-                    let subtracted = groups |> List.sumBy outputs
+                    let subtracted = groups |> List.sumBy LayerCircuit.GroupBootstraps
                     match layer.WindowGroup with
                     | Some (low, w) ->
                         let window = windows[j]
                         let l = clear (low, w)
-                        let subtracted = subtracted + outputs (low, w)
+                        let subtracted = subtracted + LayerCircuit.GroupBootstraps(low, w)
                         let h = (v >>> (t + w)) + steps rng (lookupExtra + float subtracted * pbsVariance) (p - w)
-                        let finalFactor = float (outputs (low, w)) * Math.Pow(4.0, float (p - w - 1)) + 1.0
                         let z =
                             l + Negacyclic.entry (TableWindow.classEntries (p - w) window) h
-                            + steps rng (lookupExtra + finalFactor * pbsVariance) (w + 1)
+                            + steps rng (lookupExtra + layer.FinalReadFactor * pbsVariance) (w + 1)
                         (Negacyclic.entry (TableWindow.finalEntries window layer.Tables[j]) z + TableWindow.finalOffset window) / 2L
                     | None ->
                         Negacyclic.entry layer.Tables[j] ((v >>> t) + steps rng (lookupExtra + float subtracted * pbsVariance) p)
