@@ -1,7 +1,8 @@
 // Trains a quantized network on a CSV split and scores it on another; the last line is one JSON object.
 // dotnet fsi Scripts/evaluate.fsx -- --train A.csv --test B.csv [--task classification|regression] [--layers 3]
 //   [--w-bits 3] [--a-bits 3] [--accum-bits N] [--epochs 10] [--lr 0.001] [--batch-size N] [--activation relu]
-//   [--multiplier 4] [--pot true|false] [--seed 0] [--fhe disable|simulate|execute] [--fhe-samples N]
+//   [--multiplier 4] [--pot true|false] [--validation-fraction F] [--patience N] [--seed 0]
+//   [--fhe disable|simulate|execute] [--fhe-samples N]
 //   [--rounding exact|per-bit|approximate] [--rounding-bits N] [--p-error P]
 #if !FHENET_BUILT
 #load "launch.fsx"
@@ -30,14 +31,7 @@ let task =
              "regression")
 
 // Standardize with the train split's statistics.
-let columns = train.Columns.Length
-let mean = Array.init columns (fun j -> train.Features |> Array.averageBy (fun r -> float r[j]))
-let std =
-    Array.init columns (fun j ->
-        let s = sqrt (train.Features |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0))
-        if s > 0.0 then s else 1.0)
-let standardize (rows: float32[][]) =
-    rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
+let standardize = standardizer train.Features
 let xTrain, xTest = standardize train.Features, standardize test.Features
 
 let settings =
@@ -53,6 +47,8 @@ let settings =
           "module__activation_function", box (argOr "activation" "relu")
           "module__n_hidden_neurons_multiplier", box (argOr "multiplier" "4")
           "module__power_of_two_scaling", box (argOr "pot" "true")
+          "validation_fraction", box (argOr "validation-fraction" (string NeuralNetSettings.defaults.ValidationFraction))
+          "patience", box (argOr "patience" "none")
           "random_state", box (argOr "seed" "0") ]
 
 let fhe =
