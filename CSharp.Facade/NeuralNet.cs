@@ -104,9 +104,15 @@ public abstract record NeuralNetBuilder<TSelf> where TSelf : NeuralNetBuilder<TS
     /// <param name="enabled">Whether to shuffle.</param>
     public TSelf Shuffle(bool enabled = true) => With(Options with { Shuffle = enabled });
 
-    /// <summary>Hold out this fraction of the rows for per-epoch validation (default 0: none).</summary>
+    /// <summary>Hold out this fraction of the rows (stratified by class) to pick the epoch of lowest validation
+    /// loss (default 0.2, as the reference; 0: none).</summary>
     /// <param name="fraction">In [0, 1).</param>
     public TSelf ValidationFraction(double fraction) => With(Options with { ValidationFraction = fraction });
+
+    /// <summary>With a validation split, train the final model again on every row for the best epoch count (default
+    /// true); false keeps the best epoch of the run on the other rows.</summary>
+    /// <param name="enabled">Whether to refit.</param>
+    public TSelf Refit(bool enabled = true) => With(Options with { Refit = enabled });
 
     /// <summary>Stop after this many epochs without a better validation loss, keeping the best epoch's weights
     /// (default none; needs a validation fraction).</summary>

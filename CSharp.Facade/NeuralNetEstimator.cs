@@ -143,12 +143,21 @@ public abstract class NeuralNetEstimator
         if (progress is null && !cancellationToken.CanBeCanceled)
             return FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.None;
         var watch = Stopwatch.StartNew();
+        var run = TimeSpan.Zero; // when the current run (validation run or refit) started
+        var (bestLoss, bestEpoch) = (double.PositiveInfinity, epochs);
         return FSharpOption<FSharpFunc<CoreEpochReport, Unit>>.Some(FuncConvert.FromAction<CoreEpochReport>(r =>
         {
             var elapsed = watch.Elapsed;
-            var eta = elapsed / r.Epoch * Math.Max(0, epochs - r.Epoch);
+            if (r.Refit && r.Epoch == 1)
+                run = elapsed - TimeSpan.FromSeconds(r.Seconds);
+            if (r.ValidLoss is { } valid && valid.Value < bestLoss)
+                (bestLoss, bestEpoch) = (valid.Value, r.Epoch);
+            // The refit trains for the validation run's best epoch count.
+            var budget = r.Refit ? bestEpoch : epochs;
+            var eta = (elapsed - run) / r.Epoch * Math.Max(0, budget - r.Epoch);
             progress?.Report(new TrainingProgress(
-                r.Epoch, epochs, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), elapsed, eta));
+                r.Epoch, budget, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), elapsed, eta,
+                r.Refit));
             cancellationToken.ThrowIfCancellationRequested();
         }));
     }

@@ -55,11 +55,16 @@ public sealed record NeuralNetOptions
     /// <summary>Shuffle the rows every epoch.</summary>
     public bool Shuffle { get; init; }
 
-    /// <summary>Fraction of the rows held out for per-epoch validation (0 = none).</summary>
+    /// <summary>Fraction of the rows held out for per-epoch validation, stratified by class; it picks the epoch of
+    /// lowest validation loss (see <see cref="Refit"/>). 0: none, every row trains for <see cref="Epochs"/>.</summary>
     public double ValidationFraction { get; init; }
 
     /// <summary>Early stopping after this many epochs without a better validation loss; null for none.</summary>
     public int? Patience { get; init; }
+
+    /// <summary>With a validation split: true trains the final model again on every row for the best epoch count;
+    /// false keeps the best epoch of the run on the other rows.</summary>
+    public bool Refit { get; init; }
 
     /// <summary>How classes weigh in the loss (classifiers only).</summary>
     public ClassWeighting ClassWeighting { get; init; }
@@ -116,6 +121,7 @@ public sealed record NeuralNetOptions
         Shuffle = s.Shuffle,
         ValidationFraction = s.ValidationFraction,
         Patience = s.Patience.ToNullable(),
+        Refit = s.Refit,
         ClassWeighting =
             s.ClassWeights.IsBalanced ? ClassWeighting.Balanced
             : s.ClassWeights.IsExplicit ? ClassWeighting.Explicit
@@ -143,6 +149,7 @@ public sealed record NeuralNetOptions
         Shuffle,
         ValidationFraction,
         Patience.ToOption(),
+        Refit,
         ClassWeighting switch
         {
             ClassWeighting.Uniform => CoreClassWeights.Uniform,

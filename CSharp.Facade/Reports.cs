@@ -10,22 +10,26 @@ namespace FheNet.CSharp;
 /// <param name="ValidLoss">Loss on the validation split; null without one (ValidationFraction 0).</param>
 /// <param name="ValidMetric">Accuracy (classifier) or R² (regressor) on the validation split; null without one.</param>
 /// <param name="Seconds">Wall time of the epoch.</param>
-public sealed record EpochSummary(int Epoch, double TrainLoss, double? ValidLoss, double? ValidMetric, double Seconds)
+/// <param name="Refit">True for an epoch of the final run on every row that follows the validation run.</param>
+public sealed record EpochSummary(int Epoch, double TrainLoss, double? ValidLoss, double? ValidMetric, double Seconds, bool Refit)
 {
     internal static EpochSummary FromCore(CoreEpochReport r) =>
-        new(r.Epoch, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), r.Seconds);
+        new(r.Epoch, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), r.Seconds, r.Refit);
 }
 
 /// <summary>Reported after every training epoch by <c>FitAsync</c>.</summary>
-/// <param name="Epoch">Epochs done, from 1.</param>
-/// <param name="Epochs">The epoch budget (early stopping may end training before it).</param>
+/// <param name="Epoch">Epochs done in this run, from 1.</param>
+/// <param name="Epochs">This run's epoch budget: the settings' epochs (early stopping may end training before
+/// them), or for the refit the best epoch count of the validation run.</param>
 /// <param name="TrainLoss">Mean training loss of this epoch.</param>
 /// <param name="ValidLoss">Validation loss; null without a validation split.</param>
 /// <param name="ValidMetric">Validation accuracy or R²; null without a validation split.</param>
 /// <param name="Elapsed">Time since the fit started.</param>
-/// <param name="Eta">Estimated time to the last epoch, at the mean pace so far.</param>
+/// <param name="Eta">Estimated time to this run's last epoch, at its mean pace so far.</param>
+/// <param name="Refit">True during the final run on every row that follows the validation run.</param>
 public sealed record TrainingProgress(
-    int Epoch, int Epochs, double TrainLoss, double? ValidLoss, double? ValidMetric, TimeSpan Elapsed, TimeSpan Eta);
+    int Epoch, int Epochs, double TrainLoss, double? ValidLoss, double? ValidMetric, TimeSpan Elapsed, TimeSpan Eta,
+    bool Refit);
 
 /// <summary>Reported by <c>PredictAsync</c>: after every encrypted row, or once for a clear or simulated batch.</summary>
 /// <param name="Done">Rows predicted so far.</param>

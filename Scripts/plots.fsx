@@ -92,7 +92,8 @@ let decisionBoundaries
     multiplot.SavePng(path, 360 * columns, 310 * rows) |> ignore
     path
 
-/// Training curves: train (and validation) loss per epoch on the left axis, the validation metric on the right.
+/// Training curves of the validation run (a refit on every row follows it by default): train and validation loss per
+/// epoch on the left axis, the validation metric on the right.
 let trainingCurves (name: string) (metricName: string) (histories: (string * EpochReport list) list) =
     let multiplot = Multiplot()
     multiplot.AddPlots histories.Length |> ignore
@@ -100,6 +101,7 @@ let trainingCurves (name: string) (metricName: string) (histories: (string * Epo
     histories
     |> List.iteri (fun k (title, history) ->
         let plot = multiplot.GetPlot k
+        let history = history |> List.filter (fun r -> not r.Refit)
         let epochs = history |> List.map (fun r -> float r.Epoch) |> Array.ofList
         let train = plot.Add.ScatterLine(epochs, history |> List.map (fun r -> r.TrainLoss) |> Array.ofList)
         train.LegendText <- "train loss"

@@ -52,17 +52,32 @@ let private epochText (r: EpochReport) (epochs: int) (eta: TimeSpan) =
         match r.ValidLoss, r.ValidMetric with
         | Some l, Some m -> $" valid %.3f{l}/%.3f{m}"
         | _ -> ""
-    $"%d{r.Epoch}/%d{epochs} loss %.3f{r.TrainLoss}%s{valid} ETA %.0f{eta.TotalSeconds}s"
+    let run = if r.Refit then "refit " else ""
+    $"%s{run}%d{r.Epoch}/%d{epochs} loss %.3f{r.TrainLoss}%s{valid} ETA %.0f{eta.TotalSeconds}s"
 
 /// Trains with a live bar. `fit` gets the per-epoch callback to put in the settings' OnEpoch; `fits` is how many
-/// trainings of `maxEpochs` it runs (2 for FitBenchmark, which also trains the float twin). Prints the duration and
-/// the last epoch's figures.
+/// trainings of `maxEpochs` it runs (2 for FitBenchmark, which also trains the float twin); each refit on every row
+/// after a validation run adds its epochs (the best epoch count) when it starts. Prints the duration and the last
+/// epoch's figures.
 let training (label: string) (maxEpochs: int) (fits: int) (fit: (EpochReport -> unit) -> 'a) : 'a =
-    let epochs = maxEpochs * fits
+    let mutable epochs = maxEpochs * fits
     let watch = Stopwatch.StartNew()
     let mutable calls = 0
     let mutable last = None
+    let mutable best = (infinity, 0)
+    // The current run's budget, for the text: the settings' epochs, or the refit's best epoch count.
+    let mutable budget = maxEpochs
     let record (r: EpochReport) =
+        if r.Epoch = 1 then
+            if r.Refit then
+                budget <- snd best
+                epochs <- epochs + budget
+            else
+                best <- (infinity, 0)
+                budget <- maxEpochs
+        match r.ValidLoss with
+        | Some l when l < fst best -> best <- (l, r.Epoch)
+        | _ -> ()
         calls <- calls + 1
         last <- Some r
         watch.Elapsed / float calls * float (max 0 (epochs - calls))
@@ -73,8 +88,9 @@ let training (label: string) (maxEpochs: int) (fits: int) (fit: (EpochReport -> 
                 let result =
                     fit (fun r ->
                         let eta = record r
+                        task.MaxValue <- float epochs
                         task.Value <- float calls
-                        task.Description <- Markup.Escape $"%s{label}  %s{epochText r maxEpochs eta}")
+                        task.Description <- Markup.Escape $"%s{label}  %s{epochText r budget eta}")
                 task.Value <- task.MaxValue
                 result)
         else

@@ -122,45 +122,47 @@ module internal Fitting =
         fun (r: EpochReport) ->
             if s.Verbose then
                 let opt (v: float option) = v |> Option.map (sprintf "%.4f") |> Option.defaultValue "-"
-                printfn "epoch %3d  train_loss %.4f  valid_loss %s  valid_metric %s  %.3fs" r.Epoch r.TrainLoss (opt r.ValidLoss) (opt r.ValidMetric) r.Seconds
+                let run = if r.Refit then "refit" else "epoch"
+                printfn "%s %3d  train_loss %.4f  valid_loss %s  valid_metric %s  %.3fs" run r.Epoch r.TrainLoss (opt r.ValidLoss) (opt r.ValidMetric) r.Seconds
             s.OnEpoch |> Option.iter (fun f -> f r)
-
-    /// Splits rows into (train, validation) index sets: a seeded shuffle, the last fraction held out.
-    let split (s: NeuralNetSettings) (rows: int) =
-        if s.ValidationFraction = 0.0 then
-            Array.init rows id, [||]
-        else
-            let order = TrainingRng(uint64 s.Seed + 7UL).Permutation rows
-            let valid = max 1 (int (float rows * s.ValidationFraction))
-            if valid >= rows then
-                raise (ParameterOutOfRangeException("validation_fraction", s.ValidationFraction, "a fraction that leaves training rows"))
-            Array.sort order[.. rows - valid - 1], Array.sort order[rows - valid ..]
 
     let subsetTargets (targets: Targets) (rows: int[]) =
         match targets with
         | Targets.Classes(labels, w) -> Targets.Classes(rows |> Array.map (fun i -> labels[i]), w)
         | Targets.Values t -> Targets.Values(Tensor.gatherRows t (ReadOnlySpan rows))
 
-    /// Trains a network (quantized or its float twin) from scratch, or continues from <c>start</c>.
+    /// Trains a network (quantized or its float twin) from scratch, or continues from <c>start</c>. With a
+    /// validation split, a first run on the other rows picks the epoch of lowest validation loss; with Refit, the
+    /// model then trains on every row for that many epochs (the history holds both runs).
     let train (s: NeuralNetSettings) (x: float32[][]) (targets: Targets) (outputs: int) (quantized: bool) (start: Network option) =
         let xs = Tensor.ofRows x
-        let trainRows, validRows = split s x.Length
-        let xt = Tensor.gatherRows xs (ReadOnlySpan trainRows)
-        let validation =
-            if validRows.Length = 0 then None
-            else Some(Tensor.gatherRows xs (ReadOnlySpan validRows), subsetTargets targets validRows)
         let threads = max 1 s.Threads
-        let net =
-            match start with
-            | Some n -> n
-            | None ->
-                let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
-                let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
-                Network.centerHiddenBiases threads n calibration
-                Network.calibrateScales threads n calibration
-                n
-        let history = Training.train (trainConfig s xt.Rows (epochLogger s)) net xt (subsetTargets targets trainRows) validation
-        net, history
+        let run (s: NeuralNetSettings) (refit: bool) (rows: int[]) (validRows: int[]) =
+            let xt = Tensor.gatherRows xs (ReadOnlySpan rows)
+            let validation =
+                if validRows.Length = 0 then None
+                else Some(Tensor.gatherRows xs (ReadOnlySpan validRows), subsetTargets targets validRows)
+            let net =
+                match start with
+                | Some n -> Network.copy n
+                | None ->
+                    let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
+                    let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
+                    Network.centerHiddenBiases threads n calibration
+                    Network.calibrateScales threads n calibration
+                    n
+            let mark (r: EpochReport) = { r with Refit = refit }
+            let log = epochLogger s
+            let history = Training.train (trainConfig s xt.Rows (mark >> log)) net xt (subsetTargets targets rows) validation
+            net, List.map mark history
+        let trainRows, validRows = Training.validationSplit s.ValidationFraction s.Seed targets x.Length
+        let net, history = run s false trainRows validRows
+        if validRows.Length = 0 || not s.Refit then
+            net, history
+        else
+            let best = (history |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
+            let refitted, refitHistory = run { s with MaxEpochs = best; Patience = None } true (Array.init x.Length id) [||]
+            refitted, history @ refitHistory
 
     let fitted (net: Network) history mean std =
         { Network = net

@@ -54,10 +54,14 @@ type NeuralNetSettings =
       WeightDecay: float
       /// iterator_train__shuffle.
       Shuffle: bool
-      /// Fraction of the fit data held out for per-epoch validation (0 = none).
+      /// Fraction of the fit data held out for per-epoch validation, stratified by class; it picks the epoch of
+      /// lowest validation loss (see Refit). 0 = none: train on every row for MaxEpochs.
       ValidationFraction: float
       /// Early stopping: epochs without improvement of the validation loss (needs ValidationFraction > 0).
       Patience: int option
+      /// With a validation split: true trains the final model again on every row for the best epoch count; false
+      /// keeps the best epoch of the run on the other rows.
+      Refit: bool
       /// criterion__weight (classifier only).
       ClassWeights: ClassWeights
       /// random_state.
@@ -87,8 +91,12 @@ module NeuralNetSettings =
           Momentum = 0.9
           WeightDecay = 0.0
           Shuffle = true
-          ValidationFraction = 0.0
+          // The reference's split (skorch ValidSplit(5): a fifth held out). Its best epoch count keeps long runs on
+          // small data from overfitting (diabetes at 100 epochs), and the refit on every row gives the held-out rows
+          // back, which short runs on small data need (iris at 10 epochs).
+          ValidationFraction = 0.2
           Patience = None
+          Refit = true
           ClassWeights = ClassWeights.Uniform
           Seed = 0
           Verbose = false
@@ -156,7 +164,7 @@ module NeuralNetSettings =
           "module__n_w_bits"; "n_w_bits"; "module__n_a_bits"; "n_a_bits"; "module__n_accum_bits"; "n_accum_bits"
           "module__power_of_two_scaling"; "power_of_two_scaling"; "max_epochs"; "lr"; "batch_size"; "optimizer"
           "optimizer__momentum"; "optimizer__weight_decay"; "iterator_train__shuffle"; "validation_fraction"
-          "patience"; "criterion__weight"; "class_weight"; "random_state"; "verbose"; "n_jobs" ]
+          "patience"; "refit"; "criterion__weight"; "class_weight"; "random_state"; "verbose"; "n_jobs" ]
 
     /// Sets one setting by its Concrete ML / skorch name (e.g. "module__n_layers", "max_epochs", "lr",
     /// "criterion__weight"), for ported code and grid searches. Unknown names raise, listing the known ones.
@@ -187,6 +195,7 @@ module NeuralNetSettings =
         | "iterator_train__shuffle" -> { s with Shuffle = toBool name value }
         | "validation_fraction" -> { s with ValidationFraction = toFloat name value }
         | "patience" -> { s with Patience = optionalInt name value }
+        | "refit" -> { s with Refit = toBool name value }
         | "criterion__weight"
         | "class_weight" -> { s with ClassWeights = classWeightsOf value }
         | "random_state" -> { s with Seed = toInt name value }
@@ -225,6 +234,7 @@ module NeuralNetSettings =
            "iterator_train__shuffle", string s.Shuffle
            "validation_fraction", number s.ValidationFraction
            "patience", optional s.Patience
+           "refit", string s.Refit
            "criterion__weight",
            (match s.ClassWeights with
             | ClassWeights.Uniform -> "none"

@@ -30,7 +30,9 @@ type EpochReport =
       ValidLoss: float option
       /// Accuracy for classes, R² for values, on the validation split.
       ValidMetric: float option
-      Seconds: float }
+      Seconds: float
+      /// True for an epoch of the final run on every row that follows a validation run (the estimators' Refit).
+      Refit: bool }
 
 /// Hyper-parameters of the training loop.
 type TrainConfig =
@@ -133,14 +135,34 @@ module Training =
                    yield p.InputLog2Scale, false
                    yield p.WeightLog2Scale, false |]
 
+    /// Splits rows into (train, validation) index sets, both ascending, after a shuffle seeded by <c>seed</c>: the
+    /// last <c>fraction</c> of the rows held out, per class for class labels (stratified), each class keeping a
+    /// training row. No validation rows when the data is too small for the fraction to hold out any.
+    let validationSplit (fraction: float) (seed: int) (targets: Targets) (rows: int) =
+        let order = TrainingRng(uint64 seed + 7UL).Permutation rows
+        let held =
+            match targets with
+            | Targets.Classes(labels, _) ->
+                order
+                |> Array.groupBy (fun i -> labels[i])
+                |> Array.collect (fun (_, members) ->
+                    let valid = min (members.Length - 1) (int (Math.Round(float members.Length * fraction)))
+                    members[members.Length - valid ..])
+            | Targets.Values _ -> order[rows - int (float rows * fraction) ..]
+        let isHeld = Array.zeroCreate rows
+        for i in held do
+            isHeld[i] <- true
+        Array.filter (fun i -> not isHeld[i]) (Array.init rows id), Array.sort held
+
     let private evaluate (config: TrainConfig) (net: Network) (x: Tensor) (targets: Targets) =
         let tape = Tape config.Threads
         let r = Network.forward tape net false x
         let all = Array.init x.Rows id
         float (loss tape r.Output targets (ReadOnlySpan all)).Value.Data[0], metric r.Output.Value targets
 
-    /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch; with a validation
-    /// split and a patience, stops early and restores the best epoch. Deterministic for a given seed.
+    /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch. With a validation
+    /// split, leaves <c>net</c> at the epoch of lowest validation loss, and with a patience also stops early.
+    /// Deterministic for a given seed.
     let train
         (config: TrainConfig)
         (net: Network)
@@ -185,19 +207,18 @@ module Training =
                   TrainLoss = lossSum / float x.Rows
                   ValidLoss = valid |> Option.map fst
                   ValidMetric = valid |> Option.map snd
-                  Seconds = watch.Elapsed.TotalSeconds }
+                  Seconds = watch.Elapsed.TotalSeconds
+                  Refit = false }
             reports.Add report
             config.OnEpoch report
-            match valid, config.Patience with
-            | Some(validLoss, _), Some _ ->
-                if validLoss < fst best then
-                    best <- (validLoss, Network.copy net)
-                    sinceBest <- 0
-                else
-                    sinceBest <- sinceBest + 1
-            | _ -> ()
+            match valid with
+            | Some(validLoss, _) when validLoss < fst best ->
+                best <- (validLoss, Network.copy net)
+                sinceBest <- 0
+            | Some _ -> sinceBest <- sinceBest + 1
+            | None -> ()
             epoch <- epoch + 1
-        if config.Patience.IsSome && validation.IsSome && not (Double.IsInfinity(fst best)) then
+        if not (Double.IsInfinity(fst best)) then
             let restored = snd best
             for l in 0 .. net.Layers.Length - 1 do
                 let target, source = net.Layers[l], restored.Layers[l]

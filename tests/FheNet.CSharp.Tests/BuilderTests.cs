@@ -13,7 +13,7 @@ public class BuilderTests
             (3, 4.0, Activation.ReLU, 3, 3, (int?)null, true, 10, 0.001, (int?)null, Optimizer.Adam),
             (o.Layers, o.HiddenMultiplier, o.Activation, o.WeightBits, o.ActivationBits, o.AccumulatorBits,
                 o.PowerOfTwoScaling, o.Epochs, o.LearningRate, o.BatchSize, o.Optimizer));
-        Assert.Equal((0.0, 0.0, (int?)null, ClassWeighting.Uniform, 0), (o.WeightDecay, o.ValidationFraction, o.Patience, o.ClassWeighting, o.Seed));
+        Assert.Equal((0.0, 0.2, (int?)null, true, ClassWeighting.Uniform, 0), (o.WeightDecay, o.ValidationFraction, o.Patience, o.Refit, o.ClassWeighting, o.Seed));
     }
 
     [Fact]
@@ -34,7 +34,7 @@ public class BuilderTests
             .Layers(4).HiddenMultiplier(1.5).Activation(Activation.Sigmoid).WeightBits(4).ActivationBits(5)
             .AccumulatorBits(12).PowerOfTwoScaling(false).Epochs(7).LearningRate(0.01).BatchSize(16)
             .Optimizer(Optimizer.Sgd).Momentum(0.5).WeightDecay(1e-4).Shuffle(false).ValidationFraction(0.25)
-            .Patience(3).ClassWeights(1.0, 2.0).Seed(42).Verbose(false).Threads(1)
+            .Patience(3).Refit(false).ClassWeights(1.0, 2.0).Seed(42).Verbose(false).Threads(1)
             .Build<string>();
 
         var expected = NeuralNetOptions.Defaults with
@@ -42,7 +42,7 @@ public class BuilderTests
             Layers = 4, HiddenMultiplier = 1.5, Activation = Activation.Sigmoid, WeightBits = 4, ActivationBits = 5,
             AccumulatorBits = 12, PowerOfTwoScaling = false, Epochs = 7, LearningRate = 0.01, BatchSize = 16,
             Optimizer = Optimizer.Sgd, Momentum = 0.5, WeightDecay = 1e-4, Shuffle = false, ValidationFraction = 0.25,
-            Patience = 3, ClassWeighting = ClassWeighting.Explicit, Seed = 42, Verbose = false, Threads = 1,
+            Patience = 3, Refit = false, ClassWeighting = ClassWeighting.Explicit, Seed = 42, Verbose = false, Threads = 1,
         };
         Assert.Equal(expected, model.Options with { ClassWeights = null });
         Assert.Equal([1.0, 2.0], model.Options.ClassWeights!);

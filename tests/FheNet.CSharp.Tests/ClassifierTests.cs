@@ -32,9 +32,12 @@ public class ClassifierTests(IrisFixture iris) : IClassFixture<IrisFixture>
         Assert.Equal(iris.Data.YTest.Length, predicted.Length);
         var score = iris.ByIndex.Score(iris.Data.XTest, iris.Data.ClassesTest);
         Assert.True(score >= 0.85, $"accuracy {score}");
-        Assert.Equal(100, iris.ByIndex.History.Count);
-        Assert.Equal(Enumerable.Range(1, 100), iris.ByIndex.History.Select(e => e.Epoch));
-        Assert.True(iris.ByIndex.History[^1].TrainLoss < iris.ByIndex.History[0].TrainLoss);
+        // 100 validated epochs, then the refit on every row for the best epoch count.
+        var history = iris.ByIndex.History;
+        Assert.Equal(Enumerable.Range(1, 100), history.Where(e => !e.Refit).Select(e => e.Epoch));
+        var best = history.Where(e => !e.Refit).MinBy(e => e.ValidLoss)!.Epoch;
+        Assert.Equal(Enumerable.Range(1, best), history.Where(e => e.Refit).Select(e => e.Epoch));
+        Assert.True(history[^1].TrainLoss < history[0].TrainLoss);
     }
 
     [Fact]
@@ -118,11 +121,17 @@ public class ClassifierTests(IrisFixture iris) : IClassFixture<IrisFixture>
 
         await model.FitAsync(iris.Data.XTrain, iris.Data.ClassesTrain, recorder);
 
-        var reports = recorder.Items;
-        Assert.Equal([1, 2, 3, 4, 5], reports.Select(r => r.Epoch));
-        Assert.All(reports, r => Assert.Equal(5, r.Epochs));
-        Assert.All(reports, r => Assert.NotNull(r.ValidMetric));
-        Assert.Equal(TimeSpan.Zero, reports[^1].Eta);
+        var validated = recorder.Items.Where(r => !r.Refit).ToArray();
+        Assert.Equal([1, 2, 3, 4, 5], validated.Select(r => r.Epoch));
+        Assert.All(validated, r => Assert.Equal(5, r.Epochs));
+        Assert.All(validated, r => Assert.NotNull(r.ValidMetric));
+        Assert.Equal(TimeSpan.Zero, validated[^1].Eta);
+        // Then the refit on every row, for the epoch count of lowest validation loss.
+        var best = validated.MinBy(r => r.ValidLoss)!.Epoch;
+        var refit = recorder.Items.Skip(validated.Length).ToArray();
+        Assert.Equal(Enumerable.Range(1, best), refit.Select(r => r.Epoch));
+        Assert.All(refit, r => Assert.True(r.Refit && r.Epochs == best && r.ValidMetric is null));
+        Assert.Equal(TimeSpan.Zero, refit[^1].Eta);
         Assert.True(model.IsFitted);
     }
 

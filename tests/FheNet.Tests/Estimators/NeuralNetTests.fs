@@ -137,6 +137,7 @@ let tests =
                       let! wBits, aBits = Gen.zip (Gen.choose (2, 16)) (Gen.choose (2, 16))
                       let! accum = Gen.optionOf (Gen.choose (4, 32))
                       let! pot, shuffle, verbose = Gen.zip3 (Gen.elements [ true; false ]) (Gen.elements [ true; false ]) (Gen.elements [ true; false ])
+                      let! refit = Gen.elements [ true; false ]
                       let! epochs, seed = Gen.zip (Gen.choose (1, 1000)) (Gen.choose (-1000, 1000))
                       let! lr, momentum, decay = Gen.zip3 (Gen.choose (1, 100_000)) (Gen.choose (0, 99)) (Gen.choose (0, 1000))
                       let! batch, patience = Gen.zip (Gen.optionOf (Gen.choose (1, 512))) (Gen.optionOf (Gen.choose (1, 20)))
@@ -153,17 +154,61 @@ let tests =
                               WeightBits = wBits; ActivationBits = aBits; AccumulatorBits = accum
                               PowerOfTwoScaling = pot; MaxEpochs = epochs; Lr = float lr * 1e-6; BatchSize = batch
                               Optimizer = optimizer; Momentum = float momentum / 100.0; WeightDecay = float decay * 1e-5
-                              Shuffle = shuffle; ValidationFraction = validation; Patience = patience
+                              Shuffle = shuffle; ValidationFraction = validation; Patience = patience; Refit = refit
                               ClassWeights = weights; Seed = seed; Verbose = verbose }
                   }
               let fields (s: NeuralNetSettings) =
                   (s.Layers, s.HiddenMultiplier, s.Activation, s.WeightBits, s.ActivationBits, s.AccumulatorBits),
                   (s.PowerOfTwoScaling, s.MaxEpochs, s.Lr, s.BatchSize, s.Optimizer, s.Momentum, s.WeightDecay),
-                  (s.Shuffle, s.ValidationFraction, s.Patience, s.ClassWeights, s.Seed, s.Verbose)
+                  (s.Shuffle, s.ValidationFraction, s.Patience, s.Refit, s.ClassWeights, s.Seed, s.Verbose)
               Generators.forAll settingsGen (fun s ->
                   let pairs = NeuralNetSettings.toPairs s |> Array.map (fun (n, v) -> n, (v :> objnull))
                   fields (NeuralNetSettings.setMany pairs NeuralNetSettings.defaults) = fields s)
           )
+
+          testProperty "the validation split is a stratified partition: round(n_c · fraction) rows of each class, one left to train" (
+              let splitGen =
+                  gen {
+                      let! rows = Gen.choose (1, 200)
+                      let! labels = Gen.arrayOfLength rows (Gen.choose (0, 4))
+                      let! fraction = Gen.choose (0, 90) |> Gen.map (fun k -> float k / 100.0)
+                      let! seed = Gen.choose (0, 1000)
+                      return labels, fraction, seed
+                  }
+              Generators.forAll splitGen (fun (labels, fraction, seed) ->
+                  let train, valid = Training.validationSplit fraction seed (Targets.Classes(labels, Array.create 5 1.0f)) labels.Length
+                  let count (rows: int[]) c = rows |> Array.filter (fun i -> labels[i] = c) |> Array.length
+                  Array.sort (Array.append train valid) = Array.init labels.Length id
+                  && [ 0..4 ]
+                     |> List.forall (fun c ->
+                         let members = labels |> Array.filter ((=) c) |> Array.length
+                         members = 0
+                         || count valid c = min (members - 1) (int (Math.Round(float members * fraction))) && count train c >= 1))
+          )
+
+          test "refit: the fitted model is a fit on every row for the epoch count of lowest validation loss" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let s = { settings with MaxEpochs = 30 }
+              let model = NeuralNetClassifier<int>(s).Fit(xTrain, yTrain)
+              let validated, refitted = model.History |> List.partition (fun r -> r.ValidLoss.IsSome)
+              let best = (validated |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
+              Expect.equal (validated.Length, refitted.Length) (30, best) "30 validated epochs, then the refit's"
+              let direct = NeuralNetClassifier<int>({ s with ValidationFraction = 0.0; MaxEpochs = best }).Fit(xTrain, yTrain)
+              Expect.equal model.IntegerModel direct.IntegerModel "the same integer model"
+          }
+
+          test "without refit, the fitted network is the epoch of lowest validation loss" {
+              let xTrain, yTrain, _, _ = iris.Value
+              let model = NeuralNetClassifier<int>({ settings with MaxEpochs = 30; Refit = false }).Fit(xTrain, yTrain)
+              let weights = Array.create 3 1.0f
+              let _, valid = Training.validationSplit 0.2 0 (Targets.Classes(yTrain, weights)) yTrain.Length
+              let tape = Tape 1
+              let out = (Network.forward tape model.Network false (Tensor.ofRows (valid |> Array.map (fun i -> xTrain[i])))).Output
+              let loss = Training.loss tape out (Targets.Classes(valid |> Array.map (fun i -> yTrain[i]), weights)) (ReadOnlySpan(Array.init valid.Length id))
+              let losses = model.History |> List.map (fun r -> r.ValidLoss.Value)
+              Expect.equal (float loss.Value.Data[0]) (List.min losses) "the best epoch's validation loss"
+              Expect.isLessThan (List.min losses) (List.last losses) "a later epoch was worse (the test means something)"
+          }
 
           test "balanced class weights, validation split, early stopping and the epoch callback" {
               let xTrain, yTrain, _, _ = iris.Value
@@ -173,6 +218,7 @@ let tests =
                       ClassWeights = ClassWeights.Balanced
                       ValidationFraction = 0.25
                       Patience = Some 2
+                      Refit = false
                       MaxEpochs = 50
                       OnEpoch = Some reports.Add }
               let model = NeuralNetClassifier<int>(s).Fit(xTrain, yTrain)
