@@ -187,7 +187,7 @@ module Container =
 
     /// The format version this library writes and reads.
     [<Literal>]
-    let FormatVersion = 2us
+    let FormatVersion = 3us
 
     let private magic = "FHENET\000\026"B
 

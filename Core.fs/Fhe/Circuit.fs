@@ -184,6 +184,22 @@ type LayerCircuit =
     /// Bootstraps that clear one group (lowest bit, size): its sign, and a lookup of its other bits if it has any.
     static member GroupBootstraps(group: int * int) = if snd group = 1 then 1 else 2
 
+    /// With exact rounding before a two-step read, the top rounding group of several bits is read by its sign
+    /// bootstrap alone: the bits below its top bit stay in the value, centred on zero, within a quarter of a table
+    /// entry, which the window's reads absorb (each at one bit more precision). One bootstrap fewer per neuron.
+    member l.SignOnlyTopGroup(rounding: RoundingMethod) =
+        rounding = RoundingMethod.Exact
+        && l.WindowBits > 0
+        && (match List.tryLast (l.RoundingGroups rounding) with
+            | Some(_, size) -> size > 1
+            | None -> false)
+
+    /// Bootstraps per neuron of the exact rounding: two per group of several bits, one per one-bit group, one for a
+    /// sign-only top group.
+    member l.RoundingBootstraps(rounding: RoundingMethod) =
+        let all = l.RoundingGroups rounding |> List.sumBy LayerCircuit.GroupBootstraps
+        if l.SignOnlyTopGroup rounding then all - 1 else all
+
     /// The noise of a two-step read's final lookup, in bootstrap outputs: the window group's outputs scaled by
     /// 2^(P−W−1), plus the class lookup's.
     member l.FinalReadFactor =
@@ -198,7 +214,7 @@ type LayerCircuit =
             | RoundingMethod.Approximate -> l.Neurons
             | RoundingMethod.Exact
             | RoundingMethod.ExactPerBit ->
-                let clearing = l.RoundingGroups rounding |> List.sumBy LayerCircuit.GroupBootstraps
+                let clearing = l.RoundingBootstraps rounding
                 let table =
                     match l.WindowGroup with
                     | Some group -> LayerCircuit.GroupBootstraps group + 2
@@ -354,19 +370,26 @@ module Compiler =
             | RoundingMethod.ExactPerBit when layer.Shift > 0 || window.IsSome ->
                 // A group of c bits from bit i is read with its top bit on the padding bit: the accumulator noise
                 // grows by 2^(B−i−c+1), and the group decodes on c−1 bits; each earlier subtraction added a bootstrap
-                // output.
-                let groups = layer.RoundingGroups rounding @ Option.toList window
+                // output. Behind a sign-only top group, the reads that absorb its left-over bits (within a quarter
+                // entry) need one bit more: the window group's and the class lookup's.
+                let extra = if layer.SignOnlyTopGroup rounding then 1 else 0
                 let reads, subtracted =
-                    groups
+                    layer.RoundingGroups rounding
                     |> List.mapFold
                         (fun subtracted (low, size) ->
                             read (Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + float subtracted)) (size - 1),
                             subtracted + LayerCircuit.GroupBootstraps(low, size))
                         0
+                let subtracted = subtracted - extra
                 match window with
-                | Some (_, w) ->
-                    // The class lookup reads the P − W bits left; the final one reads W + 1 bits.
-                    reads @ [ read (nu2 + float subtracted) (layer.LookupBits - w); read layer.FinalReadFactor (w + 1) ]
+                | Some (low, w) ->
+                    // The window group's read, then the class lookup of the P − W bits left and the final one of W + 1.
+                    let windowRead = read (Math.Pow(2.0, 2.0 * float (b - low - w + 1)) * (nu2 + float subtracted)) (w - 1 + extra)
+                    let subtracted = subtracted + LayerCircuit.GroupBootstraps(low, w)
+                    reads
+                    @ [ windowRead
+                        read (nu2 + float subtracted) (layer.LookupBits - w + extra)
+                        read layer.FinalReadFactor (w + 1) ]
                 | None -> reads @ [ read (nu2 + float subtracted) layer.LookupBits ]
             | _ -> [ read nu2 layer.LookupBits ]
 

@@ -63,7 +63,7 @@ type PreparedCircuit =
           // Per layer and neuron, how its table is read.
           reads: NeuronRead[][]
           // Per layer: per group that exact rounding clears (the window's group last, for a two-step read), its sign
-          // table and (groups of more than one bit) the table of its remaining bits.
+          // table and (groups of more than one bit, but a sign-only top group) the table of its remaining bits.
           groupTables: (LookupTable * LookupTable option)[][] }
 
     member p.Circuit = p.circuit
@@ -111,14 +111,17 @@ module FheServer =
           groupTables =
             circuit.Layers
             |> Array.map (fun layer ->
+                // The index of a sign-only top rounding group (-1: none).
+                let signOnly =
+                    if layer.SignOnlyTopGroup circuit.Rounding then (layer.RoundingGroups circuit.Rounding).Length - 1 else -1
                 clearedGroups circuit layer
-                |> List.map (fun (low, size) ->
+                |> List.mapi (fun i (low, size) ->
                     let top = low + size - 1
                     // Output −2^top at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(top−1)·Δ_B for a top bit 0 / 1.
                     let sign = Pbs.lookupTableWith p 1 (1 <<< (layer.AccumulatorBits + 1)) (fun _ -> -(1L <<< top))
                     // The group's other bits v, read as a (size−1)-bit message, give v·2^low at Δ_B.
                     let rest =
-                        if size = 1 then None
+                        if size = 1 || i = signOnly then None
                         else Some(Pbs.lookupTableWith p (1 <<< (size - 1)) (1 <<< layer.AccumulatorBits) (fun v -> int64 v <<< low))
                     sign, rest)
                 |> Array.ofList) }
@@ -150,12 +153,18 @@ module FheServer =
         | None -> withoutTop, top
 
     /// round_half_up(y / 2^t) of a ciphertext of y at Δ_B, as a ciphertext of the result at Δ_(B−t): the dropped
-    /// bits are cleared group by group from the lowest.
+    /// bits are cleared group by group from the lowest. Behind a sign-only top group (low, c), the bits below its top
+    /// bit stay, a multiple of 2^low in [0, 2^(t−1) − 2^low], and are centred on zero: within a quarter of 2^t.
     let private roundExactly (prepared: PreparedCircuit) (layer: LayerCircuit) (y: LweCiphertext) =
+        let groups = layer.RoundingGroups prepared.circuit.Rounding
         let half = Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< layer.AccumulatorBits)) (1L <<< (layer.Shift - 1)) y
-        layer.RoundingGroups prepared.circuit.Rounding
-        |> List.indexed
-        |> List.fold (fun c (g, group) -> fst (clearGroup prepared layer g group c)) half
+        let cleared = groups |> List.indexed |> List.fold (fun c (g, group) -> fst (clearGroup prepared layer g group c)) half
+        if layer.SignOnlyTopGroup prepared.circuit.Rounding then
+            let low = fst (List.last groups)
+            // In half steps of y: minus (2^(t−1) − 2^low) / 2.
+            Lwe.addPlaintextWith (Encoding.WithPadding(1 <<< (layer.AccumulatorBits + 1))) -((1L <<< (layer.Shift - 1)) - (1L <<< low)) cleared
+        else
+            cleared
 
     /// The two-step read of a rounded value v = h·2^W + l (at Δ_B·2^t): clear l's group, look h's class up, and look
     /// up 2^(P−W−1)·l + class, which is l plus the class at the final lookup's step Δ_B·2^(t+P−W−1).
@@ -291,15 +300,34 @@ module FheSimulator =
                         v <- v - (read <<< low)
                         read
                     let groups = layer.RoundingGroups circuit.Rounding
-                    for group in groups do
-                        clear group |> ignore
-                    let subtracted = groups |> List.sumBy LayerCircuit.GroupBootstraps
+                    let signOnly = layer.SignOnlyTopGroup circuit.Rounding
+                    groups
+                    |> List.iteri (fun g (low, size) ->
+                        if signOnly && g = groups.Length - 1 then
+                            // Only the top bit of the (noisily read) group is subtracted.
+                            let read = ((v >>> low) &&& ((1L <<< size) - 1L)) + steps rng lookupExtra (size - 1)
+                            v <- v - (((read >>> (size - 1)) &&& 1L) <<< (low + size - 1))
+                        else
+                            clear (low, size) |> ignore)
+                    let subtracted = layer.RoundingBootstraps circuit.Rounding
                     match layer.WindowGroup with
                     | Some (low, w) ->
                         let window = windows[j]
-                        let l = clear (low, w)
                         let subtracted = subtracted + LayerCircuit.GroupBootstraps(low, w)
-                        let h = (v >>> (t + w)) + steps rng (lookupExtra + float subtracted * pbsVariance) (p - w)
+                        let l, h =
+                            if signOnly then
+                                // The bits the sign-only group left ride along, centred, as a fraction of an entry:
+                                // the window's read and the class lookup round them away unless noise adds up.
+                                let centre = float ((1L <<< (t - 1)) - (1L <<< fst (List.last groups))) / 2.0
+                                let noise variance bits = rng.NextGaussian() * sqrt variance * Math.ScaleB(1.0, bits + 1)
+                                let within = float (v &&& ((1L <<< (t + w)) - 1L)) - centre
+                                let l = int64 (Math.Round(within / Math.ScaleB(1.0, t) + noise lookupExtra (w - 1))) &&& ((1L <<< w) - 1L)
+                                v <- v - (l <<< t)
+                                let variance = lookupExtra + float subtracted * pbsVariance
+                                l, int64 (Math.Round((float v - centre) / Math.ScaleB(1.0, t + w) + noise variance (p - w)))
+                            else
+                                let l = clear (low, w)
+                                l, (v >>> (t + w)) + steps rng (lookupExtra + float subtracted * pbsVariance) (p - w)
                         let z =
                             l + Negacyclic.entry (TableWindow.classEntries (p - w) window) h
                             + steps rng (lookupExtra + layer.FinalReadFactor * pbsVariance) (w + 1)

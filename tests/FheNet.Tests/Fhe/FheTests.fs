@@ -115,12 +115,20 @@ let tests =
 
           test "execute equals disable: tables read in two steps, with and without rounding" {
               let x, _, xTest, _ = moons.Force()
-              for extra in [ []; [ "n_w_bits", "4"; "n_a_bits", "4" ] ] do
-                  let circuit = Compiler.compile CompileOptions.Default (classifier extra).IntegerModel.Value x
-                  let hidden = circuit.Layers[0]
-                  Expect.isGreaterThan hidden.WindowBits 0 "the compiler chose a two-step read"
-                  Expect.isLessThanOrEqual (hidden.WindowBits + 2) hidden.LookupBits "it saves two bits or more"
-                  expectExecuteEqualsDisable circuit xTest[..1]
+              let hidden =
+                  [ for extra in [ []; [ "n_w_bits", "4"; "n_a_bits", "4" ] ] ->
+                        let circuit = Compiler.compile CompileOptions.Default (classifier extra).IntegerModel.Value x
+                        let hidden = circuit.Layers[0]
+                        Expect.isGreaterThan hidden.WindowBits 0 "the compiler chose a two-step read"
+                        Expect.isLessThanOrEqual (hidden.WindowBits + 2) hidden.LookupBits "it saves two bits or more"
+                        expectExecuteEqualsDisable circuit xTest[..1]
+                        hidden ]
+              // With 4-bit codes the rounding drops two bits: the top group is read by its sign alone, the bit below
+              // it riding along into the window's reads.
+              let fused = hidden |> List.filter (fun l -> l.SignOnlyTopGroup RoundingMethod.Exact)
+              Expect.isNonEmpty fused "a sign-only top rounding group was exercised"
+              for l in fused do
+                  Expect.equal (l.BootstrapsFor RoundingMethod.Exact) (l.Neurons * 5) "sign, window group (2), class, final"
           }
 
           test "execute equals disable: Sigmoid, power-of-two" {
