@@ -186,10 +186,13 @@ type LayerCircuit =
 
     /// With exact rounding before a two-step read, the top rounding group of several bits is read by its sign
     /// bootstrap alone: the bits below its top bit stay in the value, centred on zero, within a quarter of a table
-    /// entry, which the window's reads absorb (each at one bit more precision). One bootstrap fewer per neuron.
+    /// entry, which the window's reads absorb (each at one bit more precision). One bootstrap fewer per neuron, taken
+    /// when the class lookup's extra bit keeps it no wider than the final lookup (P − W + 1 ≤ W + 1), so that no
+    /// read of the layer gets wider.
     member l.SignOnlyTopGroup(rounding: RoundingMethod) =
         rounding = RoundingMethod.Exact
         && l.WindowBits > 0
+        && l.LookupBits - l.WindowBits <= l.WindowBits
         && (match List.tryLast (l.RoundingGroups rounding) with
             | Some(_, size) -> size > 1
             | None -> false)
