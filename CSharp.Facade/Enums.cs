@@ -62,7 +62,8 @@ public enum FheMode
 /// <summary>How the low bits of an accumulator are dropped before its table lookup in the encrypted circuit.</summary>
 public enum RoundingMethod
 {
-    /// <summary>Exact, two bootstraps per group of dropped bits: bit for bit the integer model. The default.</summary>
+    /// <summary>Exact, two bootstraps per group of dropped bits (the top group's sign alone before a two-step table
+    /// read): bit for bit the integer model. The default.</summary>
     Exact,
     /// <summary>
     /// Exact, one sign bootstrap per dropped bit (Concrete's method; more bootstraps than <see cref="Exact"/> when

@@ -12,7 +12,8 @@ type RoundingMethod =
     /// Exact, two bootstraps per group of dropped bits: a sign bootstrap clears the group's top bit, a (c−1)-bit
     /// lookup the rest. The table sees exactly round_half_up(acc / 2^t), bit for bit what the integer model computes.
     /// A wide table that is constant outside one aligned window of 2^W entries (a clamped activation) is then read in
-    /// two narrow steps rather than one wide lookup (see TableWindow). The default.
+    /// two narrow steps rather than one wide lookup (see TableWindow), the top group then read by its sign alone
+    /// (LayerCircuit.SignOnlyTopGroup). The default.
     | Exact
     /// Exact, one sign bootstrap per dropped bit (Concrete's method).
     | ExactPerBit
