@@ -1,4 +1,6 @@
 // Benchmarks: dotnet fsi build.fsx bench [-- --all]
+// Only one KS-PBS timing on a given parameter set (a compiled circuit's, for the node-tfhe peer's `custom:` runs):
+//   dotnet fsi Scripts/bench.fsx -- --set n,k,N,pbsBaseLog,pbsLevel,ksBaseLog,ksLevel
 // Prints one JSON object per line with at least `name` and `median_ms`.
 #if !FHENET_BUILT
 #load "launch.fsx"
@@ -255,9 +257,42 @@ let trainingBench () =
         report $"predict/integer/%d{threads}thread" ms [ ("rows_per_s", box (Math.Round(1347.0 / (ms / 1000.0)))) ]
 
 
-quantizationBench ()
-tfheAnalysisBench ()
-trainingBench ()
-tfheEngineBench (fsi.CommandLineArgs |> Array.contains "--all")
-tfheNoiseCheck ()
+/// One KS-PBS on a parameter set given as n,k,N,pbsBaseLog,pbsLevel,ksBaseLog,ksLevel (TUniform noise at the security
+/// minimum): the median on one thread, and per KS-PBS per core with every core bootstrapping.
+let ksPbsOnSet (text: string) =
+    let n, k, bigN, pbsBase, pbsLevel, ksBase, ksLevel =
+        match text.Split ',' |> Array.map int with
+        | [| n; k; bigN; pb; pl; kb; kl |] -> n, k, bigN, pb, pl, kb, kl
+        | _ -> failwith $"--set %s{text}: expected n,k,N,pbsBaseLog,pbsLevel,ksBaseLog,ksLevel"
+    let p =
+        { Presets.tuniformM2C2 with
+            Name = $"n%d{n}_k%d{k}_N%d{bigN}_pbs%d{pbsBase}x%d{pbsLevel}_ks%d{ksBase}x%d{ksLevel}"
+            LweDimension = n
+            GlweDimension = k
+            PolynomialSize = bigN
+            PbsBaseLog = pbsBase
+            PbsLevel = pbsLevel
+            KsBaseLog = ksBase
+            KsLevel = ksLevel
+            LweNoise = Security.minimalNoise NoiseFamily.TUniform n
+            GlweNoise = Security.minimalNoise NoiseFamily.TUniform (k * bigN) }
+    let ck = ClientKey.generate p
+    let sk = CompressedServerKey.decompress (CompressedServerKey.generate ck)
+    let table = Pbs.lookupTable p (fun i -> int64 ((3 * i + 1) % p.PlaintextModulus))
+    let ct = Lwe.encrypt ck 1L
+    let oneThread = warmedMedian 31 (fun () -> Pbs.apply sk table ct |> ignore)
+    let oneMin = lastMin
+    let cores = Environment.ProcessorCount
+    let batch = Array.init (8 * cores) (fun _ -> Lwe.encrypt ck 1L)
+    let perCore = warmedMedian 5 (fun () -> Pbs.applyMany sk table batch |> ignore) * float cores / float batch.Length
+    report $"ks-pbs/%s{p.Name}" oneThread [ "min_ms", box (Math.Round(oneMin, 4)); "per_core_ms_all_cores_busy", box (Math.Round(perCore, 3)); "cores", box cores ]
+
+match scriptArgs |> Map.tryFind "set" with
+| Some set -> ksPbsOnSet set
+| None ->
+    quantizationBench ()
+    tfheAnalysisBench ()
+    trainingBench ()
+    tfheEngineBench (fsi.CommandLineArgs |> Array.contains "--all")
+    tfheNoiseCheck ()
 #endif
