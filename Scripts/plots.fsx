@@ -113,6 +113,10 @@ let trainingCurves (name: string) (metricName: string) (histories: (string * Epo
             metric.LegendText <- $"valid %s{metricName}"
             metric.Axes.YAxis <- plot.Axes.Right
             plot.Axes.Right.Label.Text <- metricName
+            // The epoch of lowest validation loss: the length of the refit on every row.
+            let best = plot.Add.VerticalLine(float (history |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch)
+            best.LinePattern <- LinePattern.Dashed
+            best.LegendText <- "best epoch"
         plot.Axes.Bottom.Label.Text <- "epoch"
         plot.Axes.Left.Label.Text <- "loss"
         plot.Title(title, 12.0f)
