@@ -149,10 +149,13 @@ let tests =
           test "simulate equals disable at the default p_error" {
               let x, _, xTest, _ = moons.Force()
               let model = (classifier []).IntegerModel.Value
-              for options in
-                  [ CompileOptions.Default
-                    { CompileOptions.Default with RoundingThresholdBits = Some 2 }
-                    { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = RoundingMethod.ExactPerBit } ] do
+              // 4-bit codes: a two-step read behind a sign-only top rounding group.
+              let fourBits = (classifier [ "n_w_bits", "4"; "n_a_bits", "4" ]).IntegerModel.Value
+              for model, options in
+                  [ model, CompileOptions.Default
+                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2 }
+                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = RoundingMethod.ExactPerBit }
+                    fourBits, CompileOptions.Default ] do
                   // The claim is about noise: calibrate on the rows that run too, since a row beyond the
                   // calibrated ranges overflows its accumulator (in FHE as in Concrete ML).
                   let circuit = Compiler.compile options model (Array.append x xTest)
@@ -178,10 +181,9 @@ let tests =
               let model = (classifier []).IntegerModel.Value
               let circuit = Compiler.compile { CompileOptions.Default with PError = Some 0.9 } model x
               let expected = disableAccumulators circuit xTest
-              let differing (got: int64[][]) = Array.fold2 (fun n a b -> if a = b then n else n + 1) 0 got expected
+              let differing (got: int64[][]) = Array.fold2 (fun n a b -> if a = b then n else n + 1) 0 got expected[.. got.Length - 1]
               Expect.isGreaterThan (differing (simulateAccumulators 0 circuit xTest)) (xTest.Length / 10) "simulate diverges"
-              let rows = xTest[..7]
-              Expect.isGreaterThan (differing (executeAccumulators circuit rows |> Array.append (Array.skip 8 expected))) 0 "execute diverges"
+              Expect.isGreaterThan (differing (executeAccumulators circuit xTest[..7])) 0 "execute diverges"
           }
 
           test "the estimator predicts the same labels in every mode and reports its circuit" {
