@@ -140,13 +140,21 @@ public class ClassifierTests(IrisFixture iris) : IClassFixture<IrisFixture>
     {
         using var cancel = new CancellationTokenSource();
         var recorder = new Recorder<TrainingProgress>(r => { if (r.Epoch == 2) cancel.Cancel(); });
-        var model = iris.Builder.Epochs(50).Build();
+        var fresh = iris.Builder.Epochs(50).Build();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(
-            () => model.FitAsync(iris.Data.XTrain, iris.Data.ClassesTrain, recorder, cancel.Token));
+            () => fresh.FitAsync(iris.Data.XTrain, iris.Data.ClassesTrain, recorder, cancel.Token));
 
         Assert.Equal(2, recorder.Items.Count);
-        Assert.False(model.IsFitted);
+        Assert.False(fresh.IsFitted);
+
+        // A fitted model keeps its previous fit when a new one is cancelled.
+        var fitted = iris.Builder.Epochs(3).Build().Fit(iris.Data.XTrain, iris.Data.ClassesTrain);
+        var before = fitted.PredictProba(iris.Data.XTest);
+        using var again = new CancellationTokenSource();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => fitted.FitAsync(
+            iris.Data.XTrain, iris.Data.ClassesTrain, new Recorder<TrainingProgress>(_ => again.Cancel()), again.Token));
+        Assert.Equal(before, fitted.PredictProba(iris.Data.XTest));
     }
 
     [Fact]

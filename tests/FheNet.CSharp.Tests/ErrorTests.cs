@@ -50,6 +50,8 @@ public class ErrorTests
         var e = Assert.Throws<AccumulatorTooSmallException>(() => NeuralNet.Regressor().AccumulatorBits(3).Build());
 
         Assert.IsAssignableFrom<ArgumentException>(e);
+        Assert.Equal(7, e.SmallestThatWorks); // 3-bit weights and activations
+        Assert.Contains(">= 7", e.Message);
     }
 
     [Fact]

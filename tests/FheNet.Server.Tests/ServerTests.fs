@@ -341,8 +341,10 @@ let server =
                   let input = words 4 16
                   let held = client.PredictAsync(id, ciphertextBytes Mode.Hold input)
                   Expect.isTrue (backend.WaitEntered(seconds 5.0)) "the held evaluation started"
+                  let waited = Diagnostics.Stopwatch.StartNew()
                   let! busy =
                       failsWith<ServerBusyException> (fun () -> client.PredictAsync(id, ciphertextBytes Mode.Run input))
+                  Expect.isGreaterThanOrEqual waited.Elapsed.TotalMilliseconds 190.0 "it waited for a slot (QueueTimeout 200 ms) first"
                   Expect.equal busy.RetryAfter (Nullable(seconds 1.0)) "Retry-After"
                   Expect.stringContains busy.Detail "evaluation slots stayed busy" "says why"
                   let! health = client.HealthAsync()

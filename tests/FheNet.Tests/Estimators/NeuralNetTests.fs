@@ -225,8 +225,8 @@ let tests =
               Expect.equal (List.length model.History) reports.Count "one report per epoch"
               Expect.isTrue (reports |> Seq.forall (fun r -> r.ValidLoss.IsSome && r.ValidMetric.IsSome)) "validation figures"
               let losses = reports |> Seq.map (fun r -> r.ValidLoss.Value) |> Array.ofSeq
-              if reports.Count < 50 then
-                  Expect.equal (Array.IndexOf(losses, Array.min losses)) (losses.Length - 3) "stopped 2 epochs after the best"
+              Expect.isLessThan reports.Count 50 "stopped early"
+              Expect.equal (Array.IndexOf(losses, Array.min losses)) (losses.Length - 3) "stopped 2 epochs after the best"
           }
 
           test "accumulator budget: the integer model respects it and the bit-width report stays within it" {

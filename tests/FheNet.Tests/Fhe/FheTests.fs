@@ -174,6 +174,8 @@ let tests =
                   (calibrated.Layers |> Array.sumBy _.AccumulatorBits)
                   (circuit.Layers |> Array.sumBy _.AccumulatorBits)
                   "the calibration range never needs more bits than the worst case"
+              // The control: sized on the calibration rows alone, some extreme row wraps an accumulator.
+              Expect.notEqual (simulateAccumulators 0 calibrated extremes) (disableAccumulators calibrated extremes) "overflow without the margin"
           }
 
           test "at a p_error near 1, simulate and execute both diverge from disable" {

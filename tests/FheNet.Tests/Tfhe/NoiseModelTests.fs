@@ -81,9 +81,11 @@ let tests =
           testProperty "PBS, KS and MS variances are linear in the dimensions they sum over"
           <| forAll (Gen.elements Presets.all) (fun p ->
               let twice = { p with LweDimension = 2 * p.LweDimension }
+              let wider = { p with GlweDimension = 2 * p.GlweDimension }
               let near a b = abs (a - b) <= 1e-12 * abs b
               near (NoiseModel.pbsVariance twice) (2.0 * NoiseModel.pbsVariance p)
-              && near (NoiseModel.modulusSwitchVariance twice) (2.0 * NoiseModel.modulusSwitchVariance p))
+              && near (NoiseModel.modulusSwitchVariance twice) (2.0 * NoiseModel.modulusSwitchVariance p)
+              && near (NoiseModel.keyswitchVariance wider) (2.0 * NoiseModel.keyswitchVariance p))
 
           test "variance of a distribution: TUniform(b) exactly, Gaussian σ²" {
               Expect.floatClose Accuracy.veryHigh ((NoiseDistribution.TUniform 3).Variance * Math.Pow(2.0, 128.0)) (129.0 / 6.0) "TU(3)"
