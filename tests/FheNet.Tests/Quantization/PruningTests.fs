@@ -48,9 +48,13 @@ let tests =
           testProperty "a search for an overflowing neuron at the bound finds none"
           <| forAll
               (gen {
-                  let! (w, x, accBits, biasBound) = setting
-                  let k = min 64 (Pruning.maxFanIn w x accBits biasBound)
-                  let! weights = Gen.arrayOfLength k (Gen.oneof [ Gen.elements [ w.Min; w.Max ]; Gen.choose (w.Min, w.Max) ])
+                  // Settings whose bound is small enough for a neuron to reach it.
+                  let! (w, x, accBits, biasBound) = setting |> Gen.filter (fun (w, x, a, b) -> Pruning.maxFanIn w x a b <= 64)
+                  let k = Pruning.maxFanIn w x accBits biasBound
+                  let! weights =
+                      Gen.oneof
+                          [ Gen.arrayOfLength k (Gen.oneof [ Gen.elements [ w.Min; w.Max ]; Gen.choose (w.Min, w.Max) ])
+                            Gen.elements [ w.Min; w.Max ] |> Gen.map (Array.create k) ]
                   let! bias = Gen.elements [ -biasBound; biasBound; 0L ]
                   let! inputs = Gen.arrayOfLength k (Gen.choose (x.Min, x.Max))
                   return weights, bias, inputs, x, accBits
@@ -61,6 +65,21 @@ let tests =
                   |> List.forall (fun input ->
                       let acc = dot weights input bias
                       acc >= lo && acc <= hi))
+
+          testProperty "accumulatorRange is the neuron's exact range: attained by the adversarial inputs, never left"
+          <| forAll
+              (gen {
+                  let! w, x, _, biasBound = setting
+                  let! weights = Gen.choose (1, 12) |> Gen.bind (fun n -> Gen.arrayOfLength n (Gen.choose (w.Min, w.Max)))
+                  let! bias = Gen.choose (int -biasBound, int biasBound)
+                  let! inputs = Gen.arrayOfLength weights.Length (Gen.choose (x.Min, x.Max))
+                  return weights, int64 bias, inputs, x
+              })
+              (fun (weights, bias, inputs, x) ->
+                  let struct (lo, hi) = Pruning.accumulatorRange (ReadOnlySpan weights) bias x
+                  dot weights (adversarialInput weights x false) bias = lo
+                  && dot weights (adversarialInput weights x true) bias = hi
+                  && (let acc = dot weights inputs bias in lo <= acc && acc <= hi))
 
           test "Concrete ML's count overflows where this bound does not" {
               // 3-bit signed weights, 3-bit unsigned inputs, 8-bit accumulator: floor(255/7/7) = 5 terms, but
