@@ -177,7 +177,7 @@ let tests =
               let results = Pbs.applyMany sk lut cts |> Array.map (Lwe.decrypt ck)
               Expect.equal results (Array.init 12 (fun i -> int64 (15 - i % 16))) "f(m) = 15 - m"
           }
-          test "seeded ciphertexts and compressed keys expand to the same ciphertexts and keys" {
+          test "seeded ciphertexts and compressed keys expand deterministically, decrypt and bootstrap correctly" {
               let ck, _ = keys weak4
               for m in 0L..15L do
                   let seeded = Lwe.encryptSeeded ck m
