@@ -377,14 +377,14 @@ module Compiler =
                 // output. Behind a sign-only top group, the reads that absorb its left-over bits (within a quarter
                 // entry) need one bit more: the window group's and the class lookup's.
                 let extra = if layer.SignOnlyTopGroup rounding then 1 else 0
-                let reads, subtracted =
+                let reads, _ =
                     layer.RoundingGroups rounding
                     |> List.mapFold
                         (fun subtracted (low, size) ->
                             read (Math.Pow(2.0, 2.0 * float (b - low - size + 1)) * (nu2 + float subtracted)) (size - 1),
                             subtracted + LayerCircuit.GroupBootstraps(low, size))
                         0
-                let subtracted = subtracted - extra
+                let subtracted = layer.RoundingBootstraps rounding
                 match window with
                 | Some (low, w) ->
                     // The window group's read, then the class lookup of the P − W bits left and the final one of W + 1.
