@@ -30,7 +30,7 @@ public class ErrorTests
 
         Assert.IsAssignableFrom<ArgumentException>(e);
         Assert.Contains("3 features", e.Message);
-        Assert.Contains("2", e.Message);
+        Assert.Contains("fitted on 2", e.Message);
     }
 
     [Theory]
