@@ -69,7 +69,7 @@ let load (name: string) =
 
 for name in dataSets do
     let xTrain, yTrain, xTest, yTest = load name
-    let regression = not (yTrain |> Array.forall (fun v -> v = round v)) || (Array.distinct yTrain).Length > 20
+    let regression = not (looksLikeClasses yTrain)
     for label, pairs in settings do
         let scores =
             Array.init seeds (fun seed ->

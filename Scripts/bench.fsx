@@ -264,18 +264,7 @@ let ksPbsOnSet (text: string) =
         match text.Split ',' |> Array.map int with
         | [| n; k; bigN; pb; pl; kb; kl |] -> n, k, bigN, pb, pl, kb, kl
         | _ -> failwith $"--set %s{text}: expected n,k,N,pbsBaseLog,pbsLevel,ksBaseLog,ksLevel"
-    let p =
-        { Presets.tuniformM2C2 with
-            Name = $"n%d{n}_k%d{k}_N%d{bigN}_pbs%d{pbsBase}x%d{pbsLevel}_ks%d{ksBase}x%d{ksLevel}"
-            LweDimension = n
-            GlweDimension = k
-            PolynomialSize = bigN
-            PbsBaseLog = pbsBase
-            PbsLevel = pbsLevel
-            KsBaseLog = ksBase
-            KsLevel = ksLevel
-            LweNoise = Security.minimalNoise NoiseFamily.TUniform n
-            GlweNoise = Security.minimalNoise NoiseFamily.TUniform (k * bigN) }
+    let p = Optimizer.parametersOf NoiseFamily.TUniform "TU_SET" 4 1 n k bigN (pbsBase, pbsLevel) (ksBase, ksLevel)
     let ck = ClientKey.generate p
     let sk = CompressedServerKey.decompress (CompressedServerKey.generate ck)
     let table = Pbs.lookupTable p (fun i -> int64 ((3 * i + 1) % p.PlaintextModulus))

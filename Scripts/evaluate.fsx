@@ -25,10 +25,7 @@ let test = readCsv (argOr "test" (dataFile "iris_test.csv"))
 let task =
     argOr
         "task"
-        (if train.Target |> Array.forall (fun v -> v = round v) && (Array.distinct train.Target).Length <= 20 then
-             "classification"
-         else
-             "regression")
+        (if looksLikeClasses train.Target then "classification" else "regression")
 
 // Standardize with the train split's statistics.
 let standardize = standardizer train.Features

@@ -40,6 +40,10 @@ let scriptArgs =
 let argOr name fallback =
     scriptArgs |> Map.tryFind name |> Option.defaultValue fallback
 
+/// Targets that are class labels rather than values: every one an integer, and few distinct ones.
+let looksLikeClasses (targets: float[]) =
+    targets |> Array.forall (fun v -> v = round v) && (Array.distinct targets).Length <= 20
+
 /// Standardizes rows with the mean and standard deviation of `train` (constant columns are left centred).
 let standardizer (train: float32[][]) : float32[][] -> float32[][] =
     let columns = train[0].Length

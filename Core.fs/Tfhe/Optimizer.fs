@@ -160,18 +160,20 @@ module Optimizer =
         | NoiseFamily.TUniform -> "TU"
         | NoiseFamily.Gaussian -> "GA"
 
-    /// The parameter set of a candidate, for plaintexts of `precisionBits` bits and a 2-norm `maxNoiseLevel`.
-    let private toParameters family (name: string) precisionBits maxNoiseLevel (c: Candidate) =
-        { Name = $"%s{name}_n%d{c.N}_k%d{c.K}_N%d{c.BigN}_pbs%d{c.Pbs.BaseLog}x%d{c.Pbs.Level}_ks%d{c.Ks.BaseLog}x%d{c.Ks.Level}"
-          LweDimension = c.N
-          GlweDimension = c.K
-          PolynomialSize = c.BigN
-          LweNoise = Security.minimalNoise family c.N
-          GlweNoise = Security.minimalNoise family (c.K * c.BigN)
-          PbsBaseLog = c.Pbs.BaseLog
-          PbsLevel = c.Pbs.Level
-          KsBaseLog = c.Ks.BaseLog
-          KsLevel = c.Ks.Level
+    /// The KS-PBS set the optimizer builds from its choices of n, k, N and the two decompositions (base log, level),
+    /// noise at the security minimum of `family`, for plaintexts of `precisionBits` bits and a 2-norm
+    /// `maxNoiseLevel`: what a compiled circuit with these choices runs on.
+    let parametersOf family (name: string) precisionBits maxNoiseLevel (n: int) (k: int) (bigN: int) (pbsBase: int, pbsLevel: int) (ksBase: int, ksLevel: int) =
+        { Name = $"%s{name}_n%d{n}_k%d{k}_N%d{bigN}_pbs%d{pbsBase}x%d{pbsLevel}_ks%d{ksBase}x%d{ksLevel}"
+          LweDimension = n
+          GlweDimension = k
+          PolynomialSize = bigN
+          LweNoise = Security.minimalNoise family n
+          GlweNoise = Security.minimalNoise family (k * bigN)
+          PbsBaseLog = pbsBase
+          PbsLevel = pbsLevel
+          KsBaseLog = ksBase
+          KsLevel = ksLevel
           MessageModulus = 1 <<< precisionBits
           CarryModulus = 1
           MaxNoiseLevel = maxNoiseLevel
@@ -179,6 +181,9 @@ module Optimizer =
           Order = PbsOrder.KeyswitchBootstrap
           ModulusSwitch = ModulusSwitchKind.CenteredMean
           Insecure = false }
+
+    let private toParameters family (name: string) precisionBits maxNoiseLevel (c: Candidate) =
+        parametersOf family name precisionBits maxNoiseLevel c.N c.K c.BigN (c.Pbs.BaseLog, c.Pbs.Level) (c.Ks.BaseLog, c.Ks.Level)
 
     /// The cheapest candidate over the whole domain meeting every requirement at p_error 2^log2PError.
     let private search family (requirements: LookupRequirement[]) log2PError (infeasible: string -> exn) =
