@@ -187,10 +187,21 @@ module Network =
         let spec = Codes.bias q.AccumulatorBits
         p.Bias.Value.Data |> Array.map (fun b -> int64 (CodeSpec.code spec (b / s)))
 
-    /// Values used to calibrate a scale: at most <c>count</c>, taken at a fixed stride (deterministic).
-    let private sample (count: int) (values: float32[]) =
-        let stride = max 1 (values.Length / count)
-        Array.init (values.Length / stride) (fun i -> values[i * stride])
+    /// Values used to calibrate a scale: all of them, or <c>count</c> drawn without replacement by a fixed-seed
+    /// shuffle (deterministic). A fixed stride would alias with the row width of a row-major matrix and sample a
+    /// few columns only: 512 rows of 64 features at stride 8 read one pixel column of an 8×8 image.
+    let internal sample (count: int) (values: float32[]) =
+        if values.Length <= count then
+            values
+        else
+            let rng = TrainingRng(0x5A3D1E5UL + uint64 values.Length)
+            let order = Array.init values.Length id
+            for i in 0 .. count - 1 do
+                let j = i + rng.NextInt(values.Length - i)
+                let t = order[i]
+                order[i] <- order[j]
+                order[j] <- t
+            Array.init count (fun i -> values[order[i]])
 
     /// log2 of the scale that minimises the quantization MSE of (a sample of at most <c>count</c> of)
     /// <c>values</c> for symmetric codes of the given bits and signedness.
