@@ -190,7 +190,7 @@ module Network =
     /// Values used to calibrate a scale: all of them, or <c>count</c> drawn without replacement by a fixed-seed
     /// shuffle (deterministic). A fixed stride would alias with the row width of a row-major matrix and sample a
     /// few columns only: 512 rows of 64 features at stride 8 read one pixel column of an 8×8 image.
-    let internal sample (count: int) (values: float32[]) =
+    let private sample (count: int) (values: float32[]) =
         if values.Length <= count then
             values
         else
