@@ -15,6 +15,8 @@ type FittedNetwork =
     { Network: Network
       Integer: IntegerModel option
       History: EpochReport list
+      /// The quantized model against its float path on the training rows (None for a float twin or a loaded model).
+      QuantizationCheck: QuantizationCheck option
       TargetMean: float[]
       TargetStd: float[] }
 
@@ -131,6 +133,27 @@ module internal Fitting =
         | Targets.Classes(labels, w) -> Targets.Classes(rows |> Array.map (fun i -> labels[i]), w)
         | Targets.Values t -> Targets.Values(Tensor.gatherRows t (ReadOnlySpan rows))
 
+    /// Checks the trained quantized network against its float path on the training rows. On a collapse (far below
+    /// the float path) it re-fits every scale to the trained weights and the data, the remedy for scales left behind
+    /// by training, and keeps the re-fitted network when it scores better. Says so when verbose.
+    let guardCollapse (s: NeuralNetSettings) threads (net: Network) (x: Tensor) (targets: Targets) =
+        match Training.checkQuantization threads net x targets with
+        | Some check when check.Collapsed ->
+            let refitted = Network.copy net
+            let rows = min 512 x.Rows
+            Network.calibrateScales threads refitted (Tensor.gatherRows x (ReadOnlySpan(Array.init rows (fun i -> i * x.Rows / rows))))
+            Network.updateMasks refitted
+            let after = (Training.checkQuantization threads refitted x targets).Value
+            let net, check =
+                if after.Quantized > check.Quantized then refitted, { after with Recovered = true } else net, check
+            if s.Verbose then
+                let outcome = if check.Recovered then "recovered by re-fitting the scales" else "a scale re-fit did not help"
+                printfn
+                    "warning: the quantized model scores %.3f on the training rows, its float path %.3f (%s); try more bits (module__n_w_bits, module__n_a_bits), more epochs or standardized features"
+                    check.Quantized check.Float outcome
+            net, Some check
+        | check -> net, check
+
     /// Trains a network (quantized or its float twin) from scratch, or continues from <c>start</c>. With a
     /// validation split, a first run on the other rows picks the epoch of lowest validation loss; with Refit, the
     /// model then trains on every row for that many epochs (the history holds both runs).
@@ -149,6 +172,13 @@ module internal Fitting =
                     let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
                     let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
                     Network.centerHiddenBiases threads n calibration
+                    let pretrain = NeuralNetSettings.pretrainEpochs s
+                    if quantized && pretrain > 0 then
+                        // The float path shares the layers' values: training it trains the quantized network's
+                        // weights and biases, and the scales are then calibrated on them.
+                        let floatPath = { n with Config = { n.Config with Quant = None } }
+                        let config = { trainConfig s xt.Rows ignore with Epochs = pretrain; Patience = None }
+                        Training.train config floatPath xt (subsetTargets targets rows) None |> ignore
                     Network.calibrateScales threads n calibration
                     n
             let mark (r: EpochReport) = { r with Refit = refit }
@@ -157,17 +187,21 @@ module internal Fitting =
             net, List.map mark history
         let trainRows, validRows = Training.validationSplit s.ValidationFraction s.Seed targets x.Length
         let net, history = run s false trainRows validRows
-        if validRows.Length = 0 || not s.Refit then
-            net, history
-        else
-            let best = (history |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
-            let refitted, refitHistory = run { s with MaxEpochs = best; Patience = None } true (Array.init x.Length id) [||]
-            refitted, history @ refitHistory
+        let net, history =
+            if validRows.Length = 0 || not s.Refit then
+                net, history
+            else
+                let best = (history |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
+                let refitted, refitHistory = run { s with MaxEpochs = best; PretrainEpochs = Some(NeuralNetSettings.pretrainEpochs s); Patience = None } true (Array.init x.Length id) [||]
+                refitted, history @ refitHistory
+        let net, check = guardCollapse s threads net xs targets
+        net, history, check
 
-    let fitted (net: Network) history mean std =
+    let fitted (net: Network) history check mean std =
         { Network = net
           Integer = (if net.Config.Quant.IsSome then Some(IntegerModel.ofNetwork net) else None)
           History = history
+          QuantizationCheck = check
           TargetMean = mean
           TargetStd = std }
 
@@ -319,7 +353,7 @@ module internal Documents =
                       WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
                       Mask = doc.Masks[l]
                       Buffers = LinearBuffers() }) }
-        settings, doc.Classes, Fitting.fitted net [] doc.TargetMean doc.TargetStd
+        settings, doc.Classes, Fitting.fitted net [] None doc.TargetMean doc.TargetStd
 
 /// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).
 /// Labels may be of any type with equality and ordering; predict returns them. Not thread-safe while fitting.
@@ -351,6 +385,10 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// The training log.
     member _.History = (fst (fittedState "History")).History
 
+    /// The quantized model against its float path on the training rows (a collapse, and whether a scale re-fit
+    /// recovered from it); None for a loaded model.
+    member _.QuantizationCheck = (fst (fittedState "QuantizationCheck")).QuantizationCheck
+
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
@@ -373,8 +411,8 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
                 Guard.sameLength "criterion__weight" classes.Length w.Length
                 w |> Array.iteri (fun i v -> if not (v >= 0.0 && Double.IsFinite v) then raise (ParameterOutOfRangeException($"criterion__weight[%d{i}]", v, "a finite weight >= 0")))
                 w |> Array.map float32
-        let net, history = Fitting.train settings x (Targets.Classes(labels, weights)) classes.Length quantized start
-        state <- Some(Fitting.fitted net history [||] [||], classes)
+        let net, history, check = Fitting.train settings x (Targets.Classes(labels, weights)) classes.Length quantized start
+        state <- Some(Fitting.fitted net history check [||] [||], classes)
         session <- None
 
     /// Trains on rows of features and their labels; returns this estimator.
@@ -506,6 +544,9 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     member _.Network = (fittedState "Network").Network
     /// The training log.
     member _.History = (fittedState "History").History
+    /// The quantized model against its float path on the training rows (a collapse, and whether a scale re-fit
+    /// recovered from it); None for a loaded model.
+    member _.QuantizationCheck = (fittedState "QuantizationCheck").QuantizationCheck
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
@@ -525,8 +566,8 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
                 let s = sqrt (y |> Array.averageBy (fun r -> (r[j] - mean[j]) ** 2.0))
                 if s > 0.0 then s else 1.0)
         let standardized = Tensor.init y.Length outputs (fun i j -> float32 ((y[i][j] - mean[j]) / std[j]))
-        let net, history = Fitting.train settings x (Targets.Values standardized) outputs quantized start
-        state <- Some(Fitting.fitted net history mean std)
+        let net, history, check = Fitting.train settings x (Targets.Values standardized) outputs quantized start
+        state <- Some(Fitting.fitted net history check mean std)
         session <- None
 
     /// Trains on rows of features and several targets per row; returns this estimator.

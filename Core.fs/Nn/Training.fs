@@ -49,6 +49,22 @@ type TrainConfig =
       Seed: int
       OnEpoch: EpochReport -> unit }
 
+/// A quantized network against its own float path (the same weights and biases without quantization) on the same
+/// rows: how much the quantization costs the model that training produced.
+type QuantizationCheck =
+    { /// Accuracy for classes, R² for values, of the quantized network.
+      Quantized: float
+      /// The same metric of the float path.
+      Float: float
+      /// True when a scale re-fit after training recovered from a collapse (the figures are those after it).
+      Recovered: bool }
+
+    /// The largest gap between the float path and the quantized network that is not a collapse.
+    static member CollapseGap = 0.2
+
+    /// True when the quantized network is far below its float path: more than CollapseGap of accuracy or R².
+    member c.Collapsed = c.Float - c.Quantized > QuantizationCheck.CollapseGap
+
 module Training =
 
     /// The loss of a batch of outputs against its targets (rows selected by <c>rows</c>).
@@ -159,6 +175,15 @@ module Training =
         let r = Network.forward tape net false x
         let all = Array.init x.Rows id
         float (loss tape r.Output targets (ReadOnlySpan all)).Value.Data[0], metric r.Output.Value targets
+
+    /// The quantized network's metric on (x, targets) against its float path's; None for a float network.
+    let checkQuantization (threads: int) (net: Network) (x: Tensor) (targets: Targets) : QuantizationCheck option =
+        net.Config.Quant
+        |> Option.map (fun _ ->
+            let floatPath = { net with Config = { net.Config with Quant = None } }
+            { Quantized = metric (Network.predict threads net x) targets
+              Float = metric (Network.predict threads floatPath x) targets
+              Recovered = false })
 
     /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch. With a validation
     /// split, leaves <c>net</c> at the epoch of lowest validation loss, and with a patience also stops early.

@@ -63,3 +63,43 @@ let tests =
                       .Fit(xTrain, Array.map int yTrain)
               Expect.isGreaterThanOrEqual (model.Score(xTest, Array.map int yTest)) 0.90 "accuracy"
           } ]
+
+let private irisTrained =
+    lazy
+        (let xTrain, yTrain, _, _ = TestData.split "iris"
+         let labels = Array.map int yTrain
+         let model = NeuralNetClassifier<int>({ NeuralNetSettings.defaults with Threads = 1; MaxEpochs = 20 }).Fit(xTrain, labels)
+         model, Tensor.ofRows xTrain, Targets.Classes(labels, Array.create 3 1.0f))
+
+[<Tests>]
+let collapseTests =
+    testList
+        "Nn.QuantizationCheck"
+        [ test "a trained model is close to its float path; inputs clipped by a stale scale are a collapse" {
+              let model, x, targets = irisTrained.Value
+              let check = model.QuantizationCheck.Value
+              Expect.isFalse check.Collapsed $"trained: %A{check}"
+              Expect.isGreaterThan check.Quantized 0.8 "quantized accuracy on the training rows"
+              let broken = Network.copy model.Network
+              // An input scale 2^10 too coarse: every standardized feature rounds to code 0.
+              broken.Layers[0].InputLog2Scale.Value.Data[0] <- broken.Layers[0].InputLog2Scale.Value.Data[0] + 10.0f
+              let brokenCheck = (Training.checkQuantization 1 broken x targets).Value
+              Expect.isTrue brokenCheck.Collapsed $"broken: %A{brokenCheck}"
+              Expect.floatClose Accuracy.veryHigh brokenCheck.Float check.Float "the float path ignores the scales"
+          }
+
+          test "the guard re-fits the scales of a collapsed network and says it recovered" {
+              let model, x, targets = irisTrained.Value
+              let broken = Network.copy model.Network
+              broken.Layers[1].InputLog2Scale.Value.Data[0] <- broken.Layers[1].InputLog2Scale.Value.Data[0] - 12.0f
+              let settings = { NeuralNetSettings.defaults with Threads = 1 }
+              let net, check = Fitting.guardCollapse settings 1 broken x targets
+              let check = check.Value
+              Expect.isTrue check.Recovered "recovered"
+              Expect.isFalse check.Collapsed $"after the re-fit: %A{check}"
+              Expect.isGreaterThan check.Quantized 0.8 "accuracy after the re-fit"
+              Expect.isFalse (obj.ReferenceEquals(net, broken)) "a re-fitted copy"
+              let untouched, same = Fitting.guardCollapse settings 1 model.Network x targets
+              Expect.isTrue (obj.ReferenceEquals(untouched, model.Network)) "a healthy network is kept as it is"
+              Expect.isFalse same.Value.Recovered "nothing to recover"
+          } ]
