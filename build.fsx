@@ -3,7 +3,7 @@
 //   build       restore, then build the solution in Release
 //   test        build, run every test project, then the package test (below); print "Tests: N passed, N failed,
 //               N skipped" (the default)
-//   pack        build, pack the packable projects into artifacts/packages (FheNet.Core, FheNet.CSharp, the
+//   pack        build and pack the packable projects into artifacts/packages (FheNet.Core, FheNet.CSharp, the
 //               FheNet.Server tool), each with its .snupkg; -- -p:Version=X.Y.Z sets the version
 //   package-test  build, pack, then test the packages as a user gets them (a fresh app from the packed folder)
 //   bench       build, run Scripts/bench.fsx (arguments after -- go to the script)
@@ -83,11 +83,11 @@ let runTests (project: string) (args: string list) summary passedGroup failedGro
 
 let packagesFolder = Path.Combine(root, "artifacts", "packages")
 
-/// Packs every packable project of the (built) solution into artifacts/packages, emptied first.
-let pack (msbuildArgs: string list) =
+/// Packs every packable project of the solution (restored) into artifacts/packages, emptied first.
+let pack (args: string list) =
     if Directory.Exists packagesFolder then
         Directory.Delete(packagesFolder, true)
-    dotnet ([ "pack"; solution; "-c"; "Release"; "--no-build"; "-o"; packagesFolder ] @ msbuildArgs)
+    dotnet ([ "pack"; solution; "-c"; "Release"; "--no-restore"; "-o"; packagesFolder ] @ args)
 
 /// The version of package `id` in artifacts/packages, read from its file name.
 let packedVersion (id: string) =
@@ -242,7 +242,7 @@ let test () =
               runTests project [ "run"; "--project"; project; "-c"; "Release"; "--no-build" ] expectoSummary 1 2 3
           for project in xunitProjects ->
               runTests project [ "test"; project; "-c"; "Release"; "--no-build"; "--nologo" ] vstestSummary 2 1 3 ]
-    pack []
+    pack [ "--no-build" ]
     report watch (results @ packageTest ())
 
 let script name (args: string list) =
@@ -261,12 +261,12 @@ match target with
 | "build" -> build ()
 | "test" -> test ()
 | "pack" ->
-    build ()
-    pack scriptArgs
+    restore ()
+    pack scriptArgs // builds, with the version given
 | "package-test" ->
     build ()
     let watch = Stopwatch.StartNew()
-    pack []
+    pack [ "--no-build" ]
     report watch (packageTest ())
 | "bench" -> script "bench" scriptArgs
 | "quickstart" -> script "quickstart" scriptArgs
