@@ -9,7 +9,7 @@ type ServerOptionsException(problem: string) =
 
     /// The command line's syntax.
     static member Usage =
-        "usage: FheNet.Server --model DIR [--urls http://127.0.0.1:PORT] [--max-concurrent N] [--key-budget-mb N] "
+        "usage: fhenet-server --model DIR [--urls http://127.0.0.1:PORT] [--max-concurrent N] [--key-budget-mb N] "
         + "[--max-key-mb N] [--max-request-mb N] [--queue-timeout-ms N]"
 
 /// How the inference server runs. Sizes are in bytes here; the command line gives them in MiB.
