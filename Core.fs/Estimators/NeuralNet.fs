@@ -160,39 +160,49 @@ module internal Fitting =
     let train (s: NeuralNetSettings) (x: float32[][]) (targets: Targets) (outputs: int) (quantized: bool) (start: Network option) =
         let xs = Tensor.ofRows x
         let threads = max 1 s.Threads
+        // Returns the network, its history and the float pre-training epochs it used (the best on the validation
+        // rows when there are any, so that a long run does not overfit before quantization-aware training starts).
         let run (s: NeuralNetSettings) (refit: bool) (rows: int[]) (validRows: int[]) =
             let xt = Tensor.gatherRows xs (ReadOnlySpan rows)
             let validation =
                 if validRows.Length = 0 then None
                 else Some(Tensor.gatherRows xs (ReadOnlySpan validRows), subsetTargets targets validRows)
-            let net =
+            let net, pretrained =
                 match start with
-                | Some n -> Network.copy n
+                | Some n -> Network.copy n, 0
                 | None ->
                     let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
                     let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
                     Network.centerHiddenBiases threads n calibration
                     let pretrain = NeuralNetSettings.pretrainEpochs s
-                    if quantized && pretrain > 0 then
-                        // The float path shares the layers' values: training it trains the quantized network's
-                        // weights and biases, and the scales are then calibrated on them.
-                        let floatPath = { n with Config = { n.Config with Quant = None } }
-                        let config = { trainConfig s xt.Rows ignore with Epochs = pretrain; Patience = None }
-                        Training.train config floatPath xt (subsetTargets targets rows) None |> ignore
+                    let pretrained =
+                        if quantized && pretrain > 0 then
+                            // The float path shares the layers' values: training it trains the quantized network's
+                            // weights and biases (left at the best epoch on the validation rows), and the scales
+                            // are then calibrated on them.
+                            let floatPath = { n with Config = { n.Config with Quant = None } }
+                            let config = { trainConfig s xt.Rows ignore with Epochs = pretrain; Patience = None }
+                            let reports = Training.train config floatPath xt (subsetTargets targets rows) validation
+                            match validation with
+                            | Some _ -> (reports |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
+                            | None -> pretrain
+                        else
+                            0
                     Network.calibrateScales threads n calibration
-                    n
+                    n, pretrained
             let mark (r: EpochReport) = { r with Refit = refit }
             let log = epochLogger s
             let history = Training.train (trainConfig s xt.Rows (mark >> log)) net xt (subsetTargets targets rows) validation
-            net, List.map mark history
+            net, List.map mark history, pretrained
         let trainRows, validRows = Training.validationSplit s.ValidationFraction s.Seed targets x.Length
-        let net, history = run s false trainRows validRows
+        let net, history, pretrained = run s false trainRows validRows
         let net, history =
             if validRows.Length = 0 || not s.Refit then
                 net, history
             else
                 let best = (history |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
-                let refitted, refitHistory = run { s with MaxEpochs = best; PretrainEpochs = Some(NeuralNetSettings.pretrainEpochs s); Patience = None } true (Array.init x.Length id) [||]
+                let refitSettings = { s with MaxEpochs = best; PretrainEpochs = Some pretrained; Patience = None }
+                let refitted, refitHistory, _ = run refitSettings true (Array.init x.Length id) [||]
                 refitted, history @ refitHistory
         let net, check = guardCollapse s threads net xs targets
         net, history, check
