@@ -12,11 +12,21 @@ let openBackend (directory: string) : IInferenceBackend =
 [<EntryPoint>]
 let main argv =
     try
-        let options = ServerOptions.parse argv
-        let backend = openBackend options.ModelDirectory
-        use app = Server.createApp options backend
-        app.Run()
-        0
+        match argv with
+        | [| "--new-api-key"; client |] ->
+            let key = ApiKeys.generate ()
+            printfn "API key for %s (give it to the client, store it nowhere else):" client
+            printfn "  %s" key
+            printfn "Line for the server's --api-keys file (the key's SHA-256):"
+            printfn "  %s" (ApiKeys.line client key)
+            0
+        | _ ->
+            let options = ServerOptions.parse argv
+            let backend = openBackend options.ModelDirectory
+            // The app logs Server.securityNotice (a warning without authentication) as it is built.
+            use app = Server.createApp options backend
+            app.Run()
+            0
     with
     | :? ServerOptionsException
     | :? ServerArtifactNotFoundException

@@ -296,9 +296,16 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     /// A client for the model saved in modelDirectory (its client.fhe), with keys in keyDirectory.
     new(modelDirectory: string, keyDirectory: string) = FheModelClient(SavedModel.readClient modelDirectory, keyDirectory)
 
-    /// A client for a client artifact received as bytes (e.g. from a server's GET /client).
+    /// A client for a client artifact received as bytes (e.g. from a server's GET /client), signed or not; its
+    /// parameter set must pass the 128-bit security check (UntrustedArtifactException otherwise).
     new(clientArtifact: byte[], keyDirectory: string) =
-        FheModelClient(FheSerializer.clientArtifactOfBytes clientArtifact, keyDirectory)
+        FheModelClient(clientArtifact, keyDirectory, ArtifactTrust.defaults)
+
+    /// A client for a received client artifact checked against what the client trusts: the model owner's signature,
+    /// the expected model, the security of its parameter set. Raises UntrustedArtifactException or
+    /// InvalidFheDataException before any key is generated.
+    new(clientArtifact: byte[], keyDirectory: string, trust: ArtifactTrust) =
+        FheModelClient(ArtifactTrust.accept trust clientArtifact, keyDirectory)
 
     /// The client artifact.
     member _.Artifact = artifact
@@ -408,9 +415,16 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
 
     /// <c>LoadEvaluationKeys</c> from a stream (a file, a request body), read as it arrives; a payload over
     /// maxPayloadBytes is refused (TooLarge) before it is read.
-    member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+    member this.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+        this.LoadEvaluationKeys(source, maxPayloadBytes, CancellationToken.None)
+
+    /// <c>LoadEvaluationKeys</c> from a stream, checking <c>cancellation</c> between reading, expanding and preparing.
+    member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64, cancellation: CancellationToken) : PreparedCircuit =
         let compressed = FheSerializer.readEvaluationKeys source circuit.Parameters context maxPayloadBytes
-        FheServer.prepare circuit (CompressedServerKey.decompress compressed)
+        cancellation.ThrowIfCancellationRequested()
+        let expanded = CompressedServerKey.decompress compressed
+        cancellation.ThrowIfCancellationRequested()
+        FheServer.prepare circuit expanded
 
     /// Runs the model on one serialized input row with prepared keys; stops when <c>cancellation</c> fires.
     member _.Evaluate(keys: PreparedCircuit, ciphertexts: byte[], cancellation: CancellationToken) : byte[] =
