@@ -405,7 +405,11 @@ module CircuitFormat =
         Check.range $"%s{name}.Shift" 0L 62L (int64 shift)
         let lookup =
             if Fields.readBool r $"%s{name} lookup flag" then
-                let activation = Activation.parse (r.ReadString())
+                let name = r.ReadString()
+                let activation = Activation.parse name
+                // Parsing forgives case; the format holds exactly the canonical name, so that one model has one encoding.
+                if Activation.name activation <> name then
+                    Check.malformed $"activation '%s{name}' is not written as its canonical name '%s{Activation.name activation}'"
                 let step = Fields.readSingle r
                 let outputScale = Fields.readSingle r
                 positiveSingle $"%s{name}.Step" step

@@ -142,7 +142,9 @@ let tests =
                       | Error _ -> refused <- refused + 1
                       | Ok again ->
                           if again <> bytes then
-                              failtest $"case %d{case}: decoded to a value that encodes to other bytes"
+                              let at = Seq.zip again bytes |> Seq.tryFindIndex (fun (a, b) -> a <> b) |> Option.defaultValue (min again.Length bytes.Length)
+                              let field = f.Fields |> Array.tryFind (fun (struct (o, l)) -> o <= at && at < o + l)
+                              failtest $"case %d{case}: decoded to a value that encodes to other bytes (first difference at byte %d{at}, field %A{field}, lengths %d{bytes.Length} and %d{again.Length}; given %A{bytes[at - 4 .. at + 4]}, original %A{f.Framed[at - 4 .. at + 4]}, re-encoded %A{again[at - 4 .. at + 4]})"
                           Expect.isTrue (f.Accepted bytes) $"case %d{case}: a decoded value breaks the format's requirements"
                           decoded <- decoded + 1
                   // Most changes hit a checked field; some (a body bit, a quantizer value) are valid data.
