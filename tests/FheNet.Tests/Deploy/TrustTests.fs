@@ -119,3 +119,25 @@ let tests =
                   let row = SeededLweRow.encrypt key (Encoding.WithPadding 16) (Array.zeroCreate features)
                   Expect.equal (FramedSize.inputRow features) (int64 (FheSerializer.inputsToBytes (tinyContext.Force()) row).Length) $"%d{features} features"
           } ]
+
+[<Tests>]
+let hygiene =
+    testList
+        "Deploy.KeyHygiene"
+        [ test "wiping a client key zeroes its bits" {
+              let key = ClientKey.generate tinyParameters
+              Expect.isTrue (Array.exists ((<>) 0UL) key.GlweKey.Bits) "a fresh key has set bits"
+              ClientKey.wipe key
+              Expect.isTrue (Array.forall ((=) 0UL) key.SmallKey.Bits && Array.forall ((=) 0UL) key.GlweKey.Bits) "all zero"
+          }
+
+          test "a client whose secret key was wiped refuses to encrypt or regenerate" {
+              use directory = new TempDirectory()
+              let client = FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), directory.Path)
+              client.GenerateKeys()
+              client.QuantizeEncryptSerialize(Array.zeroCreate 2) |> ignore
+              client.WipeSecretKey()
+              Expect.throwsT<ObjectDisposedException> (fun () -> client.QuantizeEncryptSerialize(Array.zeroCreate 2) |> ignore) "encrypt"
+              Expect.throwsT<ObjectDisposedException> (fun () -> client.GenerateKeys()) "regenerate"
+              Expect.isTrue (File.Exists(Path.Combine(directory.Path, ModelFiles.ClientKey))) "the key file stays"
+          } ]
