@@ -141,3 +141,37 @@ let hygiene =
               Expect.throwsT<ObjectDisposedException> (fun () -> client.GenerateKeys()) "regenerate"
               Expect.isTrue (File.Exists(Path.Combine(directory.Path, ModelFiles.ClientKey))) "the key file stays"
           } ]
+
+[<Tests>]
+let streamBounds =
+    testList
+        "Deploy.StreamBounds"
+        [ test "reading keys from a stream allocates at most the payload limit, whatever the header and counts declare" {
+              let context = tinyContext.Force()
+              let genuine = FheSerializer.evaluationKeysToBytes context (tinyEvaluationKeys.Force())
+              // A header declaring `declared` payload bytes and a bootstrapping key body count filling them, followed
+              // by only 200 bytes: what a stranger sends to make a server allocate before the data arrives.
+              let forged (declared: int64) =
+                  let bytes = Array.copy genuine[.. 199]
+                  Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(Span(bytes, 44, 8), declared)
+                  Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(bytes, Container.HeaderBytes + 36, 4), int ((declared - 64L) / 8L))
+                  bytes
+              let readWith (limit: int64) (bytes: byte[]) =
+                  use stream = new MemoryStream(bytes)
+                  let before = GC.GetAllocatedBytesForCurrentThread()
+                  let error =
+                      try
+                          FheSerializer.readEvaluationKeys stream tinyParameters context limit |> ignore
+                          None
+                      with :? InvalidFheDataException as e ->
+                          Some e.Error
+                  error, GC.GetAllocatedBytesForCurrentThread() - before
+              let limit = 1L <<< 20
+              let error, allocated = readWith limit (forged (64L <<< 20))
+              Expect.equal error (Some(FormatError.TooLarge(64L <<< 20, limit))) "over the limit: refused from the header"
+              Expect.isLessThan allocated (64L <<< 10) "nothing sized by the declaration"
+              let error, allocated = readWith limit (forged limit)
+              Expect.equal error (Some FormatError.Truncated) "within the limit: refused when the data ends"
+              Expect.isLessThan allocated (limit + (256L <<< 10)) "at most the limit"
+              Expect.isGreaterThan allocated (limit / 2L) "the count was honoured up to the limit (so the bound is what holds)"
+          } ]
