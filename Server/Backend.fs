@@ -1,5 +1,6 @@
 namespace FheNet.Server
 
+open System.IO
 open System.Threading
 
 /// What the HTTP server needs from a model: the server side of a compiled FHE model. The server only stores keys,
@@ -24,6 +25,23 @@ type IInferenceBackend =
     /// disconnects (an OperationCanceledException then ends the request without an answer).
     abstract Evaluate: evaluationKeys: obj * ciphertexts: byte[] * cancellation: CancellationToken -> byte[]
 
+/// A backend that knows the exact sizes of what it accepts (from its parameter set), so the server refuses any other
+/// size before reading a byte, and that loads evaluation keys from a stream as they arrive, without a buffer of the
+/// declared size.
+type IBoundedInferenceBackend =
+    inherit IInferenceBackend
+
+    /// The exact size in bytes of serialized evaluation keys (the body of <c>POST /keys</c>).
+    abstract EvaluationKeyBytes: int64
+
+    /// The exact size in bytes of one serialized input row (the body of <c>POST /predict</c>).
+    abstract CiphertextBytes: int64
+
+    /// Reads, validates and prepares evaluation keys of exactly <c>EvaluationKeyBytes</c> bytes from a stream; the
+    /// same contract as the byte-array overload. Reading stops (with an exception) when the stream's reads are
+    /// cancelled, and <c>cancellation</c> is checked before the keys are prepared.
+    abstract LoadEvaluationKeys: source: Stream * cancellation: CancellationToken -> struct (obj * int64)
+
 /// The backend of a saved FHE model: FheModelServer's deserialization, key preparation and encrypted evaluation.
 [<Sealed>]
 type FheBackend(model: FheNet.Deploy.FheModelServer) =
@@ -43,3 +61,15 @@ type FheBackend(model: FheNet.Deploy.FheModelServer) =
 
         member _.Evaluate(keys, ciphertexts, cancellation) =
             model.Evaluate(keys :?> FheNet.Fhe.PreparedCircuit, ciphertexts, cancellation)
+
+    interface IBoundedInferenceBackend with
+        member _.EvaluationKeyBytes = FheNet.Deploy.FramedSize.evaluationKeys model.Circuit.Parameters
+
+        member _.CiphertextBytes =
+            FheNet.Deploy.FramedSize.inputRow model.Circuit.Model.Layers[0].Weights[0].Length
+
+        member this.LoadEvaluationKeys(source: Stream, cancellation: CancellationToken) =
+            let limit = (this :> IBoundedInferenceBackend).EvaluationKeyBytes
+            cancellation.ThrowIfCancellationRequested()
+            let keys = model.LoadEvaluationKeys(source, limit, cancellation)
+            struct (keys :> obj, FheNet.Deploy.FheModelServer.MemoryBytes keys)

@@ -25,7 +25,14 @@ let help =
           "                        beyond it (default 4096)"
           "  --max-key-mb N        largest POST /keys body (default 1024)"
           "  --max-request-mb N    largest POST /predict body (default 64)"
-          "  --queue-timeout-ms N  how long a prediction waits for a slot before 503 (default 2000)" ]
+          "  --queue-timeout-ms N  how long a prediction waits for a slot before 503 (default 2000)"
+          "  --client-key-budget-mb N  each client's share of the key budget (its own keys are evicted beyond it)"
+          "  --api-keys FILE       NAME:SHA256-HEX lines (make one with --new-api-key NAME); without it, no authentication"
+          "  --allow-anonymous     serve a non-loopback address without API keys"
+          "  --https-certificate FILE.pfx  serve HTTPS (password in FHENET_CERTIFICATE_PASSWORD)"
+          "  --max-connections N, --min-upload-kbps N, --headers-timeout-ms N, --requests-per-minute N  Kestrel limits"
+          "                        and the per-client rate limit"
+          "  --new-api-key CLIENT  prints a fresh API key and its --api-keys line, then exits" ]
 
 [<EntryPoint>]
 let main argv =
@@ -34,15 +41,25 @@ let main argv =
         0
     else
         try
-            let options = ServerOptions.parse argv
-            let backend = openBackend options.ModelDirectory
-            use app = Server.createApp options backend
-            app.Run()
-            0
+            match argv with
+            | [| "--new-api-key"; client |] ->
+                let key = ApiKeys.generate ()
+                printfn "API key for %s (give it to the client, store it nowhere else):" client
+                printfn "  %s" key
+                printfn "Line for the server's --api-keys file (the key's SHA-256):"
+                printfn "  %s" (ApiKeys.line client key)
+                0
+            | _ ->
+                let options = ServerOptions.parse argv
+                let backend = openBackend options.ModelDirectory
+                // The app logs Server.securityNotice (a warning without authentication) as it is built.
+                use app = Server.createApp options backend
+                app.Run()
+                0
         with
         | :? ServerOptionsException
         | :? ServerArtifactNotFoundException
         | :? FileNotFoundException
         | :? InvalidFheDataException as e ->
-            eprintfn "FheNet.Server: %s" e.Message
+            eprintfn "fhenet-server: %s" e.Message
             2

@@ -117,8 +117,8 @@ type PayloadReader internal (stream: Stream, length: int64) =
         fill (Span bytes)
         bytes
 
-    /// A length-prefixed UTF-8 string.
-    member this.ReadString() = Text.Encoding.UTF8.GetString(this.ReadBytes())
+    /// A length-prefixed UTF-8 string; invalid UTF-8 is refused (a lossy decode would re-encode to other bytes).
+    member this.ReadString() = Text.UTF8Encoding(false, true).GetString(this.ReadBytes())
 
 /// The little-endian writer that matches <see cref="T:FheNet.Deploy.PayloadReader"/>.
 [<Sealed>]

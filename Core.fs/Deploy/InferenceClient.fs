@@ -115,17 +115,31 @@ type InferenceServerUnavailableException(baseAddress: Uri, problem: string, inne
     member _.BaseAddress = baseAddress
 
 /// A client of the FheNet HTTP inference server. It only moves bytes: evaluation keys, ciphertexts and results are
-/// produced and decrypted by the model client, and the secret key never leaves it. Thread-safe.
-/// <param name="baseAddress">The server's absolute base address, e.g. <c>http://127.0.0.1:5000/</c>.</param>
+/// produced and decrypted by the model client, and the secret key never leaves it. Thread-safe. Everything the server
+/// answers is checked before use: a key id that is not 64 hex digits or an answer that is not the API's JSON raises
+/// InferenceServerUnavailableException, and an owned HttpClient refuses answers over 256 MiB.
+/// <param name="baseAddress">The server's absolute base address, e.g. <c>https://models.example.com/</c>. Plain
+/// <c>http</c> is accepted only for a loopback host unless <c>allowPlainHttp</c> is true: evaluation keys, API keys
+/// and ciphertexts would otherwise travel unauthenticated over the network.</param>
 /// <param name="httpClient">An HttpClient to use and not dispose; when null, the client creates and owns one with a
 /// 10-minute timeout, since an encrypted prediction may wait for a slot and then take seconds.</param>
+/// <param name="allowPlainHttp">Accept an <c>http</c> address of a non-loopback host (a trusted private network).</param>
 [<Sealed>]
-type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
+type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null, allowPlainHttp: bool) =
     do
         if isNull (box baseAddress) || not baseAddress.IsAbsoluteUri then
             raise (
                 ArgumentException(
                     "the server's base address must be an absolute URI, e.g. http://127.0.0.1:5000/",
+                    "baseAddress"
+                )
+            )
+        if baseAddress.Scheme <> Uri.UriSchemeHttps && baseAddress.Scheme <> Uri.UriSchemeHttp then
+            raise (ArgumentException($"the server's address must be http or https, not %s{baseAddress.Scheme}", "baseAddress"))
+        if baseAddress.Scheme = Uri.UriSchemeHttp && not baseAddress.IsLoopback && not allowPlainHttp then
+            raise (
+                ArgumentException(
+                    $"refusing plain HTTP to %s{baseAddress.Host}, which is not a loopback address: use https:// (the server's --https-certificate), or pass allowPlainHttp = true for a trusted private network",
                     "baseAddress"
                 )
             )
@@ -136,9 +150,10 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
         else Uri(baseAddress.AbsoluteUri + "/")
 
     let owned = isNull httpClient
+    let mutable apiKey: string | null = null
     let http =
         match httpClient with
-        | null -> new HttpClient(Timeout = TimeSpan.FromMinutes 10.0)
+        | null -> new HttpClient(Timeout = TimeSpan.FromMinutes 10.0, MaxResponseContentBufferSize = (256L <<< 20))
         | given -> given
 
     /// A string field of a JSON object; None when the text is not such an object.
@@ -150,9 +165,11 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
             | true, value when value.ValueKind = JsonValueKind.String -> value.GetString() |> Option.ofObj
             | _ -> None
 
+    /// A key id is the lowercase hex SHA-256 of the keys: anything else (which could smuggle header text) is refused.
     let keyIdOf (text: string) =
         use document = JsonDocument.Parse text
         stringField document "keyId"
+        |> Option.filter (fun id -> id.Length = 64 && id |> Seq.forall Uri.IsHexDigit)
 
     let healthOf (text: string) =
         match JsonSerializer.Deserialize<ServerHealth>(text, InferenceApi.JsonOptions) |> Option.ofObj with
@@ -201,6 +218,9 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
         (ct: CancellationToken)
         : Task<'T> =
         task {
+            match apiKey with
+            | null -> ()
+            | key -> request.Headers.Authorization <- AuthenticationHeaderValue("Bearer", key)
             let! response =
                 task {
                     try
@@ -247,11 +267,25 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null) =
                     raise (InferenceServerUnavailableException(baseAddress, problem, null))
         }
 
-    /// A client with its own HttpClient.
-    new(baseAddress: Uri) = new InferenceClient(baseAddress, null)
+    /// A client with a given HttpClient (or its own, when null); plain HTTP only to a loopback host.
+    new(baseAddress: Uri, httpClient: HttpClient | null) = new InferenceClient(baseAddress, httpClient, false)
+
+    /// A client with its own HttpClient; plain HTTP only to a loopback host.
+    new(baseAddress: Uri) = new InferenceClient(baseAddress, null, false)
 
     /// The server's base address.
     member _.BaseAddress = root
+
+    /// The API key sent with every request (as <c>Authorization: Bearer KEY</c>) to a server that requires one;
+    /// null (the default) sends none.
+    member _.ApiKey
+        with get () = apiKey
+        and set (value: string | null) =
+            match value with
+            | null -> apiKey <- null
+            | key when key.Length = 0 || key |> Seq.exists (fun c -> c <= ' ' || c > '~') ->
+                raise (ArgumentException("an API key is printable ASCII without spaces", "value"))
+            | key -> apiKey <- key
 
     /// Uploads serialized evaluation keys and returns their id (the SHA-256 of the bytes, so registering the same keys
     /// again is cheap and returns the same id). Raises RejectedFheDataException or PayloadTooLargeException.

@@ -124,6 +124,23 @@ module internal Files =
     let private ownerOnly = UnixFileMode.UserRead ||| UnixFileMode.UserWrite
 
     /// Creates a directory (owner-only on Unix when it holds secrets).
+    /// Owner-only access on Windows (Unix uses file modes): the current user gets full control and inherited
+    /// access rules are removed, so that other accounts cannot read a secret key.
+    let private restrictToOwner (file: FileStream) =
+        if OperatingSystem.IsWindows() then
+            let owner = nonNull (Security.Principal.WindowsIdentity.GetCurrent().User)
+            let security = Security.AccessControl.FileSecurity()
+            security.SetAccessRuleProtection(true, false)
+            security.SetOwner owner
+            security.AddAccessRule(
+                Security.AccessControl.FileSystemAccessRule(
+                    owner,
+                    Security.AccessControl.FileSystemRights.FullControl,
+                    Security.AccessControl.AccessControlType.Allow
+                )
+            )
+            FileSystemAclExtensions.SetAccessControl(file, security)
+
     let createDirectory (path: string) (secret: bool) =
         if secret && not (OperatingSystem.IsWindows()) then
             Directory.CreateDirectory(path, ownerOnly ||| UnixFileMode.UserExecute) |> ignore
@@ -139,6 +156,9 @@ module internal Files =
             options.UnixCreateMode <- Nullable ownerOnly
         let writeTemp () =
             use file = new FileStream(temp, options)
+            // Restricted before a byte of the secret is written.
+            if secret then
+                restrictToOwner file
             use buffered = new BufferedStream(file, 1 <<< 20)
             write buffered
             buffered.Flush()
@@ -250,7 +270,7 @@ type FheModelDev(circuit: Circuit, task: ModelTask) =
 type private ClientKeys = { Secret: ClientKey; Evaluation: byte[] }
 
 /// The data owner's side: keys (the secret one never leaves keyDirectory), quantization + encryption of inputs,
-/// decryption + dequantization of results. Thread-safe.
+/// decryption + dequantization of results. Thread-safe. WipeSecretKey() wipes the secret key it holds in memory.
 [<Sealed>]
 type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     do
@@ -284,8 +304,22 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
         FheSerializer.evaluationKeysOfBytes artifact.Parameters context evaluation |> ignore
         { Secret = secret; Evaluation = evaluation }
 
+    let mutable disposed = false
+
+    /// Holds other keys (or none), wiping the secret key held before.
+    let replaceKeys (next: ClientKeys option) =
+        match keys with
+        | Some old -> ClientKey.wipe old.Secret
+        | None -> ()
+        keys <- next
+
+    let requireUndisposed () =
+        if disposed then
+            raise (ObjectDisposedException(nameof FheModelClient, "this client's secret key was wiped by WipeSecretKey()"))
+
     let current () =
         lock gate (fun () ->
+            requireUndisposed ()
             match keys with
             | Some k -> k
             | None ->
@@ -296,9 +330,16 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     /// A client for the model saved in modelDirectory (its client.fhe), with keys in keyDirectory.
     new(modelDirectory: string, keyDirectory: string) = FheModelClient(SavedModel.readClient modelDirectory, keyDirectory)
 
-    /// A client for a client artifact received as bytes (e.g. from a server's GET /client).
+    /// A client for a client artifact received as bytes (e.g. from a server's GET /client), signed or not; its
+    /// parameter set must pass the 128-bit security check (UntrustedArtifactException otherwise).
     new(clientArtifact: byte[], keyDirectory: string) =
-        FheModelClient(FheSerializer.clientArtifactOfBytes clientArtifact, keyDirectory)
+        FheModelClient(clientArtifact, keyDirectory, ArtifactTrust.defaults)
+
+    /// A client for a received client artifact checked against what the client trusts: the model owner's signature,
+    /// the expected model, the security of its parameter set. Raises UntrustedArtifactException or
+    /// InvalidFheDataException before any key is generated.
+    new(clientArtifact: byte[], keyDirectory: string, trust: ArtifactTrust) =
+        FheModelClient(ArtifactTrust.accept trust clientArtifact, keyDirectory)
 
     /// The client artifact.
     member _.Artifact = artifact
@@ -314,13 +355,15 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     /// another model are refused (InvalidFheDataException, ParameterMismatch) rather than overwritten, unless forced.
     member _.GenerateKeys(?force: bool) =
         lock gate (fun () ->
+            requireUndisposed ()
             if defaultArg force false || not (File.Exists secretPath) then
                 let secret = ClientKey.generate artifact.Parameters
                 Files.createDirectory keyDirectory true
                 Files.write secretPath true (fun s ->
                     Container.write s ObjectKind.ClientKey context (fun w -> KeyFormat.writeClientKey w secret))
                 writeEvaluation secret
-            keys <- Some(load ()))
+                ClientKey.wipe secret
+            replaceKeys (Some(load ())))
 
     /// The file of the serialized evaluation keys (for streaming them somewhere without loading them).
     member _.EvaluationKeysPath = evaluationPath
@@ -362,6 +405,13 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
 
     /// Decrypts a serialized result and dequantizes it: probabilities or values.
     member this.DeserializeDecryptDequantize(result: byte[]) : float[] = this.Dequantize(this.DeserializeDecrypt result)
+
+    /// Wipes the secret key held in memory (best effort: see ClientKey.wipe; the key file stays) and retires the
+    /// client: it cannot encrypt or decrypt afterwards (ObjectDisposedException). Call it when done with the client.
+    member _.WipeSecretKey() =
+        lock gate (fun () ->
+            replaceKeys None
+            disposed <- true)
 
 /// Evaluation keys with this id are not (or no longer) registered with the model server.
 type EvaluationKeysNotFoundException(keyId: string) =
@@ -408,9 +458,16 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
 
     /// <c>LoadEvaluationKeys</c> from a stream (a file, a request body), read as it arrives; a payload over
     /// maxPayloadBytes is refused (TooLarge) before it is read.
-    member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+    member this.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+        this.LoadEvaluationKeys(source, maxPayloadBytes, CancellationToken.None)
+
+    /// <c>LoadEvaluationKeys</c> from a stream, checking <c>cancellation</c> between reading, expanding and preparing.
+    member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64, cancellation: CancellationToken) : PreparedCircuit =
         let compressed = FheSerializer.readEvaluationKeys source circuit.Parameters context maxPayloadBytes
-        FheServer.prepare circuit (CompressedServerKey.decompress compressed)
+        cancellation.ThrowIfCancellationRequested()
+        let expanded = CompressedServerKey.decompress compressed
+        cancellation.ThrowIfCancellationRequested()
+        FheServer.prepare circuit expanded
 
     /// Runs the model on one serialized input row with prepared keys; stops when <c>cancellation</c> fires.
     member _.Evaluate(keys: PreparedCircuit, ciphertexts: byte[], cancellation: CancellationToken) : byte[] =

@@ -405,7 +405,11 @@ module CircuitFormat =
         Check.range $"%s{name}.Shift" 0L 62L (int64 shift)
         let lookup =
             if Fields.readBool r $"%s{name} lookup flag" then
-                let activation = Activation.parse (r.ReadString())
+                let name = r.ReadString()
+                let activation = Activation.parse name
+                // Parsing forgives case; the format holds exactly the canonical name, so that one model has one encoding.
+                if Activation.name activation <> name then
+                    Check.malformed $"activation '%s{name}' is not written as its canonical name '%s{Activation.name activation}'"
                 let step = Fields.readSingle r
                 let outputScale = Fields.readSingle r
                 positiveSingle $"%s{name}.Step" step
@@ -729,6 +733,64 @@ module CiphertextFormat =
         Check.equal "output ciphertext words" (int64 count * int64 (dimension + 1)) (int64 data.Length)
         Array.init count (fun i -> { Data = Array.sub data (i * (dimension + 1)) (dimension + 1) })
 
+/// Exact framed sizes (header, payload, checksum) of the objects a server receives, from the parameter set alone: a
+/// server refuses any other size before reading.
+module FramedSize =
+
+    let private framed (payload: int64) = int64 Container.HeaderBytes + payload + int64 Container.ChecksumBytes
+
+    /// Serialized compressed evaluation keys: two seeds, the dimensions and the body arrays (see KeyFormat).
+    let evaluationKeys (p: TfheParameters) =
+        let bootstrapBodies = int64 p.LweDimension * int64 p.PbsLevel * int64 (p.GlweDimension + 1) * int64 p.PolynomialSize
+        let keyswitchBodies = int64 p.BigLweDimension * int64 p.KsLevel
+        framed ((16L + 5L * 4L + 4L + 8L * bootstrapBodies) + (16L + 4L * 4L + 4L + 8L * keyswitchBodies))
+
+    /// One serialized input row of <c>features</c> seeded ciphertexts (see CiphertextFormat).
+    let inputRow (features: int) = framed (4L + 16L + 4L + 8L * int64 features)
+
+/// Whether a client accepts a received parameter set that fails the 128-bit security check. A local decision of the
+/// code that reads the artifact: the artifact's own Insecure mark is never trusted.
+[<RequireQualifiedAccess>]
+type InsecureParameters =
+    /// Refuse the artifact (every client, by default).
+    | Refuse
+    /// Accept it: format tests on tiny sets only.
+    | AllowForTests
+
+/// Why a client refused a received client artifact.
+[<RequireQualifiedAccess>]
+type ArtifactRefusal =
+    /// Its parameter set is below 128-bit security.
+    | InsecureParameters of report: SecurityReport
+    /// It is the artifact of another model than the one the client pinned.
+    | UnexpectedModel of expected: byte[] * found: byte[]
+    /// The client requires the model owner's signature and the artifact carries none.
+    | Unsigned
+    /// The signature does not verify under the owner's public key: the artifact was altered or signed by someone else.
+    | BadSignature
+
+    /// The reason in words, with what to do about it.
+    member this.Describe() =
+        match this with
+        | InsecureParameters report ->
+            SecurityVerdict.describeFailures report
+            + " A client never generates keys under such a set, whatever the artifact says; ask the model owner for an artifact compiled with a secure set"
+        | UnexpectedModel(expected, found) ->
+            $"it is the artifact of model %s{Convert.ToHexStringLower found}, not of the pinned model %s{Convert.ToHexStringLower expected}; "
+            + "download the artifact of the expected model or update the pin (the manifest's modelId)"
+        | Unsigned ->
+            "it carries no signature and the client requires the model owner's; serve the artifact signed with ArtifactSigning.sign"
+        | BadSignature ->
+            "its signature does not verify under the model owner's public key: it was altered or signed with another key; do not use it"
+
+/// A received client artifact was refused: it could make the client generate keys or encrypt under conditions it
+/// did not agree to. <c>Refusal</c> says why.
+type UntrustedArtifactException(refusal: ArtifactRefusal) =
+    inherit Exception($"The client artifact was refused: %s{refusal.Describe()}.")
+
+    /// The precise reason.
+    member _.Refusal = refusal
+
 /// The binary form of the client artifact.
 ///
 ///     parameters · bytes model context (32) · i32 features · f32 input scale · code spec · i32 input bits
@@ -759,9 +821,13 @@ module ClientArtifactFormat =
             Fields.writeDoubles w mean
             Fields.writeDoubles w std
 
-    /// Reads and validates a client artifact.
-    let read (r: PayloadReader) : ClientArtifact =
+    /// Reads and validates a client artifact. Its parameter set is held to the 128-bit security check whatever its
+    /// Insecure mark says; a failing set raises UntrustedArtifactException unless <c>insecure</c> allows it.
+    let readWith (insecure: InsecureParameters) (r: PayloadReader) : ClientArtifact =
         let parameters = ParameterFormat.read r
+        let verdict = Security.check parameters
+        if not verdict.IsSecure && insecure = InsecureParameters.Refuse then
+            raise (UntrustedArtifactException(ArtifactRefusal.InsecureParameters verdict))
         let context = r.ReadBytes()
         Check.equal "model context bytes" 32L (int64 context.Length)
         let features = r.ReadInt32()
@@ -806,6 +872,9 @@ module ClientArtifactFormat =
           OutputScale = outputScale
           Task = task }
 
+    /// Reads and validates a client artifact, refusing a parameter set below 128-bit security.
+    let read (r: PayloadReader) : ClientArtifact = readWith InsecureParameters.Refuse r
+
     /// The client artifact of a circuit: its quantizer, encodings, parameters and context, with the task.
     let ofCircuit (circuit: Circuit) (task: ModelTask) : ClientArtifact =
         let last = Array.last circuit.Layers
@@ -829,3 +898,136 @@ module ClientArtifactFormat =
           OutputAccumulatorBits = last.AccumulatorBits
           OutputScale = (Array.last circuit.Model.Layers).AccumulatorScale
           Task = task }
+
+/// Signatures of client artifacts by their model owner (ECDSA P-256 over SHA-256), so that a client which knows the
+/// owner's public key detects an artifact altered in transit or by the server that serves it.
+///
+///     signed artifact = "FheNetS1" · i32 artifact length · artifact bytes · i32 signature length · signature
+///     signature = ECDSA P-256, IEEE P1363 (r ‖ s, 64 bytes), over SHA-256("FheNet client artifact signature v1" ‖ artifact)
+module ArtifactSigning =
+
+    let private magic = "FheNetS1"B
+    let private domain = "FheNet client artifact signature v1"B
+    let private signatureBytes = 64
+
+    let private signed (artifact: ReadOnlySpan<byte>) =
+        let data = Array.zeroCreate<byte> (domain.Length + artifact.Length)
+        domain.CopyTo(data, 0)
+        artifact.CopyTo(Span(data, domain.Length, artifact.Length))
+        data
+
+    let private requireP256 (key: ECDsa) (name: string) =
+        if isNull (box key) then
+            raise (ArgumentNullException name)
+        if key.KeySize <> 256 || key.ExportParameters(false).Curve.Oid.Value <> ECCurve.NamedCurves.nistP256.Oid.Value then
+            raise (ArgumentException("the model owner's key must be an ECDSA key on the NIST P-256 curve (ECDsa.Create(ECCurve.NamedCurves.nistP256))", name))
+
+    /// True when the bytes are a signed artifact (they start with the signature frame's magic).
+    let isSigned (bytes: byte[]) =
+        not (isNull (box bytes)) && ReadOnlySpan(bytes).StartsWith(ReadOnlySpan magic)
+
+    /// Signs serialized client artifact bytes with the model owner's private P-256 key; returns the signed artifact.
+    let sign (owner: ECDsa) (artifact: byte[]) : byte[] =
+        requireP256 owner "owner"
+        if isNull (box artifact) then
+            raise (ArgumentNullException "artifact")
+        let signature = owner.SignData(signed (ReadOnlySpan artifact), HashAlgorithmName.SHA256)
+        let result = Array.zeroCreate<byte> (magic.Length + 4 + artifact.Length + 4 + signature.Length)
+        let mutable at = 0
+        let put (bytes: byte[]) =
+            bytes.CopyTo(result, at)
+            at <- at + bytes.Length
+        let putLength (n: int) =
+            Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(Span(result, at, 4), n)
+            at <- at + 4
+        put magic
+        putLength artifact.Length
+        put artifact
+        putLength signature.Length
+        put signature
+        result
+
+    /// The artifact and signature of signed bytes; a malformed frame is an InvalidFheDataException.
+    let private split (bytes: byte[]) =
+        let malformed detail = raise (InvalidFheDataException(FormatError.Malformed $"signed artifact: %s{detail}"))
+        let lengthAt at =
+            if at + 4 > bytes.Length then malformed "ends early"
+            Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(ReadOnlySpan(bytes, at, 4))
+        let artifactLength = lengthAt magic.Length
+        if artifactLength < 0 || artifactLength > bytes.Length - magic.Length - 8 then
+            malformed $"declares %d{artifactLength} artifact bytes"
+        let signatureAt = magic.Length + 4 + artifactLength
+        let length = lengthAt signatureAt
+        if length <> signatureBytes || signatureAt + 4 + length <> bytes.Length then
+            malformed $"declares a signature of %d{length} bytes; a P-256 signature has %d{signatureBytes} and ends the data"
+        ReadOnlyMemory(bytes, magic.Length + 4, artifactLength), ReadOnlyMemory(bytes, signatureAt + 4, length)
+
+    /// The artifact inside signed bytes after its signature verifies under the owner's public key; raises
+    /// UntrustedArtifactException (Unsigned, BadSignature) otherwise.
+    let verify (ownerPublicKey: ECDsa) (bytes: byte[]) : byte[] =
+        requireP256 ownerPublicKey "ownerPublicKey"
+        if not (isSigned bytes) then
+            raise (UntrustedArtifactException ArtifactRefusal.Unsigned)
+        let artifact, signature = split bytes
+        if not (ownerPublicKey.VerifyData(signed artifact.Span, signature.Span, HashAlgorithmName.SHA256)) then
+            raise (UntrustedArtifactException ArtifactRefusal.BadSignature)
+        artifact.ToArray()
+
+    /// The artifact inside signed bytes without checking the signature (unsigned bytes are returned as they are).
+    let unwrap (bytes: byte[]) : byte[] =
+        if isSigned bytes then (fst (split bytes)).ToArray() else bytes
+
+    /// The owner's public key as SubjectPublicKeyInfo DER bytes, to hand to clients.
+    let exportPublicKey (owner: ECDsa) : byte[] =
+        requireP256 owner "owner"
+        owner.ExportSubjectPublicKeyInfo()
+
+    /// A public key exported by <c>exportPublicKey</c>; the caller disposes it.
+    let importPublicKey (subjectPublicKeyInfo: byte[]) : ECDsa =
+        let key = ECDsa.Create()
+        try
+            key.ImportSubjectPublicKeyInfo(ReadOnlySpan subjectPublicKeyInfo, ref 0) |> ignore
+            requireP256 key "subjectPublicKeyInfo"
+            key
+        with
+        | :? CryptographicException as e ->
+            key.Dispose()
+            raise (ArgumentException($"not a P-256 public key in SubjectPublicKeyInfo form: %s{e.Message}", "subjectPublicKeyInfo"))
+        | _ ->
+            key.Dispose()
+            reraise ()
+
+/// What a client requires of a client artifact it did not build itself (downloaded from <c>GET /client</c>, read
+/// from a directory someone else wrote).
+type ArtifactTrust =
+    { /// The model owner's P-256 public key: when given, only artifacts signed with its private key are accepted.
+      OwnerPublicKey: ECDsa option
+      /// The model context (the manifest's modelId) the client expects: when given, any other model is refused.
+      ExpectedModelContext: byte[] option
+      /// Whether a parameter set below 128-bit security is accepted (tests only).
+      InsecureParameters: InsecureParameters }
+
+/// Checking received client artifacts.
+module ArtifactTrust =
+
+    /// No signature or model required; insecure parameter sets refused.
+    let defaults =
+        { OwnerPublicKey = None
+          ExpectedModelContext = None
+          InsecureParameters = InsecureParameters.Refuse }
+
+    /// Verifies the signature (when the trust names an owner), decodes the artifact with the security check, and
+    /// checks the pinned model context. Raises UntrustedArtifactException or InvalidFheDataException.
+    let accept (trust: ArtifactTrust) (received: byte[]) : ClientArtifact =
+        if isNull (box received) then
+            raise (ArgumentNullException "received")
+        let bytes =
+            match trust.OwnerPublicKey with
+            | Some owner -> ArtifactSigning.verify owner received
+            | None -> ArtifactSigning.unwrap received
+        let artifact =
+            Container.ofBytes bytes ObjectKind.ClientArtifact ModelContext.artifacts (ClientArtifactFormat.readWith trust.InsecureParameters)
+        match trust.ExpectedModelContext with
+        | Some expected when not (CryptographicOperations.FixedTimeEquals(ReadOnlySpan expected, ReadOnlySpan artifact.ModelContext)) ->
+            raise (UntrustedArtifactException(ArtifactRefusal.UnexpectedModel(Array.copy expected, Array.copy artifact.ModelContext)))
+        | _ -> artifact

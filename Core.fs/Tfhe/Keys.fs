@@ -69,6 +69,13 @@ module ClientKey =
           SmallKey = SecretKeys.generateLwe parameters.LweDimension rng
           GlweKey = SecretKeys.generateGlwe parameters.GlweDimension parameters.PolynomialSize rng }
 
+    /// Overwrites the key's bits with zeros, so that a key no longer needed does not linger in memory. Best effort:
+    /// copies the runtime made (a compacting GC moves arrays; the serialized key file, buffers of readers) are not
+    /// reached; the key is unusable afterwards.
+    let wipe (key: ClientKey) =
+        Array.Clear key.SmallKey.Bits
+        Array.Clear key.GlweKey.Bits
+
 /// Compressed evaluation keys.
 module CompressedServerKey =
 

@@ -72,27 +72,35 @@ type SecurityReport =
     /// True when both keys meet the curve.
     member r.IsSecure = r.Failures.IsEmpty
 
+/// The words of a failed security verdict.
+module SecurityVerdict =
+
+    /// Each failing key of a report: the noise it has, the noise it needs, and how to fix it.
+    let describeFailures (report: SecurityReport) =
+        let describe (k: KeySecurity) =
+            let keyName =
+                match k.Key with
+                | SecretKeyKind.SmallLwe -> $"the small LWE key (n = %d{k.Dimension}, LweNoise)"
+                | SecretKeyKind.Glwe -> $"the GLWE key (k·N = %d{k.Dimension}, GlweNoise)"
+            if not k.DimensionInDomain then
+                $"%s{keyName} is below the curve's smallest dimension %d{report.Curve.MinDimension}; "
+                + "use a larger dimension"
+            else
+                let needBound = Math.Ceiling(Math.Log2(k.RequiredStdDev * Math.Sqrt 6.0) + 63.5)
+                $"%s{keyName} has %A{k.Noise} (σ = 2^%.2f{Math.Log2 k.StdDev}) but needs σ ≥ 2^%.2f{Math.Log2 k.RequiredStdDev} "
+                + $"(short by %.2f{-k.MarginBits} bits); use at least Gaussian(%.6g{k.RequiredStdDev}) or TUniform(%.0f{needBound}), "
+                + "or a larger dimension"
+        let failures = report.Failures |> List.map describe |> String.concat "; "
+        $"Parameter set '%s{report.ParameterSet}' is not %d{report.Curve.SecurityBits}-bit secure ({report.Curve.Name}): "
+        + $"%s{failures}."
+
 /// A parameter set fails the security check and is not marked Insecure. The message names the set, each failing key,
 /// the noise it has and the noise it needs, and how to fix it.
 type InsecureParametersException(report: SecurityReport) =
     inherit
         Exception(
-            let describe (k: KeySecurity) =
-                let keyName =
-                    match k.Key with
-                    | SecretKeyKind.SmallLwe -> $"the small LWE key (n = %d{k.Dimension}, LweNoise)"
-                    | SecretKeyKind.Glwe -> $"the GLWE key (k·N = %d{k.Dimension}, GlweNoise)"
-                if not k.DimensionInDomain then
-                    $"%s{keyName} is below the curve's smallest dimension %d{report.Curve.MinDimension}; "
-                    + "use a larger dimension"
-                else
-                    let needBound = Math.Ceiling(Math.Log2(k.RequiredStdDev * Math.Sqrt 6.0) + 63.5)
-                    $"%s{keyName} has %A{k.Noise} (σ = 2^%.2f{Math.Log2 k.StdDev}) but needs σ ≥ 2^%.2f{Math.Log2 k.RequiredStdDev} "
-                    + $"(short by %.2f{-k.MarginBits} bits); use at least Gaussian(%.6g{k.RequiredStdDev}) or TUniform(%.0f{needBound}), "
-                    + "or a larger dimension"
-            let failures = report.Failures |> List.map describe |> String.concat "; "
-            $"Parameter set '%s{report.ParameterSet}' is not %d{report.Curve.SecurityBits}-bit secure ({report.Curve.Name}): "
-            + $"%s{failures}. Sets meant only for tests may be marked Insecure = true."
+            SecurityVerdict.describeFailures report
+            + " Sets built in code only for tests may be marked Insecure = true."
         )
 
     /// The full verdict, both keys.
@@ -163,7 +171,9 @@ module Security =
     let check (p: TfheParameters) = checkAgainst concrete128 p
 
     /// Raises InsecureParametersException when the set fails the 128-bit check, unless it is marked Insecure.
-    /// Key generation calls this before it creates any key.
+    /// Key generation calls this before it creates any key. The Insecure mark is a decision of the code that built the
+    /// set: a set read from a file or the network is checked by the reader regardless of its mark
+    /// (ClientArtifactFormat.read).
     let ensureSecure (p: TfheParameters) =
         if not p.Insecure then
             let report = check p

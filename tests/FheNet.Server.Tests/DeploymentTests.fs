@@ -131,6 +131,40 @@ let tests =
                   Expect.equal after before "identical results"
               })
 
+          serverTest "the real backend's exact key and row sizes are required before a byte is uploaded" (fun () ->
+              task {
+                  let directory, _, _ = model.Force()
+                  let backend = FheBackend directory
+                  let bounded = backend :> IBoundedInferenceBackend
+                  use! running = start options backend
+                  use keys = new TempDirectoryForTest()
+                  let client = FheModelClient(directory, keys.Path)
+                  client.GenerateKeys()
+                  Expect.equal (int64 (client.EvaluationKeys()).Length) bounded.EvaluationKeyBytes "real keys have the expected size"
+                  Expect.equal (int64 (client.QuantizeEncryptSerialize(Array.zeroCreate 2)).Length) bounded.CiphertextBytes "a real row too"
+                  let! id = running.Client.RegisterKeysAsync(client.EvaluationKeys())
+                  // Raw requests with Expect: 100-continue: the answer comes before any body is sent.
+                  let statusFor (path: string) (keyId: string) (length: int64) =
+                      task {
+                          use tcp = new Net.Sockets.TcpClient()
+                          do! tcp.ConnectAsync(running.Address.Host, running.Address.Port)
+                          use stream = tcp.GetStream()
+                          let head = $"POST /%s{path} HTTP/1.1\r\nHost: localhost\r\nX-FheNet-Key-Id: %s{keyId}\r\nContent-Length: %d{length}\r\nExpect: 100-continue\r\n\r\n"
+                          do! stream.WriteAsync(Text.Encoding.ASCII.GetBytes head)
+                          use reader = new StreamReader(stream)
+                          use timeout = new Threading.CancellationTokenSource(TimeSpan.FromSeconds 10.0)
+                          return! reader.ReadLineAsync(timeout.Token)
+                      }
+                  let! over = statusFor "keys" "" (bounded.EvaluationKeyBytes + 1L)
+                  Expect.stringStarts over "HTTP/1.1 413" "one byte more than real keys"
+                  let! under = statusFor "keys" "" (bounded.EvaluationKeyBytes - 1L)
+                  Expect.stringStarts under "HTTP/1.1 400" "one byte less"
+                  let! rowOver = statusFor "predict" id (bounded.CiphertextBytes + 8L)
+                  Expect.stringStarts rowOver "HTTP/1.1 413" "a row of another width"
+                  let! exact = statusFor "keys" "" bounded.EvaluationKeyBytes
+                  Expect.stringStarts exact "HTTP/1.1 100" "the exact size is asked to upload"
+              })
+
           test "main exits with status 2 on a damaged model directory" {
               use directory = new TempDirectoryForTest()
               File.WriteAllBytes(Path.Combine(directory.Path, ModelFiles.ServerArtifact), "FHENET\000\026 damaged"B)

@@ -106,13 +106,14 @@ let options =
                          "--max-key-mb"; "5"; "--max-request-mb"; "2"; "--queue-timeout-ms"; "250" |]
               Expect.equal
                   o
-                  { ModelDirectory = "m"
-                    Urls = "http://127.0.0.1:0"
-                    MaxConcurrentEvaluations = 3
-                    KeyBudgetBytes = 10L <<< 20
-                    MaxKeyRequestBytes = 5L <<< 20
-                    MaxPredictRequestBytes = 2L <<< 20
-                    QueueTimeout = TimeSpan.FromMilliseconds 250.0 }
+                  { ServerOptions.defaults "m" with
+                      Urls = "http://127.0.0.1:0"
+                      MaxConcurrentEvaluations = 3
+                      KeyBudgetBytes = 10L <<< 20
+                      ClientKeyBudgetBytes = 10L <<< 20
+                      MaxKeyRequestBytes = 5L <<< 20
+                      MaxPredictRequestBytes = 2L <<< 20
+                      QueueTimeout = TimeSpan.FromMilliseconds 250.0 }
                   "parsed options"
               Expect.equal (ServerOptions.parse [| "--model"; "m" |]) (ServerOptions.defaults "m") "defaults"
           }
@@ -512,4 +513,206 @@ let server =
                       (percentile sorted 0.50)
                       (percentile sorted 0.99)
                       (float sorted.Length / elapsed)
+              }) ]
+
+/// A client of a running server that authenticates with an API key.
+let private clientWith (address: Uri) (http: HttpClient | null) (apiKey: string | null) =
+    let client = new InferenceClient(address, http)
+    client.ApiKey <- apiKey
+    client
+
+/// The toy keys a flood sends: distinct (each its own id) and each claiming 1000 bytes of memory.
+let private floodKey (i: int) = keyBytes { Multiplier = uint64 i; Addend = 1UL; MemoryBytes = 1000L }
+
+/// A self-signed certificate for 127.0.0.1 and localhost, with its private key, for the TLS tests.
+let private loopbackCertificate () =
+    use key = Security.Cryptography.ECDsa.Create(Security.Cryptography.ECCurve.NamedCurves.nistP256)
+    let request =
+        Security.Cryptography.X509Certificates.CertificateRequest("CN=localhost", key, Security.Cryptography.HashAlgorithmName.SHA256)
+    let names = Security.Cryptography.X509Certificates.SubjectAlternativeNameBuilder()
+    names.AddIpAddress IPAddress.Loopback
+    names.AddDnsName "localhost"
+    request.CertificateExtensions.Add(names.Build())
+    let now = DateTimeOffset.UtcNow
+    use created = request.CreateSelfSigned(now.AddMinutes -5.0, now.AddHours 1.0)
+    // Through PKCS#12, as Kestrel loads certificates from files.
+    Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(created.Export(Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null)
+
+[<Tests>]
+let exposure =
+    let alice, bob, carol = ApiKeys.generate (), ApiKeys.generate (), ApiKeys.generate ()
+    let clients =
+        [ { Name = "alice"; KeySha256 = ApiKeys.hash alice }
+          { Name = "bob"; KeySha256 = ApiKeys.hash bob }
+          { Name = "carol"; KeySha256 = ApiKeys.hash carol } ]
+    let authenticated =
+        { testOptions with
+            ApiClients = clients
+            KeyBudgetBytes = 4000L
+            ClientKeyBudgetBytes = 2000L }
+    testSequenced
+    <| testList
+        "Server.Exposure"
+        [ test "API keys: generated keys are 256-bit, the file holds their SHA-256, bad files name the line" {
+              let key = ApiKeys.generate ()
+              Expect.equal key.Length 43 "32 bytes in base64url"
+              Expect.notEqual (ApiKeys.generate ()) key "fresh each time"
+              let line = ApiKeys.line "alice" key
+              Expect.isFalse (line.Contains key) "the line does not contain the key"
+              let parsed = ApiKeys.parse $"# clients\n%s{line}\n\nbob:%s{String('a', 64)}\n"
+              Expect.equal (parsed |> List.map _.Name) [ "alice"; "bob" ] "names"
+              Expect.equal parsed.Head.KeySha256 (ApiKeys.hash key) "the hash"
+              let e = raises<ServerOptionsException> (fun () -> ApiKeys.parse "alice:1234" |> ignore)
+              Expect.stringContains e.Message "line 1" "names the line"
+              let e = raises<ServerOptionsException> (fun () -> ApiKeys.parse (line + "\n" + line) |> ignore)
+              Expect.stringContains e.Message "twice" "a client named twice"
+          }
+
+          test "a server on a non-loopback address refuses to start without authentication or with https but no certificate" {
+              let e = raises<ServerOptionsException> (fun () -> ServerOptions.validate { testOptions with Urls = "http://0.0.0.0:0" } |> ignore)
+              Expect.stringContains e.Message "--api-keys" "names the fix"
+              ServerOptions.validate { testOptions with Urls = "http://0.0.0.0:0"; AllowAnonymousRemote = true } |> ignore
+              ServerOptions.validate { testOptions with Urls = "http://0.0.0.0:0"; ApiClients = clients } |> ignore
+              let e = raises<ServerOptionsException> (fun () -> ServerOptions.validate { testOptions with Urls = "https://127.0.0.1:0" } |> ignore)
+              Expect.stringContains e.Message "--https-certificate" "names the fix"
+              Expect.stringContains (Server.securityNotice testOptions) "NO AUTHENTICATION" "the development default says so"
+          }
+
+          test "InferenceClient refuses plain HTTP to a host that is not loopback unless told otherwise" {
+              let e = raises<ArgumentException> (fun () -> (new InferenceClient(Uri "http://models.example.com/")) |> ignore)
+              Expect.stringContains e.Message "https://" "names the fix"
+              use _ = new InferenceClient(Uri "https://models.example.com/")
+              use _ = new InferenceClient(Uri "http://models.example.com/", null, true)
+              use _ = new InferenceClient(Uri "http://localhost:5000/")
+              use _ = new InferenceClient(Uri "http://[::1]:5000/")
+              ()
+          }
+
+          serverTest "an unauthenticated flood of distinct keys is refused and evicts nothing" (fun () ->
+              task {
+                  use! running = start authenticated (ToyBackend())
+                  use aliceClient = clientWith running.Address null alice
+                  let! aliceId = aliceClient.RegisterKeysAsync(keyBytes keyA)
+                  use anonymous = clientWith running.Address null null
+                  use forger = clientWith running.Address null (ApiKeys.generate ())
+                  for i in 1..100 do
+                      let! e = failsWith<InferenceServerException> (fun () -> anonymous.RegisterKeysAsync(floodKey i))
+                      Expect.equal e.StatusCode 401 "no API key"
+                      let! e = failsWith<InferenceServerException> (fun () -> forger.RegisterKeysAsync(floodKey (1000 + i)))
+                      Expect.equal e.StatusCode 401 "an unknown API key"
+                  let! e = failsWith<InferenceServerException> (fun () -> anonymous.PredictAsync(aliceId, ciphertextBytes Mode.Run (words 1 4)))
+                  Expect.equal e.StatusCode 401 "predictions need a key too"
+                  let! result = aliceClient.PredictAsync(aliceId, ciphertextBytes Mode.Run (words 2 4))
+                  Expect.equal (resultWords result) (expectedWords keyA (words 2 4)) "alice's keys still serve"
+                  let! health = anonymous.HealthAsync()
+                  Expect.equal (health.Keys, health.KeyBytes, health.Evictions) (1, 1000L, 0L) "only alice's key is held"
+              })
+
+          serverTest "an authenticated client over its quota evicts only its own keys; a full server refuses, never evicts" (fun () ->
+              task {
+                  use! running = start { authenticated with RequestsPerMinute = 0 } (ToyBackend())
+                  use aliceClient = clientWith running.Address null alice
+                  use bobClient = clientWith running.Address null bob
+                  use carolClient = clientWith running.Address null carol
+                  let! aliceId = aliceClient.RegisterKeysAsync(keyBytes keyA)
+                  let mutable bobLast = ""
+                  for i in 1..200 do
+                      let! id = bobClient.RegisterKeysAsync(floodKey i)
+                      bobLast <- id
+                      let! health = bobClient.HealthAsync()
+                      Expect.isLessThanOrEqual health.KeyBytes 3000L "alice's 1000 bytes and bob's 2000 at most"
+                  let! result = aliceClient.PredictAsync(aliceId, ciphertextBytes Mode.Run (words 3 4))
+                  Expect.equal (resultWords result) (expectedWords keyA (words 3 4)) "alice's key survived bob's flood"
+                  let! _ = failsWith<UnknownKeyException> (fun () -> aliceClient.PredictAsync(bobLast, ciphertextBytes Mode.Run (words 3 4)))
+                  let! _ = failsWith<UnknownKeyException> (fun () -> bobClient.PredictAsync(aliceId, ciphertextBytes Mode.Run (words 3 4)))
+                  let! _ = aliceClient.RegisterKeysAsync(keyBytes keyB)
+                  // 4000 of 4000 bytes held: carol's key fits her quota but not the server's memory.
+                  let! e = failsWith<InferenceServerException> (fun () -> carolClient.RegisterKeysAsync(keyBytes keyC))
+                  Expect.equal (e.StatusCode, e.Error) (507, "key memory full") "refused, not evicted"
+                  let! health = carolClient.HealthAsync()
+                  Expect.equal (health.Keys, health.KeyBytes, health.Evictions) (4, 4000L, 198L) "bob's own 198 evictions only"
+                  let! result = aliceClient.PredictAsync(aliceId, ciphertextBytes Mode.Run (words 4 4))
+                  Expect.equal (resultWords result) (expectedWords keyA (words 4 4)) "alice still served"
+              })
+
+          serverTest "each client is rate-limited on its own" (fun () ->
+              task {
+                  use! running = start { authenticated with RequestsPerMinute = 5 } (ToyBackend())
+                  use aliceClient = clientWith running.Address null alice
+                  use bobClient = clientWith running.Address null bob
+                  for _ in 1..5 do
+                      let! _ = aliceClient.RegisterKeysAsync(keyBytes keyA)
+                      ()
+                  let! e = failsWith<InferenceServerException> (fun () -> aliceClient.RegisterKeysAsync(keyBytes keyA))
+                  Expect.equal e.StatusCode 429 "the sixth request in a minute"
+                  let! id = bobClient.RegisterKeysAsync(keyBytes keyB)
+                  Expect.equal id (KeyStore<obj>.IdOf(keyBytes keyB)) "bob is not limited by alice's requests"
+              })
+
+          serverTest "a slow sender is cut off, and so is a client that never finishes its headers" (fun () ->
+              task {
+                  let options =
+                      { testOptions with
+                          MinUploadBytesPerSecond = 1000.0
+                          SlowUploadGrace = seconds 1.5
+                          HeadersTimeout = seconds 1.0 }
+                  use! running = start options (ToyBackend())
+                  let trickle (head: string) (bytesPerTick: int) =
+                      task {
+                          use tcp = new Sockets.TcpClient()
+                          do! tcp.ConnectAsync(running.Address.Host, running.Address.Port)
+                          use stream = tcp.GetStream()
+                          do! stream.WriteAsync(Text.Encoding.ASCII.GetBytes(head.ReplaceLineEndings "\r\n"))
+                          let watch = Stopwatch.StartNew()
+                          let mutable cutOff = false
+                          // Bounded at 15 s; the server's limits cut it off long before.
+                          while not cutOff && watch.Elapsed < seconds 15.0 do
+                              try
+                                  if bytesPerTick > 0 then
+                                      do! stream.WriteAsync(ReadOnlyMemory(Array.create bytesPerTick 0uy))
+                                  do! Task.Delay 200
+                                  if tcp.Client.Poll(0, Sockets.SelectMode.SelectRead) then
+                                      cutOff <- true
+                              with :? IOException ->
+                                  cutOff <- true
+                          return cutOff, watch.Elapsed
+                      }
+                  // 500 bytes/s: above Kestrel's default minimum (240), below this server's 1000.
+                  let! cutOff, after = trickle "POST /keys HTTP/1.1\nHost: localhost\nContent-Length: 100000\n\n" 100
+                  Expect.isTrue cutOff "the slow upload was ended by the server"
+                  Expect.isLessThan after (seconds 8.0) "within a few seconds of the grace period"
+                  let! cutOff, after = trickle "POST /keys HTTP/1.1\nHost: localhost\n" 0
+                  Expect.isTrue cutOff "the unfinished headers were ended by the server"
+                  Expect.isLessThan after (seconds 8.0) "within a few seconds of the headers timeout"
+                  let! health = running.Client.HealthAsync()
+                  Expect.equal (health.Keys, health.InFlight) (0, 0) "nothing stored, no slot held"
+              })
+
+          serverTest "over HTTPS with a generated certificate, an authenticated client registers and predicts" (fun () ->
+              task {
+                  use certificate = loopbackCertificate ()
+                  let options = { authenticated with Urls = "https://127.0.0.1:0"; HttpsCertificate = certificate }
+                  use! running = start options (ToyBackend())
+                  Expect.equal running.Address.Scheme "https" "listening with TLS"
+                  // The client pins the server's certificate (it is self-signed, so no authority vouches for it).
+                  use handler =
+                      new HttpClientHandler(
+                          ServerCertificateCustomValidationCallback =
+                              fun _ presented _ _ ->
+                                  match presented with
+                                  | null -> false
+                                  | c -> c.Thumbprint = certificate.Thumbprint
+                      )
+                  use http = new HttpClient(handler)
+                  use aliceClient = clientWith running.Address http alice
+                  let! id = aliceClient.RegisterKeysAsync(keyBytes keyA)
+                  let! result = aliceClient.PredictAsync(id, ciphertextBytes Mode.Run (words 5 8))
+                  Expect.equal (resultWords result) (expectedWords keyA (words 5 8)) "served over TLS"
+                  use anonymous = clientWith running.Address http null
+                  let! e = failsWith<InferenceServerException> (fun () -> anonymous.RegisterKeysAsync(keyBytes keyB))
+                  Expect.equal e.StatusCode 401 "TLS alone does not let a stranger in"
+                  // A client that trusts only the system's authorities refuses the self-signed certificate.
+                  use strict = clientWith running.Address null alice
+                  let! _ = failsWith<InferenceServerUnavailableException> (fun () -> strict.HealthAsync())
+                  ()
               }) ]

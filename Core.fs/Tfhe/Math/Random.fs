@@ -113,50 +113,99 @@ module Aes128 =
             s <- Aes.Encrypt(s, keys[r])
         Aes.EncryptLast(s, keys[10])
 
-/// AES-128 in counter mode as a stream of u64: the CSPRNG of TFHE-rs (tfhe-csprng). Block i is AES_seed(i) with the
-/// counter a 128-bit little-endian integer; its 16 bytes are read as two little-endian u64. Deterministic in the seed,
-/// so masks drawn from it can be regenerated from the seed alone. Not thread-safe: one generator per thread.
-type AesCtrGenerator(seed: Seed, useHardware: bool) =
-    let roundKeys = Aes128.expandKey (ReadOnlySpan(seed.ToBytes()))
-    let hardwareKeys =
-        if useHardware then
-            if not Aes128.hardwareSupported then
-                raise (PlatformNotSupportedException "AES-NI is not available on this machine; use the portable path.")
-            Aes128.hardwareRoundKeys roundKeys
-        else
-            [||]
-    // 8 blocks per refill keep several independent AES chains in flight.
-    let buffer = Array.zeroCreate<uint64> 16
-    let block = Array.zeroCreate<byte> 16
+/// Which AES-128 implementation a generator runs. All three give the same stream.
+[<RequireQualifiedAccess>]
+type AesPath =
+    /// AES-NI instructions (x86-64): constant time, the fastest.
+    | Hardware
+    /// The platform's AES (System.Security.Cryptography.Aes in ECB mode over counter blocks): OpenSSL, CNG or
+    /// CommonCrypto, which run the CPU's AES instructions (ARMv8 Cryptography Extensions, AES-NI) or a constant-time
+    /// software AES. Secret streams use it wherever AES-NI is missing.
+    | Platform
+    /// The byte-wise reference implementation of this file: its S-box is a table indexed by secret bytes, so its
+    /// timing depends on the cache. The reference the other paths are tested against; never used for secrets.
+    | Portable
+
+/// AES-128 in counter mode as a stream of u64, the construction of TFHE-rs's CSPRNG (tfhe-csprng, seeded with a
+/// 128-bit Seed): block i is AES_seed(i) with the counter a 128-bit little-endian integer starting at 0, and the key
+/// the seed's 16 little-endian bytes; each block's 16 bytes are read as two little-endian u64. A known-answer test
+/// checks the stream against tfhe-csprng's published test vector. Deterministic in the seed, so masks drawn from it
+/// can be regenerated from the seed alone. Not thread-safe: one generator per thread.
+type AesCtrGenerator(seed: Seed, path: AesPath) =
+    // 8 blocks per refill keep several independent AES chains in flight (and amortize a platform call).
+    let blocks = 8
+    let buffer = Array.zeroCreate<uint64> (2 * blocks)
     let mutable position = buffer.Length
     let mutable counterLow = 0UL
     let mutable counterHigh = 0UL
+    let key = seed.ToBytes()
+    let roundKeys =
+        match path with
+        | AesPath.Platform -> [||]
+        | _ -> Aes128.expandKey (ReadOnlySpan key)
+    let hardwareKeys =
+        match path with
+        | AesPath.Hardware ->
+            if not Aes128.hardwareSupported then
+                raise (PlatformNotSupportedException "AES-NI is not available on this machine; use AesPath.Platform.")
+            Aes128.hardwareRoundKeys roundKeys
+        | _ -> [||]
+    let platform: Aes | null =
+        match path with
+        | AesPath.Platform ->
+            let aes = Aes.Create()
+            aes.Key <- key
+            aes
+        | _ -> null
+    do CryptographicOperations.ZeroMemory(Span key)
+    let counters = Array.zeroCreate<byte> (16 * blocks)
+    let output = Array.zeroCreate<byte> (16 * blocks)
+
+    let nextCounter () =
+        let low, high = counterLow, counterHigh
+        counterLow <- counterLow + 1UL
+        if counterLow = 0UL then counterHigh <- counterHigh + 1UL
+        struct (low, high)
 
     let refill () =
-        for b in 0..7 do
-            if useHardware then
-                let ctr = Vector128.Create(counterLow, counterHigh).AsByte()
-                let out = (Aes128.encryptBlockHardware hardwareKeys ctr).AsUInt64()
+        match path with
+        | AesPath.Hardware ->
+            for b in 0 .. blocks - 1 do
+                let struct (low, high) = nextCounter ()
+                let out = (Aes128.encryptBlockHardware hardwareKeys (Vector128.Create(low, high).AsByte())).AsUInt64()
                 buffer[2 * b] <- out.GetElement 0
                 buffer[2 * b + 1] <- out.GetElement 1
-            else
-                BinaryPrimitives.WriteUInt64LittleEndian(Span(block, 0, 8), counterLow)
-                BinaryPrimitives.WriteUInt64LittleEndian(Span(block, 8, 8), counterHigh)
-                Aes128.encryptBlockPortable roundKeys (ReadOnlySpan block) (Span block)
-                buffer[2 * b] <- BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(block, 0, 8))
-                buffer[2 * b + 1] <- BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(block, 8, 8))
-            counterLow <- counterLow + 1UL
-            if counterLow = 0UL then counterHigh <- counterHigh + 1UL
+        | AesPath.Platform ->
+            for b in 0 .. blocks - 1 do
+                let struct (low, high) = nextCounter ()
+                BinaryPrimitives.WriteUInt64LittleEndian(Span(counters, 16 * b, 8), low)
+                BinaryPrimitives.WriteUInt64LittleEndian(Span(counters, 16 * b + 8, 8), high)
+            (nonNull platform).EncryptEcb(ReadOnlySpan counters, Span output, PaddingMode.None) |> ignore
+            for i in 0 .. buffer.Length - 1 do
+                buffer[i] <- BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(output, 8 * i, 8))
+        | AesPath.Portable ->
+            for b in 0 .. blocks - 1 do
+                let struct (low, high) = nextCounter ()
+                let block = Span(output, 0, 16)
+                BinaryPrimitives.WriteUInt64LittleEndian(block.Slice(0, 8), low)
+                BinaryPrimitives.WriteUInt64LittleEndian(block.Slice(8, 8), high)
+                Aes128.encryptBlockPortable roundKeys (ReadOnlySpan(output, 0, 16)) block
+                buffer[2 * b] <- BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(output, 0, 8))
+                buffer[2 * b + 1] <- BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(output, 8, 8))
         position <- 0
 
-    /// A generator on the fastest path this machine supports.
-    new(seed: Seed) = AesCtrGenerator(seed, Aes128.hardwareSupported)
+    /// The constant-time path of this machine: AES-NI where present, else the platform's AES.
+    static member FastestConstantTimePath = if Aes128.hardwareSupported then AesPath.Hardware else AesPath.Platform
 
-    /// A generator seeded from the operating system's CSPRNG, for secret keys and noise (its seed is never exposed).
+    /// A generator on the fastest constant-time path this machine supports.
+    new(seed: Seed) = AesCtrGenerator(seed, AesCtrGenerator.FastestConstantTimePath)
+
+    /// A generator seeded from the operating system's CSPRNG, for secret keys and noise, on a constant-time path.
+    /// Its seed exists only inside it: no member returns it, and the key bytes are wiped once expanded.
     static member Secret() = AesCtrGenerator(Seed.Fresh())
 
-    /// The seed this stream was started from.
-    member _.Seed = seed
+    /// The AES implementation this generator runs.
+    member _.Path = path
 
     /// The next 64 random bits.
     member _.NextUInt64() =

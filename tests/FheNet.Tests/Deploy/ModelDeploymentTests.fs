@@ -124,7 +124,12 @@ let tests =
               let result = server.Run(client.QuantizeEncryptSerialize (let _, _, xTest, _ = moons.Force() in xTest[0]), client.EvaluationKeys())
               Expect.equal (again.DeserializeDecrypt result) (client.DeserializeDecrypt result) "a reloaded client decrypts"
               // A client of another model (the tiny parameter set) finds these keys and refuses them.
-              let foreign = FheModelClient(FheSerializer.clientArtifactToBytes (tinyArtifact.Force()), keyDirectory)
+              let foreign =
+                  FheModelClient(
+                      FheSerializer.clientArtifactToBytes (tinyArtifact.Force()),
+                      keyDirectory,
+                      { ArtifactTrust.defaults with InsecureParameters = InsecureParameters.AllowForTests }
+                  )
               Expect.equal (errorOf (fun () -> foreign.EvaluationKeys())) (Some FormatError.ParameterMismatch) "another model's keys"
               Expect.equal (errorOf (fun () -> foreign.GenerateKeys())) (Some FormatError.ParameterMismatch) "not overwritten unless forced"
               use fresh = new TempDirectory()
@@ -170,9 +175,13 @@ let tests =
               for file in [ ModelFiles.ServerArtifact; ModelFiles.ClientArtifact ] do
                   File.Copy(Path.Combine(model, file), copy.Sub file)
               Expect.equal (FheModelDev.Load(copy.Path).Circuit) (circuit.Force()) "a copy loads"
-              let tiny = FheModelDev(tinyCircuit.Force(), ModelTask.Classification [| "0"; "1" |])
+              // Another model on the same (secure) parameter set: its last layer's biases moved by one.
+              let c = circuit.Force()
+              let last = Array.last c.Model.Layers
+              let moved = { last with Biases = last.Biases |> Array.map ((+) 1L) }
+              let otherModel = { c with Model = { c.Model with Layers = Array.append c.Model.Layers[.. c.Model.Layers.Length - 2] [| moved |] } }
               use other = new TempDirectory()
-              tiny.Save other.Path
+              FheModelDev(otherModel, dev.Force().ClientArtifact.Task).Save other.Path
               File.Copy(other.Sub ModelFiles.ClientArtifact, copy.Sub ModelFiles.ClientArtifact, true)
               Expect.equal (errorOf (fun () -> FheModelDev.Load copy.Path)) (Some FormatError.ParameterMismatch) "another model's client artifact"
               let server = File.ReadAllBytes(Path.Combine(model, ModelFiles.ServerArtifact))

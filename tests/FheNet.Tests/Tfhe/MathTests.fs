@@ -70,18 +70,53 @@ let tests =
                     else
                         skiptest "AES-NI not available"
                 }
-                test "the stream depends only on the seed; both paths agree" {
+                test "the stream depends only on the seed; every path agrees" {
                     let seed = { Low = 0x0123456789ABCDEFUL; High = 42UL }
                     let draw (g: AesCtrGenerator) = Array.init 100 (fun _ -> g.NextUInt64())
-                    let portable = draw (AesCtrGenerator(seed, false))
-                    Expect.equal (draw (AesCtrGenerator(seed, false))) portable "same seed, same stream"
+                    let portable = draw (AesCtrGenerator(seed, AesPath.Portable))
+                    Expect.equal (draw (AesCtrGenerator(seed, AesPath.Portable))) portable "same seed, same stream"
+                    Expect.equal (draw (AesCtrGenerator(seed, AesPath.Platform))) portable "platform AES = portable"
                     if Aes128.hardwareSupported then
-                        Expect.equal (draw (AesCtrGenerator(seed, true))) portable "AES-NI = portable"
+                        Expect.equal (draw (AesCtrGenerator(seed, AesPath.Hardware))) portable "AES-NI = portable"
                     Expect.notEqual (draw (AesCtrGenerator { seed with Low = 1UL })) portable "another seed, another stream"
                     // Block 0 is AES_seed(counter 0): its first 8 bytes, little-endian.
                     let block = Array.zeroCreate<byte> 16
                     Aes128.encryptBlockPortable (Aes128.expandKey (ReadOnlySpan(seed.ToBytes()))) (ReadOnlySpan(Array.zeroCreate<byte> 16)) (Span block)
                     Expect.equal portable[0] (BitConverter.ToUInt64(block, 0)) "counter mode from 0"
+                }
+                test "known answer: the first 256 bytes of tfhe-csprng's stream for Seed(1) (its test_vectors), on every path" {
+                    let expected =
+                        [| 220; 14; 216; 93; 249; 97; 26; 187; 114; 73; 205; 209; 104; 197; 70; 126; 250; 235; 1; 136; 141; 46
+                           146; 174; 231; 14; 204; 28; 99; 139; 246; 214; 112; 253; 151; 34; 114; 235; 7; 76; 37; 36; 154; 226
+                           148; 68; 238; 117; 87; 212; 183; 174; 200; 222; 153; 62; 48; 166; 134; 27; 97; 230; 206; 78; 128; 151
+                           166; 15; 156; 120; 158; 35; 41; 121; 55; 180; 184; 108; 160; 33; 208; 255; 147; 246; 159; 10; 239; 6
+                           103; 124; 123; 83; 72; 189; 237; 225; 36; 30; 151; 134; 94; 211; 181; 108; 239; 137; 18; 246; 237; 233
+                           59; 61; 24; 111; 198; 76; 92; 86; 129; 171; 50; 124; 2; 72; 143; 160; 223; 32; 187; 175; 239; 111; 51
+                           85; 110; 134; 45; 193; 113; 247; 249; 78; 230; 103; 123; 66; 48; 31; 169; 228; 140; 202; 168; 202; 199
+                           147; 89; 135; 104; 254; 198; 72; 31; 103; 236; 207; 138; 24; 100; 230; 168; 233; 214; 130; 195; 0; 25
+                           220; 136; 128; 173; 40; 154; 116; 87; 114; 187; 170; 150; 131; 163; 155; 98; 217; 198; 238; 178; 165
+                           214; 168; 252; 107; 123; 214; 33; 17; 114; 35; 23; 172; 145; 5; 39; 16; 33; 92; 163; 132; 240; 167; 128
+                           226; 165; 80; 9; 153; 252; 139; 0; 139; 0; 54; 188; 253; 141; 2; 78; 97; 53; 214; 173; 155; 84; 98; 51
+                           70; 110; 91; 181; 229; 231; 27; 225; 185; 143; 63 |]
+                        |> Array.map byte
+                    Expect.equal expected.Length 256 "two batches of eight blocks"
+                    let paths = [ AesPath.Portable; AesPath.Platform ] @ (if Aes128.hardwareSupported then [ AesPath.Hardware ] else [])
+                    for path in paths do
+                        let g = AesCtrGenerator({ Low = 1UL; High = 0UL }, path)
+                        let bytes = Array.init 32 (fun _ -> g.NextUInt64()) |> Array.collect BitConverter.GetBytes
+                        Expect.equal bytes expected $"%A{path}"
+                }
+                test "secret generators run a constant-time path and expose no seed" {
+                    let g = AesCtrGenerator.Secret()
+                    Expect.notEqual g.Path AesPath.Portable "never the table-based AES"
+                    let seedMembers =
+                        typeof<AesCtrGenerator>.GetMembers(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Instance)
+                        |> Array.filter (fun m ->
+                            match m with
+                            | :? Reflection.PropertyInfo as p -> p.PropertyType = typeof<Seed>
+                            | :? Reflection.MethodInfo as m -> m.ReturnType = typeof<Seed>
+                            | _ -> false)
+                    Expect.isEmpty seedMembers "no public member returns the seed"
                 } ]
           testList
               "noise"
