@@ -405,6 +405,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
+    /// True after compile or LoadCompiled (a new fit discards the circuit).
+    member _.IsCompiled = session.IsSome
+
     /// Fits the quantized network or its float twin, from scratch or from <c>start</c>.
     member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: (Network * FeatureScaler) option) =
         Fitting.checkFeatures "X" x None
@@ -556,6 +559,9 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     member _.History = (fittedState "History").History
     /// True after fit or load.
     member _.IsFitted = state.IsSome
+
+    /// True after compile or LoadCompiled (a new fit discards the circuit).
+    member _.IsCompiled = session.IsSome
 
     member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: (Network * FeatureScaler) option) =
         Fitting.checkFeatures "X" x None

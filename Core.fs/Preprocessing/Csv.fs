@@ -23,7 +23,9 @@ type CsvTable =
       Features: float32[][]
       /// The label column's name.
       LabelColumn: string
-      Labels: string[] }
+      Labels: string[]
+      /// The file line of each row (1 is the header), for messages about a row.
+      Lines: int[] }
 
 module CsvTable =
 
@@ -38,7 +40,7 @@ module CsvTable =
         |> Array.mapi (fun i s ->
             match Double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture) with
             | true, v when Double.IsFinite v -> v
-            | _ -> raise (CsvFormatException(source, i + 2, t.LabelColumn, $"'%s{s}' is not a finite number (invariant culture, e.g. 1.5)")))
+            | _ -> raise (CsvFormatException(source, t.Lines[i], t.LabelColumn, $"'%s{s}' is not a finite number (invariant culture, e.g. 1.5)")))
 
 /// Reads CSV text (RFC 4180, comma-separated, a header line, invariant culture) with Sylvan.Data.Csv.
 module Csv =
@@ -68,6 +70,7 @@ module Csv =
         let featureIndices = featureNames |> Array.map indexOf
         let rows = ResizeArray<float32[]>()
         let labels = ResizeArray<string>()
+        let lines = ResizeArray<int>()
         while reader.Read() do
             // The header is line 1 and every record one line (a line break quoted inside a field is not counted).
             let line = reader.RowNumber + 1
@@ -86,9 +89,14 @@ module Csv =
                     | _ -> fail line header[index] $"'%s{text}' is not a finite number (invariant culture, e.g. 1.5)"
                 rows.Add(featureIndices |> Array.map value)
                 labels.Add((cell labelIndex).Trim())
+                lines.Add line
         if rows.Count = 0 then
             fail 1 label "the file has a header but no rows"
-        { Columns = featureNames; Features = rows.ToArray(); LabelColumn = label; Labels = labels.ToArray() }
+        { Columns = featureNames
+          Features = rows.ToArray()
+          LabelColumn = label
+          Labels = labels.ToArray()
+          Lines = lines.ToArray() }
 
     /// Reads a CSV file (see read).
     let readFile (path: string) (label: string) (features: string[] option) : CsvTable =
