@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using FheNet.CSharp;
 using Microsoft.ML;
@@ -55,16 +56,30 @@ public sealed class FheNetClassificationEstimator : IEstimator<FheNetClassificat
         var label = Mappings.Find(inputSchema, _options.LabelColumnName);
         // Only the kinds of the columns matter here: the key count and the number of classes are known after Fit.
         DataViewType labelType = label.IsKey ? new KeyDataViewType(typeof(uint), 2) : label.ItemType;
-        return Mappings.OutputShape<ClassifierRow<uint>>(inputSchema, _options, output =>
+        return labelType.RawType switch
         {
-            var predicted = output[nameof(ClassifierRow<uint>.PredictedLabel)];
+            var t when t == typeof(uint) => Shape<uint>(inputSchema, labelType),
+            var t when t == typeof(ReadOnlyMemory<char>) => Shape<string>(inputSchema, labelType),
+            var t when t == typeof(float) => Shape<float>(inputSchema, labelType),
+            var t when t == typeof(double) => Shape<double>(inputSchema, labelType),
+            var t when t == typeof(int) => Shape<int>(inputSchema, labelType),
+            var t when t == typeof(bool) => Shape<bool>(inputSchema, labelType),
+            _ => throw new ArgumentException(
+                $"Label column '{label.Name}' holds {labelType}; FheNet reads keys (MapValueToKey), text, Single, " +
+                "Double, Int32 or Boolean labels.", nameof(inputSchema)),
+        };
+    }
+
+    private SchemaShape Shape<TLabel>(SchemaShape inputSchema, DataViewType labelType) =>
+        Mappings.OutputShape<ClassifierRow<TLabel>>(inputSchema, _options, output =>
+        {
+            var predicted = output[nameof(ClassifierRow<TLabel>.PredictedLabel)];
             predicted.ColumnName = _options.PredictedLabelColumnName;
             predicted.ColumnType = labelType;
-            var score = output[nameof(ClassifierRow<uint>.Score)];
+            var score = output[nameof(ClassifierRow<TLabel>.Score)];
             score.ColumnName = _options.ScoreColumnName;
             score.ColumnType = new VectorDataViewType(NumberDataViewType.Single, 2);
         });
-    }
 
     private FheNetClassificationTransformer Train<TLabel>(float[][] features, TLabel[] labels, DataViewSchema.Column label)
         where TLabel : notnull, IComparable
@@ -80,15 +95,7 @@ public sealed class FheNetClassificationEstimator : IEstimator<FheNetClassificat
         if (_options.Mode != FheMode.Disable)
             model.Compile(features);
         return new FheNetClassificationTransformer(
-            new ClassifierMapping<TLabel>(model, _options, LabelKind.Of(label), label.Type, KeyValuesOf(label)));
-    }
-
-    private static VBuffer<ReadOnlyMemory<char>>? KeyValuesOf(DataViewSchema.Column label)
-    {
-        if (label.Annotations.Schema.GetColumnOrNull(Mappings.KeyValues) is null) return null;
-        VBuffer<ReadOnlyMemory<char>> values = default;
-        label.GetKeyValues(ref values);
-        return values;
+            new ClassifierMapping<TLabel>(model, _options, LabelKind.Of(label), label.Type, KeyNames.Of(label)));
     }
 }
 
@@ -156,11 +163,9 @@ public sealed class FheNetClassificationTransformer : ITransformer
     {
         var model = NeuralNetClassifier<TLabel>.Load(saved.ModelJson);
         if (saved.Compiled) model.LoadCompiled(directory);
-        var keyValues = saved.KeyValues is { } names
-            ? new VBuffer<ReadOnlyMemory<char>>(names.Length, names.Select(n => n.AsMemory()).ToArray())
-            : (VBuffer<ReadOnlyMemory<char>>?)null;
         return new(new ClassifierMapping<TLabel>(
-            model, saved.Options with { Network = model.Options }, saved.LabelKind, LabelKind.TypeOf(saved.LabelKind, saved.KeyCount), keyValues));
+            model, saved.Options with { Network = model.Options }, saved.LabelKind,
+            LabelKind.TypeOf(saved.LabelKind, saved.KeyCount), saved.KeyNames));
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => throw new NotSupportedException(
@@ -225,19 +230,23 @@ internal sealed class ClassifierMapping<TLabel> : IClassifierMapping where TLabe
     private readonly NeuralNetClassifier<TLabel> _model;
     private readonly string _labelKind;
     private readonly DataViewType _labelType;
-    private readonly VBuffer<ReadOnlyMemory<char>>? _keyValues;
+    private readonly KeyNames? _keyNames;
     // The estimators are not thread-safe and ML.NET may read rows from several cursors at once.
     private readonly object _gate = new();
+    // ML.NET reads a key column as its raw value (1-based, 0 missing) but writes a key from a row object's 0-based
+    // index: a predicted key goes out one lower than the key it was trained on.
+    private readonly Func<TLabel, TLabel> _written;
 
     internal ClassifierMapping(
         NeuralNetClassifier<TLabel> model, FheNetOptions options, string labelKind, DataViewType labelType,
-        VBuffer<ReadOnlyMemory<char>>? keyValues)
+        KeyNames? keyNames)
     {
         _model = model;
         Options = options;
         _labelKind = labelKind;
         _labelType = labelType;
-        _keyValues = keyValues;
+        _keyNames = keyNames;
+        _written = labelKind == LabelKind.Key ? key => (TLabel)(object)((uint)(object)key - 1) : label => label;
         if (options.Mode == FheMode.Execute) model.Keygen();
         Inner = Mappings.Build<ClassifierRow<TLabel>>(
             options, model.FeatureCount, Map, output =>
@@ -245,9 +254,7 @@ internal sealed class ClassifierMapping<TLabel> : IClassifierMapping where TLabe
                 var predicted = output[nameof(ClassifierRow<TLabel>.PredictedLabel)];
                 predicted.ColumnName = options.PredictedLabelColumnName;
                 predicted.ColumnType = labelType;
-                if (keyValues is { } names)
-                    predicted.AddAnnotation(
-                        Mappings.KeyValues, names, new VectorDataViewType(TextDataViewType.Instance, names.Length));
+                keyNames?.Annotate(predicted);
                 var score = output[nameof(ClassifierRow<TLabel>.Score)];
                 score.ColumnName = options.ScoreColumnName;
                 score.ColumnType = new VectorDataViewType(NumberDataViewType.Single, model.Classes.Count);
@@ -263,21 +270,20 @@ internal sealed class ClassifierMapping<TLabel> : IClassifierMapping where TLabe
         double[] probabilities;
         lock (_gate) probabilities = _model.PredictProba(new[] { row.Features }, Options.Mode)[0];
         output.Score = Array.ConvertAll(probabilities, p => (float)p);
-        output.PredictedLabel = _model.Classes[Array.IndexOf(probabilities, probabilities.Max())];
+        output.PredictedLabel = _written(_model.Classes[Array.IndexOf(probabilities, probabilities.Max())]);
     }
 
     public IClassifierMapping WithMode(FheMode mode, IDataView? calibration)
     {
         Mappings.CompileFor(_model, mode, calibration, Options.FeatureColumnName);
-        return new ClassifierMapping<TLabel>(_model, Options with { Mode = mode }, _labelKind, _labelType, _keyValues);
+        return new ClassifierMapping<TLabel>(_model, Options with { Mode = mode }, _labelKind, _labelType, _keyNames);
     }
 
     public void Save(string directory)
     {
-        var keyValues = _keyValues?.DenseValues().Select(v => v.ToString()).ToArray();
         var keyCount = _labelType is KeyDataViewType k ? k.Count : 0;
         SavedTransformer.Write(
-            directory, "classifier", _model, Options, _labelKind, keyCount, keyValues, d => FheModelDev.Save(_model, d));
+            directory, "classifier", _model, Options, _labelKind, keyCount, _keyNames, d => FheModelDev.Save(_model, d));
     }
 }
 
@@ -334,18 +340,18 @@ internal static class Mappings
 
 /// <summary>The files of a saved transformer: its settings, the dumped model, and the FHE artifacts if compiled.</summary>
 internal sealed record SavedTransformer(
-    string Kind, FheNetOptions Options, string LabelKind, ulong KeyCount, string[]? KeyValues, bool Compiled, string ModelJson)
+    string Kind, FheNetOptions Options, string LabelKind, ulong KeyCount, KeyNames? KeyNames, bool Compiled, string ModelJson)
 {
     private const string SettingsFile = "fhenet-mlnet.json", ModelFile = "model.json";
 
     private sealed record Settings(
         string Kind, string FeatureColumnName, string LabelColumnName, string PredictedLabelColumnName,
-        string ScoreColumnName, FheMode Mode, string LabelKind, ulong KeyCount, string[]? KeyValues, bool Compiled);
+        string ScoreColumnName, FheMode Mode, string LabelKind, ulong KeyCount, KeyNames? KeyNames, bool Compiled);
 
     /// <summary>Writes the files; <paramref name="saveArtifacts"/> writes the FHE artifacts of a compiled model.</summary>
     internal static void Write(
         string directory, string kind, NeuralNetEstimator model, FheNetOptions options, string labelKind, ulong keyCount,
-        string[]? keyValues, Action<string> saveArtifacts)
+        KeyNames? keyNames, Action<string> saveArtifacts)
     {
         ArgumentNullException.ThrowIfNull(directory);
         Directory.CreateDirectory(directory);
@@ -354,7 +360,7 @@ internal sealed record SavedTransformer(
         File.WriteAllText(Path.Combine(directory, ModelFile), model.Dump());
         var settings = new Settings(
             kind, options.FeatureColumnName, options.LabelColumnName, options.PredictedLabelColumnName,
-            options.ScoreColumnName, options.Mode, labelKind, keyCount, keyValues, compiled);
+            options.ScoreColumnName, options.Mode, labelKind, keyCount, keyNames, compiled);
         File.WriteAllText(Path.Combine(directory, SettingsFile), JsonSerializer.Serialize(settings));
     }
 
@@ -374,7 +380,55 @@ internal sealed record SavedTransformer(
             FeatureColumnName = s.FeatureColumnName, LabelColumnName = s.LabelColumnName,
             PredictedLabelColumnName = s.PredictedLabelColumnName, ScoreColumnName = s.ScoreColumnName, Mode = s.Mode,
         };
-        return new(kind, options, s.LabelKind, s.KeyCount, s.KeyValues, s.Compiled,
+        return new(kind, options, s.LabelKind, s.KeyCount, s.KeyNames, s.Compiled,
             File.ReadAllText(Path.Combine(directory, ModelFile)));
     }
+}
+
+/// <summary>
+/// The values behind a key label column (ML.NET's KeyValues annotation, of text or numbers), carried to the predicted
+/// label so that MapKeyToValue maps predictions back, and saved as invariant text.
+/// </summary>
+internal sealed record KeyNames(string ItemKind, string[] Values)
+{
+    internal static KeyNames? Of(DataViewSchema.Column label)
+    {
+        if (label.Annotations.Schema.GetColumnOrNull(Mappings.KeyValues) is not { Type: VectorDataViewType { ItemType: var item } })
+            return null;
+        return item switch
+        {
+            TextDataViewType => new(LabelKind.Text, Read<ReadOnlyMemory<char>>(label).Select(v => v.ToString()).ToArray()),
+            NumberDataViewType n when n.RawType == typeof(float) =>
+                new(LabelKind.Single, Read<float>(label).Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray()),
+            NumberDataViewType n when n.RawType == typeof(double) =>
+                new(LabelKind.Double, Read<double>(label).Select(v => v.ToString("R", CultureInfo.InvariantCulture)).ToArray()),
+            _ => null,
+        };
+    }
+
+    internal void Annotate(SchemaDefinition.Column column)
+    {
+        switch (ItemKind)
+        {
+            case LabelKind.Text:
+                Add(column, Values.Select(v => v.AsMemory()).ToArray(), TextDataViewType.Instance);
+                break;
+            case LabelKind.Single:
+                Add(column, Values.Select(v => float.Parse(v, CultureInfo.InvariantCulture)).ToArray(), NumberDataViewType.Single);
+                break;
+            case LabelKind.Double:
+                Add(column, Values.Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray(), NumberDataViewType.Double);
+                break;
+        }
+    }
+
+    private static T[] Read<T>(DataViewSchema.Column label)
+    {
+        VBuffer<T> values = default;
+        label.Annotations.GetValue(Mappings.KeyValues, ref values);
+        return values.DenseValues().ToArray();
+    }
+
+    private void Add<T>(SchemaDefinition.Column column, T[] values, PrimitiveDataViewType item) =>
+        column.AddAnnotation(Mappings.KeyValues, new VBuffer<T>(values.Length, values), new VectorDataViewType(item, values.Length));
 }
