@@ -399,6 +399,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// The trained network (float values, scales, masks).
     member _.Network = (fst (fittedState "Network")).Network
 
+    /// The feature scaler learned by fit, applied to raw features before the integer model.
+    member _.Scaler = (fst (fittedState "Scaler")).Scaler
+
     /// The training log.
     member _.History = (fst (fittedState "History")).History
 
@@ -555,6 +558,8 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     member _.IntegerModel = (fittedState "IntegerModel").Integer
     /// The trained network (float values, scales, masks).
     member _.Network = (fittedState "Network").Network
+    /// The feature scaler learned by fit, applied to raw features before the integer model.
+    member _.Scaler = (fittedState "Scaler").Scaler
     /// The training log.
     member _.History = (fittedState "History").History
     /// True after fit or load.
