@@ -162,6 +162,11 @@ module NeuralNetSettings =
             ClassWeights.Explicit [| for v in items -> toFloat "criterion__weight" v |]
         | _ -> raise (ParameterOutOfRangeException("criterion__weight", string value, "a list of class weights or \"balanced\""))
 
+    let private scalingOf (value: objnull) =
+        match value with
+        | :? FeatureScaling as f -> f
+        | v -> FeatureScaling.parse (string v)
+
     /// The names accepted by <c>set</c> (Concrete ML / skorch spellings, and short forms).
     let names =
         [ "module__n_layers"; "module__n_hidden_neurons_multiplier"; "module__activation_function"
@@ -205,12 +210,7 @@ module NeuralNetSettings =
         | "random_state" -> { s with Seed = toInt name value }
         | "verbose" -> { s with Verbose = toBool name value }
         | "n_jobs" -> { s with Threads = max 1 (toInt name value) }
-        | "preprocessing" ->
-            { s with
-                Scaling =
-                    match value with
-                    | :? FeatureScaling as f -> f
-                    | v -> FeatureScaling.parse (string v) }
+        | "preprocessing" -> { s with Scaling = scalingOf value }
         | _ ->
             let known = String.concat ", " names
             raise (ParameterOutOfRangeException("name", name, $"one of %s{known}"))
