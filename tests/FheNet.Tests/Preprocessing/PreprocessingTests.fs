@@ -149,6 +149,20 @@ let tests =
               Expect.equal (FeatureRange.ofRows Double.PositiveInfinity x) (FeatureRange.unbounded 2) "infinite margin: unbounded"
           }
 
+          test "client.fhe refuses a scaler or a range that cannot be, and dumped models a scaler of the wrong width" {
+              let artifact = dev.Force().ClientArtifact
+              let refused (inputs: InputContract) =
+                  let bytes = FheSerializer.clientArtifactToBytes { artifact with Inputs = inputs }
+                  Expect.throwsT<InvalidFheDataException> (fun () -> FheSerializer.clientArtifactOfBytes bytes |> ignore) $"%A{inputs}"
+              refused { artifact.Inputs with Scaler = { artifact.Inputs.Scaler with Scale = [| 0.0; 1.0 |] } }
+              refused { artifact.Inputs with Range = { Min = [| 1.0; 0.0 |]; Max = [| 0.0; 1.0 |] } }
+              refused { artifact.Inputs with Scaler = { artifact.Inputs.Scaler with Center = [| 0.0 |] } }
+              Expect.equal (FheSerializer.clientArtifactOfBytes (FheSerializer.clientArtifactToBytes artifact)) artifact "a valid one reads back"
+              let doc = JsonObject.Parse(classifier.Force().Dump()) |> nonNull |> _.AsObject()
+              doc["ScalerScale"] <- JsonArray(JsonValue.Create 1.0)
+              Expect.throwsT<InvalidShapeException> (fun () -> NeuralNetClassifier<int>.Load(doc.ToJsonString()) |> ignore) "one scale for two features"
+          }
+
           test "the CSV reader skips blank lines, reads columns by name and names the line of a bad cell" {
               let text = "x,y,label\n1,2,a\n\n3,4,b\n5,,c\n"
               let e =
