@@ -19,6 +19,17 @@ public static class DataViewColumns
         return data.GetColumn<VBuffer<float>>(column).Select(v => v.DenseValues().ToArray()).ToArray();
     }
 
+    /// <summary>The training rows and the label column of a data view, the label checked by
+    /// <paramref name="checkLabel"/> (which throws for a label it cannot read) before the features are read.</summary>
+    internal static (float[][] Features, DataViewSchema.Column Label) Training<T>(
+        IDataView input, FheNetOptions options, Func<DataViewSchema.Column, T> checkLabel)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var label = Find(input.Schema, options.LabelColumnName);
+        checkLabel(label);
+        return (input.ReadFeatures(options.FeatureColumnName), label);
+    }
+
     /// <summary>The width of a feature column; ArgumentException when it is not a known-size Single vector.</summary>
     internal static int FeatureCount(DataViewSchema schema, string column)
     {

@@ -34,9 +34,7 @@ public sealed class FheNetClassificationEstimator : IEstimator<FheNetClassificat
     /// vector, or a label column of an unsupported type.</exception>
     public FheNetClassificationTransformer Fit(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        var label = DataViewColumns.Find(input.Schema, _options.LabelColumnName);
-        var features = input.ReadFeatures(_options.FeatureColumnName);
+        var (features, label) = DataViewColumns.Training(input, _options, LabelKind.Of);
         return LabelKind.Of(label) switch
         {
             LabelKind.Key => Train(features, input.GetColumn<uint>(label).ToArray(), label),

@@ -23,13 +23,12 @@ public sealed class FheNetRegressionEstimator : IEstimator<FheNetRegressionTrans
     /// vector, or a label column that is not Single.</exception>
     public FheNetRegressionTransformer Fit(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
-        var label = DataViewColumns.Find(input.Schema, _options.LabelColumnName);
-        if (label.Type != NumberDataViewType.Single)
-            throw new ArgumentException(
-                $"Label column '{label.Name}' is {label.Type}; a regressor reads Single targets (use ConvertType).",
-                nameof(input));
-        var features = input.ReadFeatures(_options.FeatureColumnName);
+        var (features, label) = DataViewColumns.Training(input, _options, label =>
+            label.Type == NumberDataViewType.Single
+                ? label.Type
+                : throw new ArgumentException(
+                    $"Label column '{label.Name}' is {label.Type}; a regressor reads Single targets (use ConvertType).",
+                    nameof(input)));
         var targets = input.GetColumn<float>(label).Select(v => (double)v).ToArray();
         var model = NeuralNet.Regressor(_options.Network).Build().Fit(features, targets);
         if (_options.Mode != FheMode.Disable)
