@@ -24,7 +24,7 @@ let solution = "Functional.sln"
 let expectoProjects = [ "tests/FheNet.Tests"; "tests/FheNet.Server.Tests" ]
 
 /// xUnit test projects (the C# façade as a C# user sees it), run by `dotnet test`.
-let xunitProjects = [ "tests/FheNet.CSharp.Tests" ]
+let xunitProjects = [ "tests/FheNet.CSharp.Tests"; "tests/FheNet.MLNet.Tests" ]
 
 let fail (message: string) =
     eprintfn "build.fsx: %s" message

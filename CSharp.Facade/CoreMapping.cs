@@ -4,6 +4,8 @@ using CoreActivationModule = FheNet.Autodiff.ActivationModule;
 using CoreFheMode = FheNet.Estimators.FheMode;
 using CoreOptimizer = FheNet.Nn.Optimizer;
 using CoreRounding = FheNet.Fhe.RoundingMethod;
+using CoreScaling = FheNet.Preprocessing.FeatureScaling;
+using CoreScalingModule = FheNet.Preprocessing.FeatureScalingModule;
 
 namespace FheNet.CSharp;
 
@@ -15,6 +17,15 @@ internal static class CoreMapping
 
     internal static Activation FromCore(CoreActivation activation) =>
         Enum.Parse<Activation>(CoreActivationModule.name(activation));
+
+    // The C# enum names are the core's case names.
+    internal static CoreScaling ToCore(this FeatureScaling scaling) =>
+        Enum.IsDefined(scaling)
+            ? CoreScalingModule.parse(scaling.ToString())
+            : throw new ParameterOutOfRangeException("scaling", scaling, "None, Standard or Robust");
+
+    internal static FeatureScaling FromCore(CoreScaling scaling) =>
+        Enum.Parse<FeatureScaling>(CoreScalingModule.name(scaling), ignoreCase: true);
 
     internal static CoreFheMode ToCore(this FheMode mode) => mode switch
     {

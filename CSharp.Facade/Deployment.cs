@@ -56,15 +56,45 @@ public sealed class FheModelClient
     /// <summary>The compressed evaluation keys to upload to a server (no secret key material).</summary>
     public byte[] EvaluationKeys() => _core.EvaluationKeys();
 
-    /// <summary>Quantizes and encrypts one row of features (seeded ciphertexts, one seed per row).</summary>
-    /// <param name="row">The features, standardized as in training.</param>
-    /// <exception cref="ArgumentException">The row has the wrong number of features or a non-finite value.</exception>
+    /// <summary>
+    /// Scales one row of raw features as the model learned in Fit, quantizes and encrypts it (seeded ciphertexts,
+    /// one seed per row). Check it with <see cref="CheckRange(float[])"/> first to know whether the circuit was
+    /// calibrated for it.
+    /// </summary>
+    /// <param name="row">The raw features, as given to the estimator's Predict.</param>
+    /// <exception cref="ArgumentException">The row has the wrong number of features or a non-finite value (the
+    /// message names its column).</exception>
     public byte[] QuantizeEncryptSerialize(float[] row) => _core.QuantizeEncryptSerialize(row);
 
-    /// <summary>Quantizes and encrypts one row of float64 features.</summary>
-    /// <param name="row">The features, standardized as in training.</param>
-    public byte[] QuantizeEncryptSerialize(double[] row) =>
-        _core.QuantizeEncryptSerialize(Array.ConvertAll(row, v => (float)v));
+    /// <summary>Scales, quantizes and encrypts one row of raw float64 features.</summary>
+    /// <param name="row">The raw features.</param>
+    public byte[] QuantizeEncryptSerialize(double[] row)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        return _core.QuantizeEncryptSerialize(Array.ConvertAll(row, v => (float)v));
+    }
+
+    /// <summary>
+    /// The features of one raw row outside the range the circuit was calibrated for (its calibration rows widened
+    /// by the compile's range margin). Such a row still runs, but may overflow an accumulator and decrypt to
+    /// another answer than the clear model's.
+    /// </summary>
+    /// <param name="row">The raw features.</param>
+    /// <exception cref="ArgumentException">The row has the wrong number of features.</exception>
+    public RangeCheck CheckRange(float[] row)
+    {
+        var check = _core.CheckRange(row);
+        return new RangeCheck(
+            check.Features.Select(f => new OutOfRangeFeature(f.Column, f.Value, f.Min, f.Max)).ToArray());
+    }
+
+    /// <summary>The features of one raw float64 row outside the calibrated range (see <see cref="CheckRange(float[])"/>).</summary>
+    /// <param name="row">The raw features.</param>
+    public RangeCheck CheckRange(double[] row)
+    {
+        ArgumentNullException.ThrowIfNull(row);
+        return CheckRange(Array.ConvertAll(row, v => (float)v));
+    }
 
     /// <summary>Decrypts a server answer to the last layer's integer accumulators.</summary>
     /// <param name="result">The bytes the server returned.</param>
@@ -75,6 +105,21 @@ public sealed class FheModelClient
     /// <param name="result">The bytes the server returned.</param>
     /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged or for another model.</exception>
     public double[] DeserializeDecryptDequantize(byte[] result) => _core.DeserializeDecryptDequantize(result);
+}
+
+/// <summary>One feature of a row outside the range the circuit was calibrated for.</summary>
+/// <param name="Column">The feature's index.</param>
+/// <param name="Value">Its value in the row.</param>
+/// <param name="Min">The smallest value the circuit was calibrated for.</param>
+/// <param name="Max">The largest value the circuit was calibrated for.</param>
+public sealed record OutOfRangeFeature(int Column, double Value, double Min, double Max);
+
+/// <summary>Where one row stands against the feature range the circuit was calibrated for.</summary>
+/// <param name="Features">The features outside the range (empty when the row is inside).</param>
+public sealed record RangeCheck(IReadOnlyList<OutOfRangeFeature> Features)
+{
+    /// <summary>True when every feature lies in the calibrated range: the encrypted result equals the clear one.</summary>
+    public bool InRange => Features.Count == 0;
 }
 
 /// <summary>

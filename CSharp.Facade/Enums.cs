@@ -85,6 +85,18 @@ public enum Optimizer
     Sgd,
 }
 
+/// <summary>How a model scales its raw features before the network; learned by Fit, applied by every prediction and
+/// by the deployed client, so callers pass raw features everywhere.</summary>
+public enum FeatureScaling
+{
+    /// <summary>Features are used as they are.</summary>
+    None,
+    /// <summary>(x − mean) / standard deviation (scikit-learn's StandardScaler). The default.</summary>
+    Standard,
+    /// <summary>(x − median) / interquartile range (scikit-learn's RobustScaler): for heavy-tailed columns.</summary>
+    Robust,
+}
+
 /// <summary>How classes weigh in a classifier's cross-entropy.</summary>
 public enum ClassWeighting
 {

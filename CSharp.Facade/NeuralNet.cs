@@ -127,6 +127,11 @@ public abstract record NeuralNetBuilder<TSelf> where TSelf : NeuralNetBuilder<TS
     /// <param name="enabled">Whether to print.</param>
     public TSelf Verbose(bool enabled = true) => With(Options with { Verbose = enabled });
 
+    /// <summary>How raw features are scaled before the network (default <see cref="FeatureScaling.Standard"/>):
+    /// Fit learns the scaling, and every prediction, the saved model and the deployed client apply it.</summary>
+    /// <param name="scaling">Standard, Robust (heavy-tailed columns) or None.</param>
+    public TSelf Scaler(FeatureScaling scaling) => With(Options with { Scaling = scaling });
+
     /// <summary>Threads for training and prediction (default: the processor count).</summary>
     /// <param name="threads">At least 1.</param>
     public TSelf Threads(int threads) => With(Options with { Threads = threads });

@@ -35,6 +35,9 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
     public override bool IsFitted => _core.IsFitted;
 
     /// <inheritdoc/>
+    public override bool IsCompiled => _core.IsCompiled;
+
+    /// <inheritdoc/>
     public override int FeatureCount => _core.Network.Config.InputDim;
 
     /// <summary>The sorted class labels seen by Fit.</summary>
@@ -42,7 +45,8 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
     public IReadOnlyList<TLabel> Classes => _core.Classes;
 
     /// <summary>
-    /// Trains a new model on rows of features and their labels (standardize the features first). A failed or
+    /// Trains a new model on rows of raw features and their labels: the feature scaling of
+    /// <see cref="NeuralNetOptions.Scaling"/> is learned here and applied by every prediction. A failed or
     /// cancelled fit leaves the previous model in place; a successful one discards any compiled circuit.
     /// </summary>
     /// <param name="x">Training rows, all of the same width, finite.</param>
@@ -138,6 +142,41 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
         return _core.Score(x.Rows(nameof(x)), y);
     }
 
+    /// <summary>
+    /// Fits this quantized model and its float twin (same settings and scaling, no quantization or pruning) on the
+    /// same rows, to measure what quantization costs.
+    /// </summary>
+    /// <param name="x">Training rows.</param>
+    /// <param name="y">One label per row.</param>
+    /// <returns>This classifier, and the float twin (which predicts only with <see cref="FheMode.Disable"/>).</returns>
+    /// <exception cref="InvalidShapeException">As <see cref="Fit"/>.</exception>
+    public (NeuralNetClassifier<TLabel> Quantized, NeuralNetClassifier<TLabel> Float) FitBenchmark(Features x, TLabel[] y)
+    {
+        var rows = x.Rows(nameof(x));
+        ArgumentNullException.ThrowIfNull(y);
+        var fresh = new FheNet.Estimators.NeuralNetClassifier<TLabel>(_core.Settings);
+        var (quantized, twin) = fresh.FitBenchmark(rows, y);
+        _core = quantized;
+        return (this, new NeuralNetClassifier<TLabel>(twin));
+    }
+
+    /// <summary>
+    /// A new classifier with <paramref name="fraction"/> of every hidden layer's neurons removed (smallest L2 norm
+    /// of incoming weights first), fine-tuned on (x, y) for <see cref="NeuralNetOptions.Epochs"/> epochs with this
+    /// model's feature scaling. This classifier is unchanged.
+    /// </summary>
+    /// <param name="x">Rows to fine-tune on (raw features).</param>
+    /// <param name="y">Their labels.</param>
+    /// <param name="fraction">The fraction of hidden neurons to remove, in [0, 1).</param>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    /// <exception cref="ParameterOutOfRangeException"><paramref name="fraction"/> outside [0, 1).</exception>
+    public NeuralNetClassifier<TLabel> Prune(Features x, TLabel[] y, double fraction)
+    {
+        var rows = x.Rows(nameof(x));
+        ArgumentNullException.ThrowIfNull(y);
+        return new(_core.Prune(rows, y, fraction));
+    }
+
     /// <summary>A classifier restored from <see cref="NeuralNetEstimator.Dump"/>'s JSON.</summary>
     /// <param name="json">The dumped model.</param>
     /// <exception cref="InvalidShapeException">Not a dumped classifier, or labels that do not read as TLabel.</exception>
@@ -171,13 +210,15 @@ public sealed class NeuralNetClassifier<TLabel> : NeuralNetEstimator where TLabe
 
     private protected override FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
-        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding)
+        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding, FSharpOption<double> rangeMargin)
     {
-        _core.Compile(x, pError, globalPError, roundingThresholdBits, rounding);
+        _core.Compile(x, pError, globalPError, roundingThresholdBits, rounding, rangeMargin);
         return FheCircuitReport.FromCore(_core.CircuitReport());
     }
 
     private protected override CoreCircuitReport ReportCore() => _core.CircuitReport();
+
+    private protected override void LoadCompiledCore(string directory) => _core.LoadCompiled(directory);
 
     private protected override void KeygenCore(bool force) => _core.Keygen(FSharpOption<bool>.Some(force));
 

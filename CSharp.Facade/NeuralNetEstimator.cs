@@ -25,6 +25,9 @@ public abstract class NeuralNetEstimator
     /// <summary>True after <c>Fit</c> or <c>Load</c>.</summary>
     public abstract bool IsFitted { get; }
 
+    /// <summary>True after <see cref="Compile"/> or <see cref="LoadCompiled"/> (a new Fit discards the circuit).</summary>
+    public abstract bool IsCompiled { get; }
+
     /// <summary>The number of features per row the model was fitted on.</summary>
     /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
     public abstract int FeatureCount { get; }
@@ -44,6 +47,9 @@ public abstract class NeuralNetEstimator
     /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits before its
     /// lookup (faster, less exact); null keeps the model's own exact rounding.</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE (default exact).</param>
+    /// <param name="rangeMargin">How far beyond the calibration rows the circuit stays exact: every accumulator
+    /// range, and the feature range the deployed client checks rows against, widens by this fraction of its width
+    /// on both sides (default 0.25; <see cref="double.PositiveInfinity"/> for every possible input).</param>
     /// <returns>The circuit's report (also available from <see cref="CircuitReport"/>).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="x"/> is null.</exception>
     /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
@@ -53,10 +59,10 @@ public abstract class NeuralNetEstimator
     /// names the layer and the fixes (AccumulatorBits, roundingThresholdBits, fewer bits).</exception>
     public FheCircuitReport Compile(
         Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
-        RoundingMethod rounding = RoundingMethod.Exact) =>
+        RoundingMethod rounding = RoundingMethod.Exact, double? rangeMargin = null) =>
         CompileThenReport(
             x.Rows(nameof(x)), pError.ToOption(), globalPError.ToOption(), roundingThresholdBits.ToOption(),
-            FSharpOption<CoreRounding>.Some(rounding.ToCore()));
+            FSharpOption<CoreRounding>.Some(rounding.ToCore()), rangeMargin.ToOption());
 
     /// <summary>
     /// <see cref="Compile"/> on the thread pool. Compilation is one step: the token is checked before it starts.
@@ -66,13 +72,33 @@ public abstract class NeuralNetEstimator
     /// <param name="globalPError">Failure probability of a whole prediction.</param>
     /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits.</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE.</param>
+    /// <param name="rangeMargin">The fraction by which calibrated ranges widen (default 0.25).</param>
     /// <param name="cancellationToken">Cancels the compilation if it has not started.</param>
     /// <returns>The circuit's report.</returns>
     /// <exception cref="OperationCanceledException">The token was cancelled before compilation started.</exception>
     public Task<FheCircuitReport> CompileAsync(
         Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
-        RoundingMethod rounding = RoundingMethod.Exact, CancellationToken cancellationToken = default) =>
-        Task.Run(() => Compile(x, pError, globalPError, roundingThresholdBits, rounding), cancellationToken);
+        RoundingMethod rounding = RoundingMethod.Exact, double? rangeMargin = null,
+        CancellationToken cancellationToken = default) =>
+        Task.Run(() => Compile(x, pError, globalPError, roundingThresholdBits, rounding, rangeMargin), cancellationToken);
+
+    /// <summary>
+    /// Restores the compiled circuit saved by <see cref="FheModelDev"/> in <paramref name="directory"/> for this
+    /// fitted (or loaded) model, so that Simulate and Execute run exactly as before saving, without compiling again.
+    /// </summary>
+    /// <param name="directory">A model directory written by <see cref="FheModelDev"/>.</param>
+    /// <returns>The circuit's report.</returns>
+    /// <exception cref="NotFittedException">Before <c>Fit</c> or <c>Load</c>.</exception>
+    /// <exception cref="FileNotFoundException">The directory holds no saved model.</exception>
+    /// <exception cref="ArgumentException">The directory holds another network's model, or one that scales its
+    /// features differently.</exception>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The artifacts are damaged.</exception>
+    public FheCircuitReport LoadCompiled(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        LoadCompiledCore(directory);
+        return CircuitReport();
+    }
 
     /// <summary>
     /// The report of the compiled circuit: per layer lookups, bits and bootstraps; parameters; key sizes. Once keys
@@ -122,7 +148,9 @@ public abstract class NeuralNetEstimator
     /// <summary>Compiles and returns the new circuit's report.</summary>
     private protected abstract FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
-        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding);
+        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding, FSharpOption<double> rangeMargin);
+
+    private protected abstract void LoadCompiledCore(string directory);
 
     private protected abstract CoreCircuitReport ReportCore();
 

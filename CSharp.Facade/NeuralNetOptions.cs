@@ -81,6 +81,10 @@ public sealed record NeuralNetOptions
     /// <summary>Threads for training and prediction (results never depend on it).</summary>
     public int Threads { get; init; }
 
+    /// <summary>The scaling of raw features that Fit learns and every prediction path applies (default
+    /// <see cref="FeatureScaling.Standard"/>; the reference's <c>preprocessing</c>).</summary>
+    public FeatureScaling Scaling { get; init; }
+
     /// <summary>The documented defaults.</summary>
     public static NeuralNetOptions Defaults { get; } = FromCore(NeuralNetSettingsModule.defaults);
 
@@ -130,6 +134,7 @@ public sealed record NeuralNetOptions
         Seed = s.Seed,
         Verbose = s.Verbose,
         Threads = s.Threads,
+        Scaling = CoreMapping.FromCore(s.Scaling),
     };
 
     internal NeuralNetSettings ToCore(FSharpOption<FSharpFunc<CoreEpochReport, Unit>> onEpoch) => new(
@@ -163,5 +168,6 @@ public sealed record NeuralNetOptions
         Seed,
         Verbose,
         Threads,
-        onEpoch);
+        onEpoch,
+        Scaling.ToCore());
 }

@@ -34,6 +34,9 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
     public override bool IsFitted => _core.IsFitted;
 
     /// <inheritdoc/>
+    public override bool IsCompiled => _core.IsCompiled;
+
+    /// <inheritdoc/>
     public override int FeatureCount => _core.Network.Config.InputDim;
 
     /// <summary>The number of targets per row the model was fitted on.</summary>
@@ -136,6 +139,38 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
         return _core.Score(x.Rows(nameof(x)), y);
     }
 
+    /// <summary>
+    /// Fits this quantized model and its float twin (same settings and scaling, no quantization or pruning) on the
+    /// same rows and one target, to measure what quantization costs.
+    /// </summary>
+    /// <param name="x">Training rows.</param>
+    /// <param name="y">One target per row.</param>
+    /// <returns>This regressor, and the float twin (which predicts only with <see cref="FheMode.Disable"/>).</returns>
+    public (NeuralNetRegressor Quantized, NeuralNetRegressor Float) FitBenchmark(Features x, double[] y)
+    {
+        var rows = x.Rows(nameof(x));
+        ArgumentNullException.ThrowIfNull(y);
+        var (quantized, twin) = new CoreRegressor(_core.Settings).FitBenchmark(rows, y);
+        _core = quantized;
+        return (this, new NeuralNetRegressor(twin));
+    }
+
+    /// <summary>
+    /// A new regressor with <paramref name="fraction"/> of every hidden layer's neurons removed, fine-tuned on
+    /// (x, y) with this model's feature scaling. This regressor is unchanged.
+    /// </summary>
+    /// <param name="x">Rows to fine-tune on (raw features).</param>
+    /// <param name="y">One target per row.</param>
+    /// <param name="fraction">The fraction of hidden neurons to remove, in [0, 1).</param>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    /// <exception cref="ParameterOutOfRangeException"><paramref name="fraction"/> outside [0, 1).</exception>
+    public NeuralNetRegressor Prune(Features x, double[] y, double fraction)
+    {
+        var rows = x.Rows(nameof(x));
+        ArgumentNullException.ThrowIfNull(y);
+        return new(_core.Prune(rows, y, fraction));
+    }
+
     /// <summary>A regressor restored from <see cref="NeuralNetEstimator.Dump"/>'s JSON.</summary>
     /// <param name="json">The dumped model.</param>
     /// <exception cref="InvalidShapeException">Not a dumped regressor.</exception>
@@ -174,13 +209,15 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
 
     private protected override FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
-        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding)
+        FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding, FSharpOption<double> rangeMargin)
     {
-        _core.Compile(x, pError, globalPError, roundingThresholdBits, rounding);
+        _core.Compile(x, pError, globalPError, roundingThresholdBits, rounding, rangeMargin);
         return FheCircuitReport.FromCore(_core.CircuitReport());
     }
 
     private protected override CoreCircuitReport ReportCore() => _core.CircuitReport();
+
+    private protected override void LoadCompiledCore(string directory) => _core.LoadCompiled(directory);
 
     private protected override void KeygenCore(bool force) => _core.Keygen(FSharpOption<bool>.Some(force));
 

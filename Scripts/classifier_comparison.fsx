@@ -34,8 +34,7 @@ let linear () =
 
 let fromData name =
     let train, test = readCsv (dataFile $"%s{name}_train.csv"), readCsv (dataFile $"%s{name}_test.csv")
-    let standardize = standardizer train.Features
-    standardize train.Features, train.Target |> Array.map int, standardize test.Features, test.Target |> Array.map int
+    train.Features, train.Target |> Array.map int, test.Features, test.Target |> Array.map int
 
 let accuracy (predicted: int[]) (truth: int[]) =
     float (Array.fold2 (fun n a b -> if a = b then n + 1 else n) 0 predicted truth) / float truth.Length

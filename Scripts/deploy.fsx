@@ -36,15 +36,10 @@ let timed (work: unit -> 'a) =
     let result = work ()
     result, watch.Elapsed.TotalMilliseconds
 
-// The Iris-shaped model of issue 5, standardized with the train split's statistics.
+// The Iris-shaped model, on raw measurements: the model and its deployed client scale them.
 let train = readCsv (dataFile "iris_train.csv")
 let test = readCsv (dataFile "iris_test.csv")
-let columns = train.Columns.Length
-let mean = Array.init columns (fun j -> train.Features |> Array.averageBy (fun r -> float r[j]))
-let std = Array.init columns (fun j -> sqrt (train.Features |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0)))
-let standardize (rows: float32[][]) =
-    rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
-let xTrain, xTest = standardize train.Features, standardize test.Features
+let xTrain, xTest = train.Features, test.Features
 
 let settings =
     NeuralNetSettings.defaults
@@ -116,7 +111,7 @@ try
     let evaluationKeys = client.EvaluationKeys()
     let keyId, registerMs = timed (fun () -> http.RegisterKeysAsync(evaluationKeys).Result)
     let disable (row: float32[]) =
-        IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model row)
+        IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model (FheNet.Preprocessing.FeatureScaler.transformRow model.Scaler row))
 
     /// One encrypted prediction over HTTP: its decrypted accumulators, and the milliseconds spent in each step.
     let predict (c: FheModelClient) (id: string) (row: float32[]) =
@@ -141,7 +136,7 @@ try
           "evaluation_key_bytes", box evaluationKeys.Length
           "register_keys_ms", box registerMs
           "request_bytes", box requestBytes
-          "request_bytes_per_feature", box (float requestBytes / float columns)
+          "request_bytes_per_feature", box (float requestBytes / float train.Columns.Length)
           "answer_bytes", box answerBytes
           "encrypt_ms_median", box (results |> Array.map (fun (_, _, _, e, _, _) -> e) |> median)
           "http_predict_ms_median", box (results |> Array.map (fun (_, _, _, _, h, _) -> h) |> median)

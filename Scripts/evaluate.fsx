@@ -1,5 +1,7 @@
-// Trains a quantized network on a CSV split and scores it on another; the last line is one JSON object.
-// dotnet fsi Scripts/evaluate.fsx -- --train A.csv --test B.csv [--task classification|regression] [--layers 3]
+// Trains a quantized network on a CSV split and scores it on another; the last line is one JSON object. Features are
+// raw columns (the model scales them, --preprocessing); labels are numbers or words (`setosa`, `virginica`).
+// dotnet fsi Scripts/evaluate.fsx -- --train A.csv --test B.csv [--label target] [--features a,b,c]
+//   [--task classification|regression] [--preprocessing standard|robust|none] [--layers 3]
 //   [--w-bits 3] [--a-bits 3] [--accum-bits N] [--epochs 10] [--lr 0.001] [--batch-size N] [--activation relu]
 //   [--multiplier 4] [--pot true|false] [--validation-fraction F] [--patience N] [--seed 0]
 //   [--fhe disable|simulate|execute] [--fhe-samples N]
@@ -18,18 +20,18 @@ open FheNet.Autodiff
 open FheNet.Estimators
 open FheNet.Integer
 
-let train = readCsv (argOr "train" (dataFile "iris_train.csv"))
-let test = readCsv (argOr "test" (dataFile "iris_test.csv"))
+let label = argOr "label" "target"
+let features = scriptArgs |> Map.tryFind "features" |> Option.map (fun f -> f.Split(',', StringSplitOptions.TrimEntries))
+let train = readCsvWith (argOr "train" (dataFile "iris_train.csv")) label features
+let test = readCsvWith (argOr "test" (dataFile "iris_test.csv")) label features
 
-/// Classification when every target is an integer and there are few distinct values.
+/// Classification when a label is a word, or every label an integer with few distinct values.
 let task =
     argOr
         "task"
-        (if looksLikeClasses train.Target then "classification" else "regression")
+        (if isClassification train then "classification" else "regression")
 
-// Standardize with the train split's statistics.
-let standardize = standardizer train.Features
-let xTrain, xTest = standardize train.Features, standardize test.Features
+let xTrain, xTest = train.Features, test.Features
 
 let settings =
     NeuralNetSettings.defaults
@@ -46,6 +48,7 @@ let settings =
           "module__power_of_two_scaling", box (argOr "pot" "true")
           "validation_fraction", box (argOr "validation-fraction" (string NeuralNetSettings.defaults.ValidationFraction))
           "patience", box (argOr "patience" "none")
+          "preprocessing", box (argOr "preprocessing" "standard")
           "random_state", box (argOr "seed" "0") ]
 
 let fhe =
@@ -99,8 +102,8 @@ let runFhe
 let watch = Stopwatch.StartNew()
 let score, floatScore, bitWidths, metric, fheFields =
     if task = "classification" then
-        let yTrain, yTest = train.Target |> Array.map int, test.Target |> Array.map int
-        let model, twin = NeuralNetClassifier<int>(settings).FitBenchmark(xTrain, yTrain)
+        let yTrain, yTest = train.Labels, test.Labels
+        let model, twin = NeuralNetClassifier<string>(settings).FitBenchmark(xTrain, yTrain)
         let seconds = watch.Elapsed.TotalSeconds
         let accuracy = model.Score(xTest, yTest)
         let fheFields =

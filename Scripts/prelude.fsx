@@ -4,26 +4,35 @@
 // The library's package dependencies (resolved from the local NuGet cache that the build filled).
 #r "nuget: System.Numerics.Tensors, 10.0.0"
 #r "nuget: MathNet.Numerics, 5.0.0"
+#r "nuget: Sylvan.Data.Csv, 1.4.4"
 
 open System
-open System.Globalization
 open System.IO
+open FheNet.Preprocessing
 
-/// A dataset in the format of data/: a header, feature columns, and a last column named `target`.
-type Table = { Features: float32[][]; Target: float[]; Columns: string[] }
+/// A CSV file read by the library's reader: raw feature columns (the models scale them) and a label column as text.
+type Table =
+    { Features: float32[][]
+      /// The label column's values as they are written (numbers or words such as `setosa`).
+      Labels: string[]
+      Columns: string[]
+      Csv: CsvTable
+      Path: string }
 
-/// Reads a CSV file of data/ (invariant culture, last column the target).
-let readCsv (path: string) : Table =
-    let lines = File.ReadAllLines path |> Array.filter (fun l -> l.Trim() <> "")
-    let header = lines[0].Split ','
-    if header[header.Length - 1] <> "target" then
-        failwith $"%s{path}: the last column must be named 'target'"
-    let rows =
-        lines[1..]
-        |> Array.map (fun l -> l.Split ',' |> Array.map (fun s -> Double.Parse(s, CultureInfo.InvariantCulture)))
-    { Features = rows |> Array.map (fun r -> r[.. r.Length - 2] |> Array.map float32)
-      Target = rows |> Array.map (fun r -> r[r.Length - 1])
-      Columns = header[.. header.Length - 2] }
+    /// The labels as numbers (regression targets, integer classes); an error naming the line of a word label.
+    member t.Target: float[] = CsvTable.valueLabels t.Path t.Csv
+
+    /// True when every label reads as a number.
+    member t.NumericLabels = (CsvTable.numericLabels t.Csv).IsSome
+
+/// Reads a CSV file with a header: the label column by name and the feature columns by name (None: every other
+/// column). Ragged rows, empty cells and non-numeric features stop with an error naming the line and the column.
+let readCsvWith (path: string) (label: string) (features: string[] option) : Table =
+    let csv = Csv.readFile path label features
+    { Features = csv.Features; Labels = csv.Labels; Columns = csv.Columns; Csv = csv; Path = path }
+
+/// Reads a CSV file of data/ (or any with a `target` column): every other column is a feature.
+let readCsv (path: string) : Table = readCsvWith path "target" None
 
 /// The repository's data folder, whatever the working directory.
 let dataFile name = Path.Combine(__SOURCE_DIRECTORY__, "..", "data", name)
@@ -44,7 +53,12 @@ let argOr name fallback =
 let looksLikeClasses (targets: float[]) =
     targets |> Array.forall (fun v -> v = round v) && (Array.distinct targets).Length <= 20
 
-/// Standardizes rows with the mean and standard deviation of `train` (constant columns are left centred).
+/// Labels of a classification task: words, or numbers that look like classes.
+let isClassification (t: Table) = not t.NumericLabels || looksLikeClasses t.Target
+
+/// Standardizes rows with the mean and standard deviation of `train` (constant columns are left centred). The
+/// estimators scale raw features themselves (the `preprocessing` setting); this is for code that uses the networks
+/// below the estimators.
 let standardizer (train: float32[][]) : float32[][] -> float32[][] =
     let columns = train[0].Length
     let mean = Array.init columns (fun j -> train |> Array.averageBy (fun r -> float r[j]))

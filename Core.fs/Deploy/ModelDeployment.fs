@@ -11,6 +11,7 @@ open FheNet.Integer
 open FheNet.Numerics
 open FheNet.Tfhe
 open FheNet.Fhe
+open FheNet.Preprocessing
 
 /// The files of a model directory (written by FheModelDev.Save) and of a client's key directory.
 module ModelFiles =
@@ -41,6 +42,8 @@ type ICompiledFheModel =
     abstract Circuit: Circuit
     /// The task and the post-processing of the outputs.
     abstract Task: ModelTask
+    /// The scaling of raw features and the feature range the circuit was calibrated for.
+    abstract Inputs: InputContract
 
 module internal Available =
 
@@ -197,18 +200,22 @@ module internal SavedModel =
         let circuit =
             Files.read (Path.Combine(dir, ModelFiles.ServerArtifact)) (missing dir) ObjectKind.ServerArtifact ModelContext.artifacts CircuitFormat.read
         let client = readClient dir
-        if ClientArtifactFormat.ofCircuit circuit client.Task <> client then
+        if ClientArtifactFormat.ofCircuit circuit client.Task client.Inputs <> client then
             raise (InvalidFheDataException FormatError.ParameterMismatch)
         circuit, client
 
 /// The model owner's side: writes a compiled model's server and client artifacts (nothing secret in either) and
 /// reads them back.
 [<Sealed>]
-type FheModelDev(circuit: Circuit, task: ModelTask) =
-    let client = ClientArtifactFormat.ofCircuit circuit task
+type FheModelDev(circuit: Circuit, task: ModelTask, inputs: InputContract) =
+    let client = ClientArtifactFormat.ofCircuit circuit task inputs
 
     /// The artifacts of a fitted, compiled estimator.
-    new(model: ICompiledFheModel) = FheModelDev(model.Circuit, model.Task)
+    new(model: ICompiledFheModel) = FheModelDev(model.Circuit, model.Task, model.Inputs)
+
+    /// The artifacts of a circuit whose inputs are used as they are, unbounded.
+    new(circuit: Circuit, task: ModelTask) =
+        FheModelDev(circuit, task, InputContract.identity circuit.Model.Layers[0].Weights[0].Length)
 
     /// The compiled circuit (the server artifact's content).
     member _.Circuit = circuit
@@ -250,13 +257,14 @@ type FheModelDev(circuit: Circuit, task: ModelTask) =
     /// FileNotFoundException when there is none.
     static member Load(directory: string) =
         let circuit, client = SavedModel.read directory
-        FheModelDev(circuit, client.Task)
+        FheModelDev(circuit, client.Task, client.Inputs)
 
-    /// The circuit saved in a directory, checked to be compiled from this integer model (same input quantizer,
-    /// weights and biases; a rounding threshold may have changed the shifts): how a fitted estimator gets its
-    /// compiled form back. ArgumentException when the directory holds another network's circuit.
-    static member LoadCircuitOf(model: IntegerModel, directory: string) : Circuit =
-        let circuit = (FheModelDev.Load directory).Circuit
+    /// The model saved in a directory, checked to be compiled from this integer model (same input quantizer,
+    /// weights and biases; a rounding threshold may have changed the shifts) with this feature scaler: how a fitted
+    /// estimator gets its compiled form back. ArgumentException when the directory holds another model.
+    static member LoadCompiledOf(model: IntegerModel, scaler: FeatureScaler, directory: string) : FheModelDev =
+        let dev = FheModelDev.Load directory
+        let circuit = dev.Circuit
         let same (a: IntegerLayer) (b: IntegerLayer) = a.Weights = b.Weights && a.Biases = b.Biases
         let saved = circuit.Model
         if saved.InputScale <> model.InputScale
@@ -264,7 +272,9 @@ type FheModelDev(circuit: Circuit, task: ModelTask) =
            || saved.Layers.Length <> model.Layers.Length
            || not (Array.forall2 same saved.Layers model.Layers) then
             raise (ArgumentException($"The model saved in %s{directory} was compiled from another network; save this one with FheModelDev.", "directory"))
-        circuit
+        if dev.ClientArtifact.Inputs.Scaler <> scaler then
+            raise (ArgumentException($"The model saved in %s{directory} scales its features differently; save this one with FheModelDev.", "directory"))
+        dev
 
 /// The client's keys: the secret key and the serialized evaluation keys made from it.
 type private ClientKeys = { Secret: ClientKey; Evaluation: byte[] }
@@ -284,6 +294,12 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     let context = artifact.ModelContext
     let inputEncoding = Encoding.WithPadding(1 <<< artifact.InputAccumulatorBits)
     let outputEncoding = Encoding.WithPadding(1 <<< artifact.OutputAccumulatorBits)
+
+    let checkWidth (x: float32[]) =
+        if isNull (box x) then
+            raise (ArgumentNullException "x")
+        if x.Length <> artifact.Features then
+            raise (InvalidShapeException("x", $"has %d{x.Length} features; the model takes %d{artifact.Features}"))
 
     let missingKeys = $"No FheNet keys in %s{keyDirectory}: call GenerateKeys() first."
 
@@ -372,14 +388,19 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     /// seeds and bodies; no secret key material).
     member _.EvaluationKeys() : byte[] = Array.copy (current ()).Evaluation
 
-    /// The input codes of one row of features: clip(round(x / scale)), as the integer model quantizes.
+    /// The input codes of one row of raw features: scaled as the model learned in fit, then clip(round(x / scale)),
+    /// as the integer model quantizes.
     member _.Quantize(x: float32[]) : int[] =
-        if isNull (box x) then
-            raise (ArgumentNullException "x")
-        if x.Length <> artifact.Features then
-            raise (InvalidShapeException("x", $"has %d{x.Length} features; the model takes %d{artifact.Features}"))
-        Guard.allFinite "x" (ReadOnlySpan x)
-        x |> Array.map (fun v -> int (CodeSpec.code artifact.InputCodes (v / artifact.InputScale)))
+        checkWidth x
+        FeatureScaler.checkFinite "x" [| x |]
+        FeatureScaler.transformRow artifact.Inputs.Scaler x
+        |> Array.map (fun v -> int (CodeSpec.code artifact.InputCodes (v / artifact.InputScale)))
+
+    /// The features of one raw row outside the range the circuit was calibrated for (such a row may overflow an
+    /// accumulator and differ from the clear model); an empty result when it is inside.
+    member _.CheckRange(x: float32[]) : RangeCheck =
+        checkWidth x
+        FeatureRange.check artifact.Inputs.Range x
 
     /// Quantizes one row, encrypts its codes (one public seed for the whole row) and serializes them.
     member this.QuantizeEncryptSerialize(x: float32[]) : byte[] =

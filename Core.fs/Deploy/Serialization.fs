@@ -10,6 +10,7 @@ open FheNet.Quantization
 open FheNet.Integer
 open FheNet.Tfhe
 open FheNet.Fhe
+open FheNet.Preprocessing
 
 /// What a deployed model does with its outputs, and what the client needs to post-process them.
 [<RequireQualifiedAccess>]
@@ -39,7 +40,9 @@ type ClientArtifact =
       OutputAccumulatorBits: int
       /// The real value of one output accumulator unit.
       OutputScale: float32
-      Task: ModelTask }
+      Task: ModelTask
+      /// The scaling of raw features before the quantizer, and the range the circuit was calibrated for.
+      Inputs: InputContract }
 
 /// One row of input ciphertexts sharing one mask seed (compressed, as sent by a client): ciphertext i's mask is the
 /// i-th run of Dimension values of the AES-CTR stream started at Seed; only the bodies are stored.
@@ -796,6 +799,8 @@ type UntrustedArtifactException(refusal: ArtifactRefusal) =
 ///     parameters · bytes model context (32) · i32 features · f32 input scale · code spec · i32 input bits
 ///     · i32 outputs · i64[] output offsets · i32 output bits · f32 output scale
 ///     · u8 task: 1 + string[] classes | 2 + f64[] target mean + f64[] target std
+///     · inputs: f64[] scaler centre · f64[] scaler scale · f64[] range min · f64[] range max
+///       (absent in artifacts written before models scaled their features: no scaling, no range)
 module ClientArtifactFormat =
 
     /// Writes a client artifact.
@@ -820,6 +825,24 @@ module ClientArtifactFormat =
             w.WriteByte 2uy
             Fields.writeDoubles w mean
             Fields.writeDoubles w std
+        for values in [ a.Inputs.Scaler.Center; a.Inputs.Scaler.Scale; a.Inputs.Range.Min; a.Inputs.Range.Max ] do
+            Fields.writeDoubles w values
+
+    let private readInputs (r: PayloadReader) (features: int) : InputContract =
+        if r.Remaining = 0L then
+            InputContract.identity features
+        else
+            let field name =
+                let values = Fields.readDoubles r name
+                Check.equal $"%s{name} values" (int64 features) (int64 values.Length)
+                values
+            let center = field "scaler centre"
+            let scale = field "scaler scale"
+            scale |> Array.iteri (fun j s -> Check.positive $"scaler scale[%d{j}]" s)
+            let lo = field "range min"
+            let hi = field "range max"
+            Array.iteri2 (fun j a b -> if not (a <= b) then Check.malformed $"range of feature %d{j} is empty") lo hi
+            { Scaler = { Center = center; Scale = scale }; Range = { Min = lo; Max = hi } }
 
     /// Reads and validates a client artifact. Its parameter set is held to the 128-bit security check whatever its
     /// Insecure mark says; a failing set raises UntrustedArtifactException unless <c>insecure</c> allows it.
@@ -860,6 +883,7 @@ module ClientArtifactFormat =
                 std |> Array.iteri (fun i s -> Check.positive $"target std[%d{i}]" s)
                 ModelTask.Regression(mean, std)
             | b -> Check.malformed $"task has tag %d{b}"
+        let inputs = readInputs r features
         { Parameters = parameters
           ModelContext = context
           Features = features
@@ -870,15 +894,21 @@ module ClientArtifactFormat =
           OutputOffsets = offsets
           OutputAccumulatorBits = outputBits
           OutputScale = outputScale
-          Task = task }
+          Task = task
+          Inputs = inputs }
 
     /// Reads and validates a client artifact, refusing a parameter set below 128-bit security.
     let read (r: PayloadReader) : ClientArtifact = readWith InsecureParameters.Refuse r
 
-    /// The client artifact of a circuit: its quantizer, encodings, parameters and context, with the task.
-    let ofCircuit (circuit: Circuit) (task: ModelTask) : ClientArtifact =
+    /// The client artifact of a circuit: its quantizer, encodings, parameters and context, with the task and the
+    /// input contract.
+    let ofCircuit (circuit: Circuit) (task: ModelTask) (inputs: InputContract) : ClientArtifact =
         let last = Array.last circuit.Layers
         let outputs = last.Neurons
+        let features = circuit.Model.Layers[0].Weights[0].Length
+        for name, values in [ "scaler centre", inputs.Scaler.Center; "scaler scale", inputs.Scaler.Scale; "range min", inputs.Range.Min; "range max", inputs.Range.Max ] do
+            if values.Length <> features then
+                raise (InvalidShapeException($"inputs: %s{name}", $"has %d{values.Length} values; the model takes %d{features} features"))
         match task with
         | ModelTask.Classification classes when classes.Length <> outputs ->
             raise (InvalidShapeException("task", $"names %d{classes.Length} classes; the model has %d{outputs} outputs"))
@@ -889,7 +919,7 @@ module ClientArtifactFormat =
         | _ -> ()
         { Parameters = circuit.Parameters
           ModelContext = ModelContext.ofCircuit circuit
-          Features = circuit.Model.Layers[0].Weights[0].Length
+          Features = features
           InputScale = circuit.Model.InputScale
           InputCodes = circuit.Model.InputCodes
           InputAccumulatorBits = circuit.InputAccumulatorBits
@@ -897,7 +927,8 @@ module ClientArtifactFormat =
           OutputOffsets = Array.copy last.Offsets
           OutputAccumulatorBits = last.AccumulatorBits
           OutputScale = (Array.last circuit.Model.Layers).AccumulatorScale
-          Task = task }
+          Task = task
+          Inputs = inputs }
 
 /// Signatures of client artifacts by their model owner (ECDSA P-256 over SHA-256), so that a client which knows the
 /// owner's public key detects an artifact altered in transit or by the server that serves it.

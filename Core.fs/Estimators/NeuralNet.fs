@@ -8,26 +8,31 @@ open FheNet.Autodiff
 open FheNet.Nn
 open FheNet.Integer
 open FheNet.Fhe
+open FheNet.Preprocessing
 
-/// A trained network with what prediction needs: the integer model (None for a float twin) and, for a regressor,
-/// the target standardization.
+/// A trained network with what prediction needs: the feature scaler learned by fit, the integer model (None for a
+/// float twin) and, for a regressor, the target standardization.
 type FittedNetwork =
     { Network: Network
       Integer: IntegerModel option
       History: EpochReport list
       /// The quantized model against its float path on the training rows (None for a float twin or a loaded model).
       QuantizationCheck: QuantizationCheck option
+      Scaler: FeatureScaler
       TargetMean: float[]
       TargetStd: float[] }
 
-/// A model compiled for FHE: its circuit and, once generated, its keys with the server's prepared circuit.
+/// A model compiled for FHE: its circuit, the raw feature range it was calibrated for and, once generated, its keys
+/// with the server's prepared circuit.
 [<Sealed>]
-type internal FheSession(circuit: Circuit, seed: int) =
+type internal FheSession(circuit: Circuit, range: FeatureRange, seed: int) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
     // Mean seconds per layer over the rows of the last encrypted run.
     let mutable lastLayerSeconds: float[] option = None
 
     member _.Circuit = circuit
+
+    member _.Range = range
 
     /// The keys, generated on first use (or again when forced).
     member _.Keygen(force: bool) =
@@ -81,8 +86,8 @@ module internal Fitting =
                         $"%s{name}[%d{i}]",
                         $"has %d{row.Length} features but %s{what} %d{width}; pass rows of %d{width} features"
                     )
-                )
-            Guard.allFinite $"%s{name}[%d{i}]" (ReadOnlySpan row))
+                ))
+        FeatureScaler.checkFinite name x
 
     let toSingle (x: float[][]) : float32[][] =
         if isNull (box x) then raise (InvalidShapeException("X", "is null"))
@@ -207,11 +212,12 @@ module internal Fitting =
         let net, check = guardCollapse s threads net xs targets
         net, history, check
 
-    let fitted (net: Network) history check mean std =
+    let fitted (net: Network) history check scaler mean std =
         { Network = net
           Integer = (if net.Config.Quant.IsSome then Some(IntegerModel.ofNetwork net) else None)
           History = history
           QuantizationCheck = check
+          Scaler = scaler
           TargetMean = mean
           TargetStd = std }
 
@@ -219,6 +225,7 @@ module internal Fitting =
     /// compiled circuit's, rounding threshold included, once compiled), simulated or encrypted as asked.
     let outputs (s: NeuralNetSettings) (f: FittedNetwork) (session: FheSession option) (fhe: FheMode) (x: float32[][]) =
         checkFeatures "X" x (Some f.Network.Config.InputDim)
+        let x = FeatureScaler.transform f.Scaler x
         match fhe, session, f.Integer with
         | FheMode.Disable, None, Some model -> IntegerModel.predict (max 1 s.Threads) model x
         | FheMode.Disable, None, None ->
@@ -229,25 +236,54 @@ module internal Fitting =
         | FheMode.Execute, Some session, _ -> session.Execute x |> Array.map (IntegerModel.dequantize session.Circuit.Model)
         | _, None, _ -> raise (FheNotAvailableException(string fhe))
 
-    /// Compiles the integer model of a fitted network for FHE.
+    /// Compiles the integer model of a fitted network for FHE on raw calibration rows; the raw feature range it is
+    /// calibrated for is theirs, widened by the range margin.
     let compile (s: NeuralNetSettings) (f: FittedNetwork) (x: float32[][]) (options: CompileOptions) =
         checkFeatures "X" x (Some f.Network.Config.InputDim)
         match f.Integer with
-        | Some model -> FheSession(Compiler.compile options model x, s.Seed)
+        | Some model ->
+            let circuit = Compiler.compile options model (FeatureScaler.transform f.Scaler x)
+            FheSession(circuit, FeatureRange.ofRows options.RangeMargin x, s.Seed)
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile; compile the quantized model.")
 
-    /// The compile options from the reference's keyword arguments.
-    let compileOptions (pError: float option) (globalPError: float option) (roundingThresholdBits: int option) (rounding: RoundingMethod option) =
+    /// The compile options from the reference's keyword arguments, and the range margin (the fraction by which
+    /// every calibrated range widens on both sides; default 0.25, infinity for the worst case over all inputs).
+    let compileOptions (pError: float option) (globalPError: float option) (roundingThresholdBits: int option) (rounding: RoundingMethod option) (rangeMargin: float option) =
         { PError = pError
           GlobalPError = globalPError
           RoundingThresholdBits = roundingThresholdBits
           Rounding = defaultArg rounding RoundingMethod.Exact
-          RangeMargin = CompileOptions.Default.RangeMargin }
+          RangeMargin = defaultArg rangeMargin CompileOptions.Default.RangeMargin }
+
+    /// Per-layer bit-widths of the integer model on raw calibration rows.
+    let bitWidths (f: FittedNetwork) (x: float32[][]) =
+        checkFeatures "X" x (Some f.Network.Config.InputDim)
+        match f.Integer with
+        | Some m -> IntegerModel.bitWidths m (FeatureScaler.transform f.Scaler x)
+        | None -> raise (InvalidOperationException "A float twin has no integer model.")
+
+    /// The compiled form of a fitted network saved in a directory (see FheModelDev.LoadCompiledOf).
+    let loadCompiled (s: NeuralNetSettings) (f: FittedNetwork) (directory: string) =
+        match f.Integer with
+        | Some model ->
+            let dev = FheNet.Deploy.FheModelDev.LoadCompiledOf(model, f.Scaler, directory)
+            FheSession(dev.Circuit, dev.ClientArtifact.Inputs.Range, s.Seed)
+        | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
+
+    /// The scaler of a fit: the one a pruned network was trained with, or one learned on the rows.
+    let scalerFor (s: NeuralNetSettings) (start: (Network * FeatureScaler) option) (x: float32[][]) =
+        match start with
+        | Some(_, scaler) -> scaler
+        | None -> FeatureScaler.fit s.Scaling x
 
     let compiledSession (session: FheSession option) =
         match session with
         | Some s -> s
         | None -> raise (FheNotAvailableException(string FheMode.Execute))
+
+    /// What a deployed client needs of a fitted, compiled model's inputs.
+    let inputs (f: FittedNetwork) (session: FheSession option) : InputContract =
+        { Scaler = f.Scaler; Range = (compiledSession session).Range }
 
     /// Removes the given fraction of hidden neurons (by L2 norm of their incoming weights) from every hidden layer.
     let pruneNeurons (net: Network) (fraction: float) : Network =
@@ -303,7 +339,10 @@ type ModelDocument =
       WeightLog2Scales: float32[]
       Masks: float32[][]
       TargetMean: float[]
-      TargetStd: float[] }
+      TargetStd: float[]
+      /// The feature scaler (version 2; version 1 models took features as they were).
+      ScalerCenter: float[]
+      ScalerScale: float[] }
 
 module internal Documents =
 
@@ -311,7 +350,7 @@ module internal Documents =
     let FormatName = "FheNet.NeuralNet"
 
     [<Literal>]
-    let CurrentVersion = 1
+    let CurrentVersion = 2
 
     let dump (kind: string) (s: NeuralNetSettings) (classes: string[]) (f: FittedNetwork) =
         let net = f.Network
@@ -331,7 +370,9 @@ module internal Documents =
               WeightLog2Scales = net.Layers |> Array.map (fun p -> p.WeightLog2Scale.Value.Data[0])
               Masks = net.Layers |> Array.map (fun p -> p.Mask)
               TargetMean = f.TargetMean
-              TargetStd = f.TargetStd }
+              TargetStd = f.TargetStd
+              ScalerCenter = f.Scaler.Center
+              ScalerScale = f.Scaler.Scale }
         JsonSerializer.Serialize doc
 
     let load (kind: string) (json: string) =
@@ -344,12 +385,22 @@ module internal Documents =
                 raise (InvalidShapeException("json", $"is not a dumped model: %s{e.Message}"))
         if doc.Format <> FormatName then
             raise (InvalidShapeException("json", $"is not a %s{FormatName} document"))
-        if doc.Version <> CurrentVersion then
-            raise (ParameterOutOfRangeException("json.Version", doc.Version, $"format version %d{CurrentVersion}"))
+        if doc.Version < 1 || doc.Version > CurrentVersion then
+            raise (ParameterOutOfRangeException("json.Version", doc.Version, $"a format version from 1 to %d{CurrentVersion}"))
         if doc.Kind <> kind then
             raise (InvalidShapeException("json", $"holds a %s{doc.Kind}, not a %s{kind}"))
         let settings =
             NeuralNetSettings.setMany (doc.Settings |> Array.map (fun (k, v: string) -> k, (v :> objnull))) NeuralNetSettings.defaults
+        let settings, scaler =
+            if doc.Version = 1 then
+                { settings with Scaling = FeatureScaling.None }, FeatureScaler.identity doc.InputDim
+            else
+                let scaler = { Center = doc.ScalerCenter; Scale = doc.ScalerScale }
+                if isNull (box scaler.Center) || isNull (box scaler.Scale) || scaler.Center.Length <> doc.InputDim || scaler.Scale.Length <> doc.InputDim
+                   || scaler.Scale |> Array.exists (fun v -> not (Double.IsFinite v && v > 0.0))
+                   || scaler.Center |> Array.exists (Double.IsFinite >> not) then
+                    raise (InvalidShapeException("json", $"has no valid feature scaler for its %d{doc.InputDim} features"))
+                settings, scaler
         let config = Fitting.networkConfig settings doc.InputDim doc.Outputs doc.Quantized
         let config = { config with Hidden = doc.Hidden }
         let widths = config.Widths
@@ -363,7 +414,7 @@ module internal Documents =
                       WeightLog2Scale = Ad.parameter (Tensor.scalar doc.WeightLog2Scales[l])
                       Mask = doc.Masks[l]
                       Buffers = LinearBuffers() }) }
-        settings, doc.Classes, Fitting.fitted net [] None doc.TargetMean doc.TargetStd
+        settings, doc.Classes, Fitting.fitted net [] None scaler doc.TargetMean doc.TargetStd
 
 /// A classifier trained with quantization-aware training; predicts with its integer model (the program FHE runs).
 /// Labels may be of any type with equality and ordering; predict returns them. Not thread-safe while fitting.
@@ -392,6 +443,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// The trained network (float values, scales, masks).
     member _.Network = (fst (fittedState "Network")).Network
 
+    /// The feature scaler learned by fit, applied to raw features before the integer model.
+    member _.Scaler = (fst (fittedState "Scaler")).Scaler
+
     /// The training log.
     member _.History = (fst (fittedState "History")).History
 
@@ -402,9 +456,13 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
+    /// True after compile or LoadCompiled (a new fit discards the circuit).
+    member _.IsCompiled = session.IsSome
+
     /// Fits the quantized network or its float twin, from scratch or from <c>start</c>.
-    member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: Network option) =
+    member internal _.FitCore(x: float32[][], y: 'Label[], quantized: bool, start: (Network * FeatureScaler) option) =
         Fitting.checkFeatures "X" x None
+        let scaler = Fitting.scalerFor settings start x
         if isNull (box y) then raise (InvalidShapeException("y", "is null"))
         Guard.sameLength "y" x.Length y.Length
         let classes = Array.distinct y |> Array.sort
@@ -421,8 +479,9 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
                 Guard.sameLength "criterion__weight" classes.Length w.Length
                 w |> Array.iteri (fun i v -> if not (v >= 0.0 && Double.IsFinite v) then raise (ParameterOutOfRangeException($"criterion__weight[%d{i}]", v, "a finite weight >= 0")))
                 w |> Array.map float32
-        let net, history, check = Fitting.train settings x (Targets.Classes(labels, weights)) classes.Length quantized start
-        state <- Some(Fitting.fitted net history check [||] [||], classes)
+        let net, history, check =
+            Fitting.train settings (FeatureScaler.transform scaler x) (Targets.Classes(labels, weights)) classes.Length quantized (Option.map fst start)
+        state <- Some(Fitting.fitted net history check scaler [||] [||], classes)
         session <- None
 
     /// Trains on rows of features and their labels; returns this estimator.
@@ -458,10 +517,10 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// Compiles the model for FHE on calibration rows (e.g. the training set): p_error per lookup (default 2^-40)
     /// or global_p_error per inference, an optional rounding threshold for every lookup, exact rounding unless
     /// asked otherwise. Returns the circuit; predict with FheMode.Simulate or FheMode.Execute afterwards.
-    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod) =
+    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod, ?rangeMargin: float) =
         let f, _ = fittedState "Compile"
         let compiled =
-            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding)
+            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding rangeMargin)
         session <- Some compiled
         compiled.Circuit
 
@@ -475,10 +534,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     member _.CircuitReport() = (Fitting.compiledSession session).Report()
 
     /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
-    member _.BitWidths(x: float32[][]) =
-        match (fst (fittedState "BitWidths")).Integer with
-        | Some m -> IntegerModel.bitWidths m x
-        | None -> raise (InvalidOperationException "A float twin has no integer model.")
+    member _.BitWidths(x: float32[][]) = Fitting.bitWidths (fst (fittedState "BitWidths")) x
 
     /// Fits this quantized model and its float twin (same settings, no quantization or pruning); returns both.
     member this.FitBenchmark(x: float32[][], y: 'Label[]) =
@@ -494,7 +550,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
         let f, _ = fittedState "Prune"
         let pruned = Fitting.pruneNeurons f.Network fraction
         let result = NeuralNetClassifier<'Label>(settings)
-        result.FitCore(x, y, f.Network.Config.Quant.IsSome, Some pruned)
+        result.FitCore(x, y, f.Network.Config.Quant.IsSome, Some(pruned, f.Scaler))
         result
 
     /// The fitted model as JSON (labels are stored as JSON values).
@@ -520,16 +576,14 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
     /// Restores the compiled circuit saved by <c>FheModelDev(this).Save(directory)</c> (after <c>Load</c> of the
     /// dumped model), so that predict runs in every FHE mode exactly as before saving. Returns the circuit.
     member _.LoadCompiled(directory: string) =
-        match (fst (fittedState "LoadCompiled")).Integer with
-        | Some model ->
-            let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
-            session <- Some(FheSession(circuit, settings.Seed))
-            circuit
-        | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
+        let compiled = Fitting.loadCompiled settings (fst (fittedState "LoadCompiled")) directory
+        session <- Some compiled
+        compiled.Circuit
 
     interface FheNet.Deploy.ICompiledFheModel with
         member this.Circuit = this.Circuit
         member this.Task = FheNet.Deploy.ModelTask.Classification(this.Classes |> Array.map string)
+        member _.Inputs = Fitting.inputs (fst (fittedState "Inputs")) session
 
 /// A regressor trained with quantization-aware training on one or several targets (standardized internally);
 /// predicts with its integer model.
@@ -552,6 +606,8 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     member _.IntegerModel = (fittedState "IntegerModel").Integer
     /// The trained network (float values, scales, masks).
     member _.Network = (fittedState "Network").Network
+    /// The feature scaler learned by fit, applied to raw features before the integer model.
+    member _.Scaler = (fittedState "Scaler").Scaler
     /// The training log.
     member _.History = (fittedState "History").History
     /// The quantized model against its float path on the training rows (a collapse, and whether a scale re-fit
@@ -560,8 +616,12 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     /// True after fit or load.
     member _.IsFitted = state.IsSome
 
-    member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: Network option) =
+    /// True after compile or LoadCompiled (a new fit discards the circuit).
+    member _.IsCompiled = session.IsSome
+
+    member internal _.FitCore(x: float32[][], y: float[][], quantized: bool, start: (Network * FeatureScaler) option) =
         Fitting.checkFeatures "X" x None
+        let scaler = Fitting.scalerFor settings start x
         if isNull (box y) then raise (InvalidShapeException("y", "is null"))
         Guard.sameLength "y" x.Length y.Length
         let outputs = y[0].Length
@@ -576,8 +636,9 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
                 let s = sqrt (y |> Array.averageBy (fun r -> (r[j] - mean[j]) ** 2.0))
                 if s > 0.0 then s else 1.0)
         let standardized = Tensor.init y.Length outputs (fun i j -> float32 ((y[i][j] - mean[j]) / std[j]))
-        let net, history, check = Fitting.train settings x (Targets.Values standardized) outputs quantized start
-        state <- Some(Fitting.fitted net history check mean std)
+        let net, history, check =
+            Fitting.train settings (FeatureScaler.transform scaler x) (Targets.Values standardized) outputs quantized (Option.map fst start)
+        state <- Some(Fitting.fitted net history check scaler mean std)
         session <- None
 
     /// Trains on rows of features and several targets per row; returns this estimator.
@@ -611,10 +672,10 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         if ssTot = 0.0 then 0.0 else 1.0 - ssRes / ssTot
 
     /// Compiles the model for FHE on calibration rows (see NeuralNetClassifier.Compile).
-    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod) =
+    member _.Compile(x: float32[][], ?pError: float, ?globalPError: float, ?roundingThresholdBits: int, ?rounding: RoundingMethod, ?rangeMargin: float) =
         let f = fittedState "Compile"
         let compiled =
-            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding)
+            Fitting.compile settings f x (Fitting.compileOptions pError globalPError roundingThresholdBits rounding rangeMargin)
         session <- Some compiled
         compiled.Circuit
 
@@ -628,10 +689,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
     member _.CircuitReport() = (Fitting.compiledSession session).Report()
 
     /// Per-layer accumulator and lookup-input bit-widths on calibration rows.
-    member _.BitWidths(x: float32[][]) =
-        match (fittedState "BitWidths").Integer with
-        | Some m -> IntegerModel.bitWidths m x
-        | None -> raise (InvalidOperationException "A float twin has no integer model.")
+    member _.BitWidths(x: float32[][]) = Fitting.bitWidths (fittedState "BitWidths") x
 
     /// Fits this quantized model and its float twin; returns both.
     member this.FitBenchmark(x: float32[][], y: float[]) =
@@ -645,7 +703,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         Fitting.checkFraction fraction
         let f = fittedState "Prune"
         let result = NeuralNetRegressor(settings)
-        result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction))
+        result.FitCore(x, y |> Array.map (fun v -> [| v |]), f.Network.Config.Quant.IsSome, Some(Fitting.pruneNeurons f.Network fraction, f.Scaler))
         result
 
     /// The fitted model as JSON.
@@ -664,16 +722,13 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
 
     /// Restores the compiled circuit saved by <c>FheModelDev(this).Save(directory)</c> (see the classifier's).
     member _.LoadCompiled(directory: string) =
-        let f = fittedState "LoadCompiled"
-        match f.Integer with
-        | Some model ->
-            let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
-            session <- Some(FheSession(circuit, settings.Seed))
-            circuit
-        | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
+        let compiled = Fitting.loadCompiled settings (fittedState "LoadCompiled") directory
+        session <- Some compiled
+        compiled.Circuit
 
     interface FheNet.Deploy.ICompiledFheModel with
         member this.Circuit = this.Circuit
         member _.Task =
             let f = fittedState "Task"
             FheNet.Deploy.ModelTask.Regression(Array.copy f.TargetMean, Array.copy f.TargetStd)
+        member _.Inputs = Fitting.inputs (fittedState "Inputs") session

@@ -7,6 +7,7 @@ open FheNet
 open FheNet.Autodiff
 open FheNet.Quantization
 open FheNet.Nn
+open FheNet.Preprocessing
 
 /// How classes weigh in the cross-entropy.
 [<RequireQualifiedAccess>]
@@ -77,7 +78,9 @@ type NeuralNetSettings =
       /// n_jobs: threads for training and prediction (results never depend on it).
       Threads: int
       /// Called after every epoch.
-      OnEpoch: (EpochReport -> unit) option }
+      OnEpoch: (EpochReport -> unit) option
+      /// preprocessing: the scaling of raw features that fit learns and every prediction path applies.
+      Scaling: FeatureScaling }
 
 module NeuralNetSettings =
 
@@ -112,7 +115,8 @@ module NeuralNetSettings =
           Seed = 0
           Verbose = false
           Threads = Environment.ProcessorCount
-          OnEpoch = None }
+          OnEpoch = None
+          Scaling = FeatureScaling.Standard }
 
     /// The longest run that pre-trains by default.
     [<Literal>]
@@ -183,13 +187,18 @@ module NeuralNetSettings =
             ClassWeights.Explicit [| for v in items -> toFloat "criterion__weight" v |]
         | _ -> raise (ParameterOutOfRangeException("criterion__weight", string value, "a list of class weights or \"balanced\""))
 
+    let private scalingOf (value: objnull) =
+        match value with
+        | :? FeatureScaling as f -> f
+        | v -> FeatureScaling.parse (string v)
+
     /// The names accepted by <c>set</c> (Concrete ML / skorch spellings, and short forms).
     let names =
         [ "module__n_layers"; "module__n_hidden_neurons_multiplier"; "module__activation_function"
           "module__n_w_bits"; "n_w_bits"; "module__n_a_bits"; "n_a_bits"; "module__n_accum_bits"; "n_accum_bits"
           "module__power_of_two_scaling"; "power_of_two_scaling"; "max_epochs"; "pretrain_epochs"; "lr"; "batch_size"; "optimizer"
           "optimizer__momentum"; "optimizer__weight_decay"; "iterator_train__shuffle"; "validation_fraction"
-          "patience"; "refit"; "criterion__weight"; "class_weight"; "random_state"; "verbose"; "n_jobs" ]
+          "patience"; "refit"; "criterion__weight"; "class_weight"; "random_state"; "verbose"; "n_jobs"; "preprocessing" ]
 
     /// Sets one setting by its Concrete ML / skorch name (e.g. "module__n_layers", "max_epochs", "lr",
     /// "criterion__weight"), for ported code and grid searches. Unknown names raise, listing the known ones.
@@ -227,6 +236,7 @@ module NeuralNetSettings =
         | "random_state" -> { s with Seed = toInt name value }
         | "verbose" -> { s with Verbose = toBool name value }
         | "n_jobs" -> { s with Threads = max 1 (toInt name value) }
+        | "preprocessing" -> { s with Scaling = scalingOf value }
         | _ ->
             let known = String.concat ", " names
             raise (ParameterOutOfRangeException("name", name, $"one of %s{known}"))
@@ -268,7 +278,8 @@ module NeuralNetSettings =
             | ClassWeights.Balanced -> "balanced"
             | ClassWeights.Explicit w -> w |> Array.map number |> String.concat ",")
            "random_state", string s.Seed
-           "verbose", string s.Verbose |]
+           "verbose", string s.Verbose
+           "preprocessing", FeatureScaling.name s.Scaling |]
 
     /// Checks every setting; raises a typed exception naming the first bad one.
     let validate (s: NeuralNetSettings) =

@@ -1,9 +1,9 @@
-using System.Globalization;
 using System.Runtime.CompilerServices;
 
 namespace FheNet.CSharp.Tests;
 
-/// <summary>A split of one of the repository's datasets (data/), standardized with the train split's statistics.</summary>
+/// <summary>A split of one of the repository's datasets (data/), raw features as in the files: the estimators scale
+/// them.</summary>
 public sealed record DataSplit(double[,] XTrain, double[] YTrain, double[,] XTest, double[] YTest)
 {
     public int[] ClassesTrain => YTrain.Select(v => (int)v).ToArray();
@@ -12,37 +12,25 @@ public sealed record DataSplit(double[,] XTrain, double[] YTrain, double[,] XTes
 
 public static class DataSets
 {
-    private static string DataFolder([CallerFilePath] string here = "") =>
+    public static string DataFolder([CallerFilePath] string here = "") =>
         Path.Combine(Path.GetDirectoryName(here)!, "..", "..", "data");
 
-    /// <summary>Features (rows) and the last column (target) of a CSV file of data/.</summary>
-    private static (double[][] Features, double[] Target) Read(string file)
-    {
-        var rows = File.ReadLines(Path.Combine(DataFolder(), file))
-            .Skip(1)
-            .Where(line => line.Length > 0)
-            .Select(line => line.Split(',').Select(s => double.Parse(s, CultureInfo.InvariantCulture)).ToArray())
-            .ToArray();
-        return (rows.Select(r => r[..^1]).ToArray(), rows.Select(r => r[^1]).ToArray());
-    }
+    /// <summary>A CSV file of data/: every column but <c>target</c> is a feature.</summary>
+    public static CsvData Read(string file) => CsvData.Read(Path.Combine(DataFolder(), file), label: "target");
 
     public static DataSplit Split(string name)
     {
-        var (train, yTrain) = Read($"{name}_train.csv");
-        var (test, yTest) = Read($"{name}_test.csv");
-        var columns = train[0].Length;
-        var mean = Enumerable.Range(0, columns).Select(j => train.Average(r => r[j])).ToArray();
-        var std = Enumerable.Range(0, columns)
-            .Select(j => Math.Max(1e-12, Math.Sqrt(train.Average(r => (r[j] - mean[j]) * (r[j] - mean[j])))))
-            .ToArray();
-        double[,] Standardize(double[][] rows)
-        {
-            var m = new double[rows.Length, columns];
-            for (var i = 0; i < rows.Length; i++)
-                for (var j = 0; j < columns; j++) m[i, j] = (rows[i][j] - mean[j]) / std[j];
-            return m;
-        }
-        return new DataSplit(Standardize(train), yTrain, Standardize(test), yTest);
+        var train = Read($"{name}_train.csv");
+        var test = Read($"{name}_test.csv");
+        return new DataSplit(Matrix(train.Features), train.NumericLabels(), Matrix(test.Features), test.NumericLabels());
+    }
+
+    private static double[,] Matrix(float[][] rows)
+    {
+        var m = new double[rows.Length, rows[0].Length];
+        for (var i = 0; i < rows.Length; i++)
+            for (var j = 0; j < rows[i].Length; j++) m[i, j] = rows[i][j];
+        return m;
     }
 
     /// <summary>The first <paramref name="count"/> rows of a matrix.</summary>

@@ -88,7 +88,8 @@ let tests =
                   let inProcess = rows |> Array.map (fun row -> client.DeserializeDecrypt(local.Run(client.QuantizeEncryptSerialize row, evaluationKeys)))
                   Expect.equal remote inProcess "HTTP equals in-process"
                   let c = clf.Circuit
-                  Expect.equal remote (rows |> Array.map (fun r -> IntegerModel.forward c.Model (IntegerModel.quantizeRow c.Model r))) "equals disable"
+                  let scaled = rows |> Array.map (FheNet.Preprocessing.FeatureScaler.transformRow clf.Scaler)
+                  Expect.equal remote (scaled |> Array.map (fun r -> IntegerModel.forward c.Model (IntegerModel.quantizeRow c.Model r))) "equals disable"
                   let tampered = client.QuantizeEncryptSerialize rows[0]
                   tampered[tampered.Length / 2] <- tampered[tampered.Length / 2] ^^^ 4uy
                   let! refused =

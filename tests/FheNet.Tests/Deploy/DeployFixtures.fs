@@ -45,7 +45,8 @@ let tinyParameters =
 
 /// The classifier's circuit on the tiny set (for format tests only: never run encrypted at this size).
 let tinyCircuit = lazy { circuit.Force() with Parameters = tinyParameters }
-let tinyArtifact = lazy (ClientArtifactFormat.ofCircuit (tinyCircuit.Force()) (dev.Force().ClientArtifact.Task))
+let tinyArtifact =
+    lazy (ClientArtifactFormat.ofCircuit (tinyCircuit.Force()) (dev.Force().ClientArtifact.Task) (dev.Force().ClientArtifact.Inputs))
 let tinyContext = lazy (tinyArtifact.Force().ModelContext)
 let tinyClientKey = lazy (ClientKey.generate tinyParameters)
 let tinyEvaluationKeys = lazy (CompressedServerKey.generate (tinyClientKey.Force()))

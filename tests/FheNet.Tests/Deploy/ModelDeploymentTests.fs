@@ -12,9 +12,11 @@ open FheNet.Tfhe
 open FheNet.Tests
 open FheNet.Tests.Deploy.DeployFixtures
 
-/// What the integer model (fhe = disable, which execute equals) computes for rows.
-let private disable (c: Circuit) (rows: float32[][]) =
-    rows |> Array.map (fun row -> IntegerModel.forward c.Model (IntegerModel.quantizeRow c.Model row))
+/// What the integer model (fhe = disable, which execute equals) computes for raw rows, scaled as the model learned.
+let private disable (c: Circuit) (scaler: FheNet.Preprocessing.FeatureScaler) (rows: float32[][]) =
+    rows
+    |> Array.map (fun row ->
+        IntegerModel.forward c.Model (IntegerModel.quantizeRow c.Model (FheNet.Preprocessing.FeatureScaler.transformRow scaler row)))
 
 /// In-process execute: the Fhe layer's own client and server halves, fresh keys.
 let private execute (c: Circuit) (rows: float32[][]) =
@@ -54,7 +56,7 @@ let tests =
               let remote =
                   rows |> Array.map (fun row -> client.DeserializeDecrypt(server.Run(client.QuantizeEncryptSerialize row, evaluationKeys)))
               Expect.equal remote (execute c rows) "equal to in-process execute"
-              Expect.equal remote (disable c rows) "equal to disable"
+              Expect.equal remote (disable c (classifier.Force().Scaler) rows) "equal to disable"
               use file = File.OpenRead client.EvaluationKeysPath
               let streamed = server.LoadEvaluationKeys(file, file.Length)
               let row = client.QuantizeEncryptSerialize rows[0]
@@ -78,8 +80,9 @@ let tests =
               let _, client = deployed.Force()
               let c = circuit.Force()
               for row in xTest do
-                  Expect.equal (client.Quantize row) (IntegerModel.quantizeRow c.Model row) "input codes"
-              let proba = xTest |> Array.map (fun row -> client.Dequantize(disable c [| row |] |> Array.exactlyOne))
+                  let scaled = FheNet.Preprocessing.FeatureScaler.transformRow (classifier.Force().Scaler) row
+                  Expect.equal (client.Quantize row) (IntegerModel.quantizeRow c.Model scaled) "input codes"
+              let proba = xTest |> Array.map (fun row -> client.Dequantize(disable c (classifier.Force().Scaler) [| row |] |> Array.exactlyOne))
               Expect.equal proba (classifier.Force().PredictProba xTest) "probabilities"
               // A regressor: values mapped back through the target scaling.
               let targets = Array.init x.Length (fun i -> float y[i] * 3.0 + float (x[i][0]))
@@ -92,7 +95,7 @@ let tests =
               regressor.Compile x |> ignore
               use keys = new TempDirectory()
               let regressorClient = FheModelClient(FheSerializer.clientArtifactToBytes (FheModelDev(regressor).ClientArtifact), keys.Path)
-              let values = xTest |> Array.map (fun row -> regressorClient.Dequantize(disable regressor.Circuit [| row |] |> Array.exactlyOne))
+              let values = xTest |> Array.map (fun row -> regressorClient.Dequantize(disable regressor.Circuit regressor.Scaler [| row |] |> Array.exactlyOne))
               Expect.equal values (regressor.PredictMulti xTest) "regression values"
               Expect.equal regressorClient.Classes [||] "no classes"
           }

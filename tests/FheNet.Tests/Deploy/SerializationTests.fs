@@ -145,7 +145,7 @@ let tests =
 
           testProperty "client artifacts round-trip"
           <| forAll (tasks (circuit.Force().Layers |> Array.last).Neurons) (fun task ->
-              let a = ClientArtifactFormat.ofCircuit (circuit.Force()) task
+              let a = ClientArtifactFormat.ofCircuit (circuit.Force()) task (dev.Force().ClientArtifact.Inputs)
               FheSerializer.clientArtifactOfBytes (FheSerializer.clientArtifactToBytes a) = a)
 
           testProperty "client keys round-trip"

@@ -250,9 +250,9 @@ let tests =
               let xTrain, yTrain, xTest, _ = iris.Value
               let c () = NeuralNetClassifier<int>({ settings with MaxEpochs = 1 })
               let nan = xTrain |> Array.mapi (fun i r -> if i = 3 then Array.append [| nanf |] r[1..] else r)
-              throws<ParameterOutOfRangeException> (fun () -> c().Fit(nan, yTrain) |> ignore) "NaN"
+              throws<FheNet.Preprocessing.NonFiniteFeatureException> (fun () -> c().Fit(nan, yTrain) |> ignore) "NaN"
               let inf = xTrain |> Array.mapi (fun i r -> if i = 0 then Array.append [| infinityf |] r[1..] else r)
-              throws<ParameterOutOfRangeException> (fun () -> c().Fit(inf, yTrain) |> ignore) "infinity"
+              throws<FheNet.Preprocessing.NonFiniteFeatureException> (fun () -> c().Fit(inf, yTrain) |> ignore) "infinity"
               let ragged = xTrain |> Array.mapi (fun i r -> if i = 5 then r[1..] else r)
               throws<InvalidShapeException> (fun () -> c().Fit(ragged, yTrain) |> ignore) "ragged rows"
               throws<InvalidShapeException> (fun () -> c().Fit(xTrain, yTrain[1..]) |> ignore) "row count mismatch"
