@@ -80,6 +80,11 @@ public abstract record NeuralNetBuilder<TSelf> where TSelf : NeuralNetBuilder<TS
     /// <param name="epochs">The most epochs to train.</param>
     public TSelf Epochs(int epochs) => With(Options with { Epochs = epochs });
 
+    /// <summary>Epochs of float training before the quantization-aware ones (default automatic: as many as the
+    /// epochs for runs of up to 30 epochs, none beyond; 0 for none).</summary>
+    /// <param name="epochs">The float epochs, or null for automatic.</param>
+    public TSelf PretrainEpochs(int? epochs) => With(Options with { PretrainEpochs = epochs });
+
     /// <summary>Learning rate (default 0.001).</summary>
     /// <param name="rate">A positive number.</param>
     public TSelf LearningRate(double rate) => With(Options with { LearningRate = rate });

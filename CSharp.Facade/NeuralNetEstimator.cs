@@ -36,6 +36,12 @@ public abstract class NeuralNetEstimator
     /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
     public IReadOnlyList<EpochSummary> History => HistoryCore.Select(EpochSummary.FromCore).ToArray();
 
+    /// <summary>The quantized model against its float path on the training rows of the last fit; null for a loaded
+    /// model or a float twin.</summary>
+    /// <exception cref="NotFittedException">Before <c>Fit</c>.</exception>
+    public QuantizationCheck? QuantizationCheck =>
+        QuantizationCheckCore is { } check ? CSharp.QuantizationCheck.FromCore(check.Value) : null;
+
     /// <summary>
     /// Compiles the fitted model to an FHE circuit: bounds every accumulator on the calibration rows (the training
     /// rows are a good choice), sizes the table lookups and picks the TFHE parameters. Afterwards predict with
@@ -144,6 +150,8 @@ public abstract class NeuralNetEstimator
     public void Save(string path) => File.WriteAllText(path, Dump());
 
     private protected abstract FSharpList<CoreEpochReport> HistoryCore { get; }
+
+    private protected abstract FSharpOption<FheNet.Nn.QuantizationCheck>? QuantizationCheckCore { get; }
 
     /// <summary>Compiles and returns the new circuit's report.</summary>
     private protected abstract FheCircuitReport CompileThenReport(

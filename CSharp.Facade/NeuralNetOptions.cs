@@ -37,6 +37,11 @@ public sealed record NeuralNetOptions
     /// <summary>Training epochs (the most, with early stopping).</summary>
     public int Epochs { get; init; }
 
+    /// <summary>Epochs of float training (the network without quantization) before the quantization-aware epochs;
+    /// null for automatic: as many as <see cref="Epochs"/> for runs of up to 30 epochs, none beyond; 0 for none
+    /// (quantization-aware training from the random initialisation, as Concrete ML).</summary>
+    public int? PretrainEpochs { get; init; }
+
     /// <summary>Learning rate of the optimizer.</summary>
     public double LearningRate { get; init; }
 
@@ -117,6 +122,7 @@ public sealed record NeuralNetOptions
         AccumulatorBits = s.AccumulatorBits.ToNullable(),
         PowerOfTwoScaling = s.PowerOfTwoScaling,
         Epochs = s.MaxEpochs,
+        PretrainEpochs = s.PretrainEpochs.ToNullable(),
         LearningRate = s.Lr,
         BatchSize = s.BatchSize.ToNullable(),
         Optimizer = CoreMapping.FromCore(s.Optimizer),
@@ -146,6 +152,7 @@ public sealed record NeuralNetOptions
         AccumulatorBits.ToOption(),
         PowerOfTwoScaling,
         Epochs,
+        PretrainEpochs.ToOption(),
         LearningRate,
         BatchSize.ToOption(),
         Optimizer.ToCore(),

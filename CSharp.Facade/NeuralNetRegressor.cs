@@ -207,6 +207,8 @@ public sealed class NeuralNetRegressor : NeuralNetEstimator
 
     private protected override FSharpList<CoreEpochReport> HistoryCore => _core.History;
 
+    private protected override FSharpOption<FheNet.Nn.QuantizationCheck>? QuantizationCheckCore => _core.QuantizationCheck;
+
     private protected override FheCircuitReport CompileThenReport(
         float[][] x, FSharpOption<double> pError, FSharpOption<double> globalPError,
         FSharpOption<int> roundingThresholdBits, FSharpOption<CoreRounding> rounding, FSharpOption<double> rangeMargin)

@@ -17,6 +17,19 @@ public sealed record EpochSummary(int Epoch, double TrainLoss, double? ValidLoss
         new(r.Epoch, r.TrainLoss, r.ValidLoss.ToNullable(), r.ValidMetric.ToNullable(), r.Seconds, r.Refit);
 }
 
+/// <summary>The quantized model against its own float path (the same weights without quantization) on the training
+/// rows, computed by <c>Fit</c>: a collapse is a quantized score far below the float path's.</summary>
+/// <param name="Quantized">Accuracy (classifier) or R² (regressor) of the quantized model.</param>
+/// <param name="Float">The same metric of the float path.</param>
+/// <param name="Collapsed">True when the quantized model is more than 0.2 below its float path.</param>
+/// <param name="Recovered">True when a re-fit of the scales after training recovered from a collapse (the figures
+/// are those after it).</param>
+public sealed record QuantizationCheck(double Quantized, double Float, bool Collapsed, bool Recovered)
+{
+    internal static QuantizationCheck FromCore(FheNet.Nn.QuantizationCheck c) =>
+        new(c.Quantized, c.Float, c.Collapsed, c.Recovered);
+}
+
 /// <summary>Reported after every training epoch by <c>FitAsync</c>.</summary>
 /// <param name="Epoch">Epochs done in this run, from 1.</param>
 /// <param name="Epochs">This run's epoch budget: the settings' epochs (early stopping may end training before

@@ -41,6 +41,27 @@ public class ClassifierTests(IrisFixture iris) : IClassFixture<IrisFixture>
     }
 
     [Fact]
+    public void TheFitReportsItsQuantizedModelAgainstItsFloatPath()
+    {
+        var check = iris.ByIndex.QuantizationCheck;
+
+        Assert.NotNull(check);
+        Assert.False(check.Collapsed, $"{check}");
+        Assert.False(check.Recovered);
+        Assert.True(check.Quantized > 0.85 && check.Float > 0.85, $"{check}");
+        Assert.Null(NeuralNetClassifier<int>.Load(iris.ByIndex.Dump()).QuantizationCheck);
+    }
+
+    [Fact]
+    public void PretrainEpochsIsASettingWithAnAutomaticDefault()
+    {
+        Assert.Null(NeuralNetOptions.Defaults.PretrainEpochs);
+        Assert.Equal(0, NeuralNet.Classifier().PretrainEpochs(0).Options.PretrainEpochs);
+        Assert.Equal(5, NeuralNetOptions.Defaults.Set("pretrain_epochs", 5).PretrainEpochs);
+        Assert.Throws<ParameterOutOfRangeException>(() => NeuralNet.Classifier().PretrainEpochs(-1).Build());
+    }
+
+    [Fact]
     public void ProbabilitiesHaveOneColumnPerClassAndSumToOne()
     {
         var p = iris.ByIndex.PredictProba(iris.Data.XTest);

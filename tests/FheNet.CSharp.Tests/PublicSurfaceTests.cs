@@ -58,7 +58,7 @@ public class PublicSurfaceTests
                 "NeuralNetClassifier`1", "NeuralNetRegressor", "Features", "Activation", "FheMode", "RoundingMethod",
                 "Optimizer", "ClassWeighting", "TrainingProgress", "InferenceProgress", "EpochSummary",
                 "FheCircuitReport", "FheLayerReport", "TfheParameterSet", "LayerBitWidths",
-                "FeatureScaling", "CsvData", "RangeCheck", "OutOfRangeFeature",
+                "FeatureScaling", "CsvData", "RangeCheck", "OutOfRangeFeature", "QuantizationCheck",
             },
             exported);
     }
