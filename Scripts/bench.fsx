@@ -27,20 +27,23 @@ let median runs (work: unit -> unit) =
     Array.sortInPlace times
     times[runs / 2]
 
-/// Median CPU time of `runs` calls after one warm-up call (this process's processor time: on a loaded shared
-/// machine it tracks what one idle core would take better than wall time does).
-let medianCpu runs (work: unit -> unit) =
+/// Medians of the wall and CPU times (ms) of `runs` calls after one warm-up call, from the same calls (CPU time is
+/// this process's processor time: on a loaded shared machine it tracks what one idle core would take better than wall
+/// time does).
+let medianWallCpu runs (work: unit -> unit) =
     let proc = Process.GetCurrentProcess()
     work ()
     let times =
         Array.init runs (fun _ ->
             proc.Refresh()
-            let before = proc.TotalProcessorTime
+            let cpu = proc.TotalProcessorTime
+            let sw = Stopwatch.StartNew()
             work ()
+            let wall = sw.Elapsed.TotalMilliseconds
             proc.Refresh()
-            (proc.TotalProcessorTime - before).TotalMilliseconds)
-    Array.sortInPlace times
-    times[runs / 2]
+            wall, (proc.TotalProcessorTime - cpu).TotalMilliseconds)
+    let middle (xs: float[]) = Array.sort xs |> fun sorted -> sorted[runs / 2]
+    middle (Array.map fst times), middle (Array.map snd times)
 
 let report (name: string) (ms: float) (extra: (string * obj) list) =
     let fields = dict ([ "name", box name; "median_ms", box (Math.Round(ms, 4)) ] @ extra)
@@ -229,22 +232,6 @@ let qatSettings threads batch accumulatorBits =
         ValidationFraction = 0.0
         AccumulatorBits = accumulatorBits }
 
-/// Medians of the wall and CPU times (ms) of `runs` calls after one warm-up call, from the same calls.
-let medianWallCpu runs (work: unit -> unit) =
-    let proc = Process.GetCurrentProcess()
-    work ()
-    let times =
-        Array.init runs (fun _ ->
-            proc.Refresh()
-            let cpu = proc.TotalProcessorTime
-            let sw = Stopwatch.StartNew()
-            work ()
-            let wall = sw.Elapsed.TotalMilliseconds
-            proc.Refresh()
-            wall, (proc.TotalProcessorTime - cpu).TotalMilliseconds)
-    let middle (xs: float[]) = Array.sort xs |> fun sorted -> sorted[runs / 2]
-    middle (Array.map fst times), middle (Array.map snd times)
-
 /// QAT fits without and with the accumulator budget (`n_accum_bits` 8, per-neuron pruning, which the PyTorch peer's
 /// QAT variant also does), at batch 64 and at the automatic batch size (13 rows for 1347), on 1 and 2 threads; each
 /// budget figure also gives what the budget adds to the unbounded fit measured just before it.
@@ -278,13 +265,10 @@ let trainingBench () =
     // The defaults' fit: 10 epochs on four fifths of the rows with validation, then the refit on every row.
     let fitDefaultSplit () =
         FheNet.Estimators.NeuralNetClassifier<int>({ settings 1 with ValidationFraction = 0.2 }).Fit(x, y) |> ignore
-    report
-        "train/qat-3bit-split-refit/1thread"
-        (median 5 fitDefaultSplit)
-        [ "cpu_ms", box (Math.Round(medianCpu 5 fitDefaultSplit, 1)); "epochs", box 10; "rows", box 1347 ]
+    let wall, cpu = medianWallCpu 5 fitDefaultSplit
+    report "train/qat-3bit-split-refit/1thread" wall [ "cpu_ms", box (Math.Round(cpu, 1)); "epochs", box 10; "rows", box 1347 ]
     // FitBenchmark trains both; the float twin's time is the difference.
-    let both, quantizedOnly = median 5 (fit 1 false), median 5 (fit 1 true)
-    let bothCpu, quantizedCpu = medianCpu 5 (fit 1 false), medianCpu 5 (fit 1 true)
+    let (both, bothCpu), (quantizedOnly, quantizedCpu) = medianWallCpu 5 (fit 1 false), medianWallCpu 5 (fit 1 true)
     report
         "train/float/1thread"
         (both - quantizedOnly)

@@ -45,7 +45,7 @@ let fheNet (checkout: string) =
     jsonLines
         "dotnet"
         [ "fsi"; "--quiet"; "--define:FHENET_BUILT"; Path.Combine(checkout, "Scripts", "bench.fsx"); "--"; "--only"; "qat" ]
-        [ "DOTNET_TC_QuickJitForLoops", "0" ]
+        [ ("DOTNET_TC_QuickJitForLoops", "0") ]
         checkout
     |> Array.map (fun e -> e.GetProperty("name").GetString(), (e.GetProperty("median_ms").GetDouble(), e.GetProperty("cpu_ms").GetDouble()))
 
@@ -53,7 +53,7 @@ let fheNet (checkout: string) =
 let peerQat (threads: int) =
     jsonLines
         "/usr/bin/python3"
-        [ peer; "--threads"; string threads ]
+        [ peer; "--threads"; string threads; "--repeats"; "3" ]
         [ "LD_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu/openblas-pthread"; "OPENBLAS_NUM_THREADS", string threads ]
         here
     |> Array.find (fun e -> e.GetProperty("variant").GetString() = "qat3")
