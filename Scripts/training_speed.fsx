@@ -1,6 +1,6 @@
 // Training speed of this checkout against an older one and the PyTorch peer, in one run (timings on a shared machine
 // are only comparable within a run):
-//   dotnet fsi Scripts/training_speed.fsx -- --base /path/to/older/checkout [--repeats 3]
+//   dotnet fsi Scripts/training_speed.fsx -- --base /path/to/older/checkout [--repeats 3] [--peer-threads 1,2]
 // Each repeat runs `Scripts/bench.fsx -- --only qat` in the older checkout, then in this one, then the peer
 // (/work/shared/peers/torch/timing.py, or --peer PATH) on 1 and 2 threads, back to back. Both checkouts must be built
 // (`dotnet build Core.fs -c Release`), and the older one must hold this bench.fsx (copy it there). Prints every JSON
@@ -23,6 +23,9 @@ let here = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, ".."))
 let older = args |> Map.tryFind "--base" |> Option.defaultWith (fun () -> failwith "--base PATH (an older checkout) is required")
 let repeats = args |> Map.tryFind "--repeats" |> Option.map int |> Option.defaultValue 3
 let peer = args |> Map.tryFind "--peer" |> Option.defaultValue "/work/shared/peers/torch/timing.py"
+// On a heavily loaded machine the peer's two-thread runs crawl (its thread pool waits for both threads each step).
+let peerThreads =
+    args |> Map.tryFind "--peer-threads" |> Option.defaultValue "1,2" |> fun s -> s.Split ',' |> Array.map int |> List.ofArray
 
 /// Runs a program and returns the JSON objects it printed, one a line.
 let jsonLines (program: string) (arguments: string list) (environment: (string * string) list) (directory: string) =
@@ -63,7 +66,7 @@ let runs =
     List.init repeats (fun r ->
         eprintfn "repeat %d of %d" (r + 1) repeats
         let old, current = fheNet older, fheNet here
-        old, current, Map.ofList [ for threads in [ 1; 2 ] -> threads, peerQat threads ])
+        old, current, Map.ofList [ for threads in peerThreads -> threads, peerQat threads ])
 
 let median (xs: float list) = List.sort xs |> fun s -> s[s.Length / 2]
 
@@ -71,7 +74,7 @@ let median (xs: float list) = List.sort xs |> fun s -> s[s.Length / 2]
 let overRepeats (name: string) (threads: int) f =
     runs
     |> List.map (fun (old, current, peerMs: Map<int, float>) ->
-        f ((Map.ofArray old)[name]) ((Map.ofArray current)[name]) peerMs[threads])
+        f ((Map.ofArray old)[name]) ((Map.ofArray current)[name]) (peerMs.TryFind threads |> Option.defaultValue nan))
     |> median
 
 let names = let _, current, _ = runs.Head in current |> Array.map fst
