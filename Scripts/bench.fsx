@@ -1,6 +1,7 @@
 // Benchmarks: dotnet fsi build.fsx bench [-- --all]
 // Only one KS-PBS timing on a given parameter set (a compiled circuit's, for the node-tfhe peer's `custom:` runs):
 //   dotnet fsi Scripts/bench.fsx -- --set n,k,N,pbsBaseLog,pbsLevel,ksBaseLog,ksLevel
+// Only the QAT fits with and without the accumulator budget (see training_speed.fsx): -- --only qat
 // Prints one JSON object per line with at least `name` and `median_ms`.
 #if !FHENET_BUILT
 #load "launch.fsx"
@@ -26,20 +27,23 @@ let median runs (work: unit -> unit) =
     Array.sortInPlace times
     times[runs / 2]
 
-/// Median CPU time of `runs` calls after one warm-up call (this process's processor time: on a loaded shared
-/// machine it tracks what one idle core would take better than wall time does).
-let medianCpu runs (work: unit -> unit) =
+/// Medians of the wall and CPU times (ms) of `runs` calls after one warm-up call, from the same calls (CPU time is
+/// this process's processor time: on a loaded shared machine it tracks what one idle core would take better than wall
+/// time does).
+let medianWallCpu runs (work: unit -> unit) =
     let proc = Process.GetCurrentProcess()
     work ()
     let times =
         Array.init runs (fun _ ->
             proc.Refresh()
-            let before = proc.TotalProcessorTime
+            let cpu = proc.TotalProcessorTime
+            let sw = Stopwatch.StartNew()
             work ()
+            let wall = sw.Elapsed.TotalMilliseconds
             proc.Refresh()
-            (proc.TotalProcessorTime - before).TotalMilliseconds)
-    Array.sortInPlace times
-    times[runs / 2]
+            wall, (proc.TotalProcessorTime - cpu).TotalMilliseconds)
+    let middle (xs: float[]) = Array.sort xs |> fun sorted -> sorted[runs / 2]
+    middle (Array.map fst times), middle (Array.map snd times)
 
 let report (name: string) (ms: float) (extra: (string * obj) list) =
     let fields = dict ([ "name", box name; "median_ms", box (Math.Round(ms, 4)) ] @ extra)
@@ -210,42 +214,61 @@ let tfheNoiseCheck () =
     report "noise-check/failure-rate/weak-1e-2" watch.Elapsed.TotalMilliseconds [ "measured", box rate; "predicted", box (Math.Round(predicted, 5)); "bootstraps", box 10_000 ]
 
 
-/// Quantization-aware training speed: 10 epochs, batch 64, n_layers 3, 3/3 bits, on 1347 × 64 synthetic rows with
-/// 10 classes (hidden 256), the PyTorch peer's workload; plus the float twin and integer-model predict throughput.
-let trainingBench () =
+/// Quantization-aware training speed: 10 epochs, n_layers 3, 3/3 bits, on 1347 × 64 synthetic rows with 10 classes
+/// (hidden 256), the PyTorch peer's workload.
+let qatData () =
     let rng = FheNet.Numerics.TrainingRng 42UL
     let classes = 10
     let centres = Array.init classes (fun _ -> Array.init 64 (fun _ -> rng.NextGaussian()))
     let y = Array.init 1347 (fun i -> i % classes)
     let x = y |> Array.map (fun c -> Array.init 64 (fun j -> float32 (centres[c][j] + 2.0 * rng.NextGaussian())))
-    // The peer's work: 10 epochs over every row (no validation split, hence no refit).
-    let settings threads =
-        { FheNet.Estimators.NeuralNetSettings.defaults with BatchSize = Some 64; Threads = threads; ValidationFraction = 0.0 }
+    x, y
+
+/// The peer's work: 10 epochs over every row (no validation split, hence no refit).
+let qatSettings threads batch accumulatorBits =
+    { FheNet.Estimators.NeuralNetSettings.defaults with
+        BatchSize = batch
+        Threads = threads
+        ValidationFraction = 0.0
+        AccumulatorBits = accumulatorBits }
+
+/// QAT fits without and with the accumulator budget (`n_accum_bits` 8, per-neuron pruning, which the PyTorch peer's
+/// QAT variant also does), at batch 64 and at the automatic batch size (13 rows for 1347), on 1 and 2 threads; each
+/// budget figure also gives what the budget adds to the unbounded fit measured just before it.
+let qatBench () =
+    let x, y = qatData ()
+    for threads in [ 1; 2 ] do
+        for batch, batchName in [ Some 64, "batch64"; None, "auto-batch" ] do
+            let fit bits () =
+                FheNet.Estimators.NeuralNetClassifier<int>(qatSettings threads batch bits).Fit(x, y) |> ignore
+            let wall, cpu = medianWallCpu 3 (fit None)
+            let fields = [ "cpu_ms", box (Math.Round(cpu, 1)); "epochs", box 10; "rows", box 1347 ]
+            report $"train/qat-3bit/%s{batchName}/%d{threads}thread" wall fields
+            let budgetWall, budgetCpu = medianWallCpu 3 (fit (Some 8))
+            report
+                $"train/qat-3bit-acc8/%s{batchName}/%d{threads}thread"
+                budgetWall
+                [ "cpu_ms", box (Math.Round(budgetCpu, 1))
+                  "budget_adds_wall", box (Math.Round(budgetWall / wall - 1.0, 3))
+                  "budget_adds_cpu", box (Math.Round(budgetCpu / cpu - 1.0, 3))
+                  "epochs", box 10
+                  "rows", box 1347 ]
+
+/// The QAT figures, the defaults' fit with its validation split, the float twin and integer-model predict throughput.
+let trainingBench () =
+    qatBench ()
+    let x, y = qatData ()
+    let settings threads = qatSettings threads (Some 64) None
     let fit threads quantized () =
         let model = FheNet.Estimators.NeuralNetClassifier<int>(settings threads)
         if quantized then model.Fit(x, y) |> ignore else model.FitBenchmark(x, y) |> ignore
-    // The PyTorch peer's QAT variant also prunes to an 8-bit accumulator per neuron.
-    let fitBudget () =
-        FheNet.Estimators.NeuralNetClassifier<int>({ settings 1 with AccumulatorBits = Some 8 }).Fit(x, y) |> ignore
-    report
-        "train/qat-3bit-acc8/1thread"
-        (median 5 fitBudget)
-        [ "cpu_ms", box (Math.Round(medianCpu 5 fitBudget, 1)); "epochs", box 10; "rows", box 1347 ]
-    for threads in [ 1; 2 ] do
-        report
-            $"train/qat-3bit/%d{threads}thread"
-            (median 5 (fit threads true))
-            [ "cpu_ms", box (Math.Round(medianCpu 5 (fit threads true), 1)); "epochs", box 10; "rows", box 1347 ]
     // The defaults' fit: 10 epochs on four fifths of the rows with validation, then the refit on every row.
     let fitDefaultSplit () =
         FheNet.Estimators.NeuralNetClassifier<int>({ settings 1 with ValidationFraction = 0.2 }).Fit(x, y) |> ignore
-    report
-        "train/qat-3bit-split-refit/1thread"
-        (median 5 fitDefaultSplit)
-        [ "cpu_ms", box (Math.Round(medianCpu 5 fitDefaultSplit, 1)); "epochs", box 10; "rows", box 1347 ]
+    let wall, cpu = medianWallCpu 5 fitDefaultSplit
+    report "train/qat-3bit-split-refit/1thread" wall [ "cpu_ms", box (Math.Round(cpu, 1)); "epochs", box 10; "rows", box 1347 ]
     // FitBenchmark trains both; the float twin's time is the difference.
-    let both, quantizedOnly = median 5 (fit 1 false), median 5 (fit 1 true)
-    let bothCpu, quantizedCpu = medianCpu 5 (fit 1 false), medianCpu 5 (fit 1 true)
+    let (both, bothCpu), (quantizedOnly, quantizedCpu) = medianWallCpu 5 (fit 1 false), medianWallCpu 5 (fit 1 true)
     report
         "train/float/1thread"
         (both - quantizedOnly)
@@ -276,9 +299,10 @@ let ksPbsOnSet (text: string) =
     let perCore = warmedMedian 5 (fun () -> Pbs.applyMany sk table batch |> ignore) * float cores / float batch.Length
     report $"ks-pbs/%s{p.Name}" oneThread [ "min_ms", box (Math.Round(oneMin, 4)); "per_core_ms_all_cores_busy", box (Math.Round(perCore, 3)); "cores", box cores ]
 
-match scriptArgs |> Map.tryFind "set" with
-| Some set -> ksPbsOnSet set
-| None ->
+match scriptArgs |> Map.tryFind "set", scriptArgs |> Map.tryFind "only" with
+| Some set, _ -> ksPbsOnSet set
+| None, Some "qat" -> qatBench ()
+| None, _ ->
     quantizationBench ()
     tfheAnalysisBench ()
     trainingBench ()

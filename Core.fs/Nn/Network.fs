@@ -1,6 +1,7 @@
 namespace FheNet.Nn
 
 open System
+open System.Runtime.CompilerServices
 open FheNet
 open FheNet.Numerics
 open FheNet.Autodiff
@@ -242,30 +243,55 @@ module Network =
             for p in net.Layers do
                 p.WeightLog2Scale.Value.Data[0] <- calibratedLog2Scale 1024 q.WeightBits true p.Weight.Value.Data
 
-    /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
-    /// weights are kept while the exact accumulator range (bias included) fits the budget.
-    let updateMasks (net: Network) =
+    /// Every layer under an accumulator budget with what its masks depend on: the codes of its unmasked weights (a
+    /// pruned weight may come back if it outgrows a kept one), its bias codes, its input code range and the budget.
+    let private budgetLayers (net: Network) =
         match net.Config.Quant with
         | Some({ AccumulatorBits = Some bits } as q) ->
-            for l in 0 .. net.Layers.Length - 1 do
-                let p = net.Layers[l]
-                let w = p.Weight.Value
-                let s = Exp2Scale.value q.PowerOfTwo p.WeightLog2Scale.Value.Data[0]
-                // Codes of the unmasked weights: a pruned weight may come back if it outgrows a kept one.
-                let codes = p.Buffers.Get(4, w.Length)
-                CodeSpec.codesInto (Codes.weight q.WeightBits) s w.Data codes
-                let bias = biasCodes net l
-                let inputs = Codes.range (Codes.layerInput net.Config q l)
-                let mask = if p.Mask.Length = w.Length then p.Mask else Array.zeroCreate w.Length
-                let row = Array.zeroCreate w.Cols
-                for i in 0 .. w.Rows - 1 do
-                    for j in 0 .. w.Cols - 1 do
-                        row[j] <- int codes[i * w.Cols + j]
-                    let keep = Pruning.budgetMask row bias[i] inputs bits
-                    for j in 0 .. w.Cols - 1 do
-                        mask[i * w.Cols + j] <- if keep[j] then 1.0f else 0.0f
-                p.Mask <- mask
-        | _ -> ()
+            [ for l in 0 .. net.Layers.Length - 1 ->
+                  let p = net.Layers[l]
+                  let w = p.Weight.Value
+                  let s = Exp2Scale.value q.PowerOfTwo p.WeightLog2Scale.Value.Data[0]
+                  let codes = p.Buffers.Get(4, w.Length)
+                  CodeSpec.codesInto (Codes.weight q.WeightBits) s w.Data codes
+                  p, codes, biasCodes net l, Codes.range (Codes.layerInput net.Config q l), bits ]
+        | _ -> []
+
+    /// The reference path of <c>updateMasks</c>: every neuron's mask from scratch by Pruning.budgetMask, into new
+    /// mask arrays.
+    let updateMasksFromScratch (net: Network) =
+        for p, codes, bias, inputs, bits in budgetLayers net do
+            let w = p.Weight.Value
+            let mask = Array.zeroCreate w.Length
+            let row = Array.zeroCreate w.Cols
+            for i in 0 .. w.Rows - 1 do
+                for j in 0 .. w.Cols - 1 do
+                    row[j] <- int codes[i * w.Cols + j]
+                let keep = Pruning.budgetMask row bias[i] inputs bits
+                for j in 0 .. w.Cols - 1 do
+                    mask[i * w.Cols + j] <- if keep[j] then 1.0f else 0.0f
+            p.Mask <- mask
+
+    /// The caches behind the masks that <c>updateMasks</c> maintains, by mask array: a mask that other code put in
+    /// place (a copy, a restored best epoch) has none, and its layer starts a new cache.
+    let private budgetCaches = ConditionalWeakTable<float32[], BudgetMaskCache>()
+
+    /// Recomputes every layer's pruning mask from the current weights: per neuron, the largest-magnitude integer
+    /// weights are kept while the exact accumulator range (bias included) fits the budget. The masks are those of
+    /// <c>updateMasksFromScratch</c>; each layer's cache recomputes only the neurons whose codes changed where it
+    /// can matter, since this runs after every optimizer step.
+    let updateMasks (net: Network) =
+        for p, codes, bias, inputs, bits in budgetLayers net do
+            let fanIn = p.Weight.Value.Cols
+            let cache =
+                match budgetCaches.TryGetValue p.Mask with
+                | true, cache when cache.Serves(fanIn, inputs, bits) -> cache
+                | _ ->
+                    let cache = BudgetMaskCache(Array.zeroCreate codes.Length, fanIn, inputs, bits)
+                    budgetCaches.AddOrUpdate(cache.Mask, cache)
+                    cache
+            cache.Update(ReadOnlySpan codes, ReadOnlySpan bias) |> ignore
+            p.Mask <- cache.Mask
 
     /// A deep copy (values, scales and masks), independent of further training.
     let copy (net: Network) : Network =

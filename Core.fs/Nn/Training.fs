@@ -185,10 +185,10 @@ module Training =
               Float = metric (Network.predict threads floatPath x) targets
               Recovered = false })
 
-    /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch. With a validation
-    /// split, leaves <c>net</c> at the epoch of lowest validation loss, and with a patience also stops early.
-    /// Deterministic for a given seed.
-    let train
+    /// <c>train</c> with the function that refreshes the pruning masks after every optimizer step (the tests train
+    /// with the reference path too).
+    let internal trainWith
+        (refreshMasks: Network -> unit)
         (config: TrainConfig)
         (net: Network)
         (x: Tensor)
@@ -202,7 +202,7 @@ module Training =
         let mutable best = (Double.PositiveInfinity, Network.copy net)
         let mutable sinceBest = 0
         let mutable epoch = 0
-        Network.updateMasks net
+        refreshMasks net
         while epoch < config.Epochs && (config.Patience.IsNone || sinceBest < config.Patience.Value) do
             let watch = Stopwatch.StartNew()
             let order = if config.Shuffle then rng.Permutation x.Rows else Array.init x.Rows id
@@ -218,14 +218,14 @@ module Training =
                 // Gradual magnitude pruning: the masks follow the weights after every step, so every forward pass
                 // (and the model that leaves training) fits its accumulator budget. Refreshing them only every few
                 // steps was measurably less accurate (diabetes and circles at 100 epochs, 8-bit budget).
-                Network.updateMasks net
+                refreshMasks net
                 lossSum <- lossSum + float l.Value.Data[0] * float rows.Length
                 start <- start + rows.Length
             // Weights outgrow the scale calibrated at initialisation, and a power-of-two scale moves too slowly
             // under its own gradient to follow them: re-fit the weight scales between epochs.
             if epoch < config.Epochs - 1 then
                 Network.recalibrateWeightScales net
-                Network.updateMasks net
+                refreshMasks net
             let valid = validation |> Option.map (fun (vx, vt) -> evaluate config net vx vt)
             let report =
                 { Epoch = epoch + 1
@@ -255,3 +255,9 @@ module Training =
                     Array.blit src.Value.Data 0 dst.Value.Data 0 src.Value.Length
                 target.Mask <- Array.copy source.Mask
         List.ofSeq reports
+
+    /// Trains <c>net</c> in place (values, scales, masks) on (x, targets), reporting each epoch. With a validation
+    /// split, leaves <c>net</c> at the epoch of lowest validation loss, and with a patience also stops early.
+    /// Deterministic for a given seed.
+    let train (config: TrainConfig) (net: Network) (x: Tensor) (targets: Targets) (validation: (Tensor * Targets) option) =
+        trainWith Network.updateMasks config net x targets validation

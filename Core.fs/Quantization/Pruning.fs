@@ -1,6 +1,9 @@
 namespace FheNet.Quantization
 
 open System
+open System.Buffers
+open System.Numerics.Tensors
+open System.Runtime.Intrinsics
 open FheNet
 
 /// The accumulator bound cannot hold even one weight times one input plus the bias.
@@ -111,15 +114,20 @@ module Pruning =
                 mask[offset + order[i]] <- true
         mask
 
-    /// The per-neuron budget: keeps the largest-magnitude integer weights of one neuron, dropping the smallest until
-    /// the exact accumulator range (bias included) fits <c>accumulatorBits</c>. Keeps more weights than
-    /// <see cref="M:FheNet.Quantization.PruningModule.maxFanIn"/> whenever the weights are not all at full scale.
-    let budgetMask (weights: int[]) (bias: int64) (inputs: CodeRange) (accumulatorBits: int) : bool[] =
+    /// The accumulator's limits, after checking that the bias alone fits them.
+    let private budgetLimits (bias: int64) (accumulatorBits: int) =
         Guard.inRange "accumulatorBits" 2 62 accumulatorBits
         let minAcc, maxAcc = accumulatorLimits accumulatorBits
         if bias < minAcc || bias > maxAcc then
             let bitLength = 64 - int (Int64.LeadingZeroCount(abs bias))
             raise (AccumulatorTooSmallException(accumulatorBits, bitLength + 1))
+        minAcc, maxAcc
+
+    /// The per-neuron budget: keeps the largest-magnitude integer weights of one neuron, dropping the smallest until
+    /// the exact accumulator range (bias included) fits <c>accumulatorBits</c>. Keeps more weights than
+    /// <see cref="M:FheNet.Quantization.PruningModule.maxFanIn"/> whenever the weights are not all at full scale.
+    let budgetMask (weights: int[]) (bias: int64) (inputs: CodeRange) (accumulatorBits: int) : bool[] =
+        let minAcc, maxAcc = budgetLimits bias accumulatorBits
         let mask = Array.create weights.Length true
         let struct (lo0, hi0) = accumulatorRange (ReadOnlySpan weights) bias inputs
         if lo0 >= minAcc && hi0 <= maxAcc then mask else
@@ -157,3 +165,146 @@ module Pruning =
             hi <- hi - max a b
             dropped <- dropped - 1
         mask
+
+    /// <c>budgetMask</c> of codes held as float32 (exact integers below 2^24, as training keeps them), written to
+    /// <c>mask</c> as 1 (kept) or 0 (pruned), without allocating; the same mask. The drop order (increasing
+    /// magnitude, then decreasing index) makes the mask a threshold: a magnitude m and an index t keep every code
+    /// with |code| > m and those with |code| = m below index t. Counts of codes per magnitude and sign give each
+    /// magnitude class's share of the accumulator range in O(1), which finds m; a walk down class m alone finds t.
+    /// Returns m, or 0 when every weight is kept. The inputs' range must hold 0 (every centred code range does):
+    /// then each weight's share of the range holds 0, and dropping weights only ever narrows the range.
+    let budgetMaskInto
+        (codes: ReadOnlySpan<float32>)
+        (bias: int64)
+        (inputs: CodeRange)
+        (accumulatorBits: int)
+        (mask: Span<float32>)
+        : int =
+        Guard.sameLength "mask" codes.Length mask.Length
+        if inputs.Min > 0 || inputs.Max < 0 then
+            raise (ParameterOutOfRangeException("inputs", $"[%d{inputs.Min}, %d{inputs.Max}]", "a code range that holds 0"))
+        let minAcc, maxAcc = budgetLimits bias accumulatorBits
+        let inline fitsIn lo hi = lo >= minAcc && hi <= maxAcc
+        let largest = if codes.IsEmpty then 0 else int (abs (TensorPrimitives.MaxMagnitude codes))
+        let counts = ArrayPool<int>.Shared.Rent(2 * largest + 2)
+        try
+            // counts[m]: codes equal to m; counts[largest + 1 + m]: codes equal to -m.
+            let negatives = largest + 1
+            Array.Clear(counts, 0, 2 * largest + 2)
+            for c in codes do
+                let k = int c
+                if k > 0 then counts[k] <- counts[k] + 1
+                elif k < 0 then counts[negatives - k] <- counts[negatives - k] + 1
+            let xmin, xmax = int64 inputs.Min, int64 inputs.Max
+            // The share of magnitude class m: a code k > 0 spans [k·xmin, k·xmax], a code k < 0 [k·xmax, k·xmin].
+            let inline classLo (m: int) = int64 m * (int64 counts[m] * xmin - int64 counts[negatives + m] * xmax)
+            let inline classHi (m: int) = int64 m * (int64 counts[m] * xmax - int64 counts[negatives + m] * xmin)
+            let mutable lo = bias
+            let mutable hi = bias
+            for m in 1..largest do
+                lo <- lo + classLo m
+                hi <- hi + classHi m
+            if fitsIn lo hi then
+                mask.Fill 1.0f
+                0
+            else
+                // Zeros are dropped first and change nothing. Drop whole classes while the rest still overflows;
+                // the bias alone fits, so some class m leaves a fitting rest.
+                let mutable m = 1
+                while not (fitsIn (lo - classLo m) (hi - classHi m)) do
+                    lo <- lo - classLo m
+                    hi <- hi - classHi m
+                    m <- m + 1
+                let mutable t = codes.Length
+                while not (fitsIn lo hi) do
+                    t <- t - 1
+                    let k = int codes[t]
+                    if abs k = m then
+                        let a, b = int64 k * xmin, int64 k * xmax
+                        lo <- lo - min a b
+                        hi <- hi - max a b
+                let fm, ft = float32 m, float32 t
+                let mutable j = 0
+                if Vector256.IsHardwareAccelerated then
+                    let width = Vector256<float32>.Count
+                    let vm, vt, one = Vector256.Create fm, Vector256.Create ft, Vector256.Create 1.0f
+                    let mutable index = Vector256.Create(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f)
+                    let stride = Vector256.Create(float32 width)
+                    while j + width <= codes.Length do
+                        let a = Vector256.Abs(Vector256.Create<float32>(values = codes.Slice(j, width)))
+                        let kept =
+                            Vector256.GreaterThan(a, vm)
+                            ||| (Vector256.Equals(a, vm) &&& Vector256.LessThan(index, vt))
+                        (kept &&& one).CopyTo(mask.Slice(j, width))
+                        index <- index + stride
+                        j <- j + width
+                while j < codes.Length do
+                    let a = abs codes[j]
+                    mask[j] <- if a > fm || (a = fm && j < t) then 1.0f else 0.0f
+                    j <- j + 1
+                m
+        finally
+            ArrayPool<int>.Shared.Return counts
+
+    /// True when a neuron whose mask has boundary magnitude <c>boundary</c> (see budgetMaskInto) for codes
+    /// <c>before</c> may have another mask for codes <c>after</c>: some code changed with its old or new
+    /// magnitude at least the boundary. Every code below the boundary is pruned either way, and the codes above it
+    /// overflow the budget whatever the pruned ones are, so changes below it cannot move the boundary.
+    let internal mayChangeMask (boundary: int) (before: ReadOnlySpan<float32>) (after: ReadOnlySpan<float32>) =
+        let fb = float32 boundary
+        let mutable changed = false
+        let mutable j = 0
+        if Vector256.IsHardwareAccelerated then
+            let width = Vector256<float32>.Count
+            let vb = Vector256.Create fb
+            while not changed && j + width <= after.Length do
+                let a, b = Vector256.Create<float32>(values = before.Slice(j, width)), Vector256.Create<float32>(values = after.Slice(j, width))
+                let large = Vector256.GreaterThanOrEqual(Vector256.Max(Vector256.Abs a, Vector256.Abs b), vb)
+                changed <- Vector256.ExtractMostSignificantBits(Vector256.AndNot(large, Vector256.Equals(a, b))) <> 0u
+                j <- j + width
+        while not changed && j < after.Length do
+            changed <- before[j] <> after[j] && max (abs before[j]) (abs after[j]) >= fb
+            j <- j + 1
+        changed
+
+/// The budget masks of one layer kept across training steps: <c>Mask</c> (row-major, a row of <c>fanIn</c> per
+/// neuron) always holds the <c>Pruning.budgetMask</c> of the codes and bias codes last given to <c>Update</c>, which
+/// recomputes only the neurons whose change can alter their mask (a new bias code, or a code at or above the
+/// neuron's boundary magnitude changed); a training step moves few codes there. Nothing else may write
+/// <c>Mask</c>.
+[<Sealed>]
+type BudgetMaskCache(mask: float32[], fanIn: int, inputs: CodeRange, accumulatorBits: int) =
+    do
+        Guard.inRange "fanIn" 1 Int32.MaxValue fanIn
+        if mask.Length % fanIn <> 0 then
+            raise (InvalidShapeException("mask", $"has %d{mask.Length} values, not a multiple of fanIn = %d{fanIn}"))
+    let rows = mask.Length / fanIn
+    let codes = Array.zeroCreate<float32> mask.Length
+    let biases = Array.zeroCreate<int64> rows
+    let boundaries = Array.zeroCreate<int> rows
+    let mutable filled = false
+
+    /// The masks, maintained in place.
+    member _.Mask = mask
+
+    /// True when this cache serves a layer of this fan-in, input range and accumulator width.
+    member _.Serves(fanIn': int, inputs': CodeRange, accumulatorBits': int) =
+        fanIn' = fanIn && inputs' = inputs && accumulatorBits' = accumulatorBits
+
+    /// Brings <c>Mask</c> up to date with the layer's weight codes (rows × fanIn, unmasked) and bias codes; returns
+    /// how many neurons were recomputed.
+    member _.Update(weightCodes: ReadOnlySpan<float32>, biasCodes: ReadOnlySpan<int64>) : int =
+        Guard.sameLength "weightCodes" mask.Length weightCodes.Length
+        Guard.sameLength "biasCodes" rows biasCodes.Length
+        let mutable recomputed = 0
+        for i in 0 .. rows - 1 do
+            let fresh = weightCodes.Slice(i * fanIn, fanIn)
+            if not filled
+               || biasCodes[i] <> biases[i]
+               || Pruning.mayChangeMask boundaries[i] (ReadOnlySpan(codes, i * fanIn, fanIn)) fresh then
+                boundaries[i] <- Pruning.budgetMaskInto fresh biasCodes[i] inputs accumulatorBits (Span(mask, i * fanIn, fanIn))
+                fresh.CopyTo(Span(codes, i * fanIn, fanIn))
+                biases[i] <- biasCodes[i]
+                recomputed <- recomputed + 1
+        filled <- true
+        recomputed

@@ -3,7 +3,11 @@ module FheNet.Tests.Quantization.PruningTests
 open System
 open Expecto
 open FsCheck.FSharp
+open FheNet.Numerics
+open FheNet.Autodiff
 open FheNet.Quantization
+open FheNet.Nn
+open FheNet.Integer
 open FheNet.Tests.Generators
 
 let private codes bits signed =
@@ -31,6 +35,70 @@ let private adversarialInput (weights: int[]) (x: CodeRange) upward =
 
 let private dot (weights: int[]) (inputs: int[]) bias =
     Array.fold2 (fun acc w x -> acc + int64 w * int64 x) bias weights inputs
+
+/// A neuron for the budget: weights in the setting's range, drawn so that some magnitude classes are crowded (ties)
+/// and zeros are common, and a bias within the setting's bound.
+let private budgetNeuron =
+    gen {
+        let! (w, x, accBits, biasBound) = setting
+        let! n = Gen.choose (1, 300)
+        let! spread = Gen.elements [ 1; 2; w.Max ]
+        let! weights = Gen.arrayOfLength n (Gen.choose (max w.Min -spread, min w.Max spread))
+        let! bias = Gen.choose (int -biasBound, int biasBound)
+        return weights, int64 bias, x, accBits
+    }
+
+/// The reference mask as 1 / 0 floats.
+let private referenceMask (weights: int[]) bias x accBits =
+    Pruning.budgetMask weights bias x accBits |> Array.map (fun kept -> if kept then 1.0f else 0.0f)
+
+/// The fast mask of a row of integer codes, with the boundary it returns.
+let private fastMask (weights: int[]) bias x accBits =
+    let mask = Array.create weights.Length -1.0f
+    let boundary = Pruning.budgetMaskInto (ReadOnlySpan(Array.map float32 weights)) bias x accBits (Span mask)
+    mask, boundary
+
+/// A layer's codes (rows × fanIn) and bias codes, then steps that each move a few codes by one (as a weight crossing
+/// a rounding boundary does), reset a few to any value, or move a bias code.
+let private layerWalk =
+    gen {
+        let! (w, x, accBits, biasBound) = setting
+        let! rows = Gen.choose (1, 5)
+        let! fanIn = Gen.choose (1, 40)
+        let! codes = Gen.arrayOfLength (rows * fanIn) (Gen.choose (w.Min, w.Max))
+        let! biases = Gen.arrayOfLength rows (Gen.choose (int -biasBound, int biasBound))
+        let change =
+            gen {
+                let! kind = Gen.choose (0, 9)
+                let! at = Gen.choose (0, rows * fanIn - 1)
+                let! delta = Gen.elements [ -1; 1 ]
+                let! value = Gen.choose (w.Min, w.Max)
+                let! row = Gen.choose (0, rows - 1)
+                let! bias = Gen.choose (int -biasBound, int biasBound)
+                return kind, at, delta, value, row, bias
+            }
+        let! steps = Gen.listOf (Gen.choose (0, 6) |> Gen.bind (fun k -> Gen.listOfLength k change))
+        return w, x, accBits, fanIn, codes, biases |> Array.map int64, steps
+    }
+
+/// A small fixed classification problem and a network under an 8-bit budget that prunes most of its weights.
+let private budgetTraining (refresh: Network -> unit) (train: Network -> Tensor -> Targets -> (Tensor * Targets) option -> unit) =
+    let rng = TrainingRng 11UL
+    let x = Tensor.init 120 6 (fun _ _ -> float32 (rng.NextGaussian()))
+    let labels = Array.init 120 (fun i -> if x[i, 0] + 0.5f * x[i, 1] * x[i, 2] > 0.0f then 1 else 0)
+    let config =
+        { InputDim = 6
+          Hidden = 12
+          Outputs = 2
+          Layers = 3
+          Activation = Activation.ReLU
+          Quant = Some { WeightBits = 4; ActivationBits = 3; AccumulatorBits = Some 8; PowerOfTwo = true } }
+    let net = Network.create config (TrainingRng 3UL)
+    Network.calibrateScales 1 net x
+    refresh net
+    let valid = Tensor.gatherRows x (ReadOnlySpan [| 0..29 |]), Targets.Classes(labels[..29], [| 1.0f; 1.0f |])
+    train net x (Targets.Classes(labels, [| 1.0f; 1.0f |])) (Some valid)
+    net
 
 [<Tests>]
 let tests =
@@ -140,6 +208,83 @@ let tests =
                       kept.Length = min k fanIn
                       && (kept.Length = 0 || dropped.Length = 0 || Array.min kept >= Array.max dropped)))
 
+          testProperty "the fast budget mask is the reference mask, and its boundary the largest pruned magnitude"
+          <| forAll budgetNeuron (fun (weights, bias, x, accBits) ->
+              let mask, boundary = fastMask weights bias x accBits
+              let reference = referenceMask weights bias x accBits
+              let pruned = Array.zip weights reference |> Array.filter (fun (_, m) -> m = 0.0f) |> Array.map (fst >> abs)
+              mask = reference && boundary = (if pruned.Length = 0 then 0 else Array.max pruned))
+
+          testProperty "the layer cache holds the reference masks after every step of a walk of code changes"
+          <| forAll layerWalk (fun (w, x, accBits, fanIn, codes, biases, steps) ->
+              let cache = BudgetMaskCache(Array.zeroCreate codes.Length, fanIn, x, accBits)
+              let matchesReference () =
+                  Array.init biases.Length (fun i -> referenceMask codes[i * fanIn .. (i + 1) * fanIn - 1] biases[i] x accBits)
+                  |> Array.concat = cache.Mask
+              let update () = cache.Update(ReadOnlySpan(Array.map float32 codes), ReadOnlySpan biases) |> ignore
+              update ()
+              matchesReference ()
+              && steps
+                 |> List.forall (fun changes ->
+                     for kind, at, delta, value, row, bias in changes do
+                         match kind with
+                         | 0 -> biases[row] <- bias
+                         | 1 -> codes[at] <- value
+                         | _ -> codes[at] <- Math.Clamp(codes[at] + delta, w.Min, w.Max)
+                     update ()
+                     matchesReference ()))
+
+          test "the layer cache recomputes only the neurons whose change can alter their mask" {
+              // Unsigned 3-bit inputs (0..7) and an 8-bit accumulator: 7 × Σ positive codes must stay <= 127.
+              let x = { Min = 0; Max = 7 }
+              let codes = Array.concat [ Array.create 7 3; [| 1; 1; 0 |]; Array.create 10 1 ] |> Array.map float32
+              let biases = [| 0L; 0L |]
+              let sixThrees = Array.append (Array.create 6 1.0f) (Array.zeroCreate 4)
+              let cache = BudgetMaskCache(Array.zeroCreate codes.Length, 10, x, 8)
+              let update () = cache.Update(ReadOnlySpan codes, ReadOnlySpan biases)
+              Expect.equal (update ()) 2 "the first update computes both neurons"
+              Expect.equal cache.Mask[0..9] sixThrees "six 3s fit (7 × 18 = 126), the boundary is 3"
+              Expect.equal cache.Mask[10..] (Array.create 10 1.0f) "ten 1s fit (70): nothing pruned"
+              Expect.equal (update ()) 0 "nothing changed"
+              codes[7] <- 2.0f
+              codes[9] <- -2.0f
+              Expect.equal (update ()) 0 "changes below the boundary"
+              codes[8] <- 3.0f
+              Expect.equal (update ()) 1 "a code reaching the boundary"
+              Expect.equal cache.Mask[0..9] sixThrees "the first six 3s still"
+              biases[0] <- -1L
+              Expect.equal (update ()) 1 "a new bias code"
+              codes[19] <- 2.0f
+              Expect.equal (update ()) 1 "any change where nothing is pruned"
+              Expect.equal cache.Mask[10..] (Array.create 10 1.0f) "eleven still fit (77)"
+          }
+
+          test "training under a budget gives the same integer model with the incremental masks as from scratch" {
+              let settings =
+                  { Epochs = 6
+                    LearningRate = 0.01
+                    BatchSize = 8
+                    Optimizer = Optimizer.Adam
+                    Momentum = 0.9
+                    WeightDecay = 0.0
+                    Shuffle = true
+                    Patience = None
+                    Threads = 1
+                    Seed = 5
+                    OnEpoch = ignore }
+              let trainWith refresh =
+                  budgetTraining refresh (fun net x y valid -> Training.trainWith refresh settings net x y valid |> ignore)
+              let incremental = trainWith Network.updateMasks
+              let fromScratch = trainWith Network.updateMasksFromScratch
+              let pruned = incremental.Layers |> Array.sumBy (fun p -> p.Mask |> Array.filter ((=) 0.0f) |> Array.length)
+              Expect.isGreaterThan pruned 0 "the budget prunes"
+              Expect.equal
+                  (incremental.Layers |> Array.map (fun p -> p.Mask))
+                  (fromScratch.Layers |> Array.map (fun p -> p.Mask))
+                  "the same masks"
+              Expect.equal (IntegerModel.ofNetwork incremental) (IntegerModel.ofNetwork fromScratch) "the same integer model"
+          }
+
           test "invalid pruning arguments raise typed errors" {
               Expect.throwsT<FheNet.InvalidShapeException> (fun () -> Pruning.topKMask 1 3 [| 1.0f; 2.0f |] |> ignore) "ragged"
               Expect.throwsT<FheNet.ParameterOutOfRangeException>
@@ -151,4 +296,13 @@ let tests =
               Expect.throwsT<AccumulatorTooSmallException>
                   (fun () -> Pruning.budgetMask [| 1 |] 1000L (codes 3 true) 8 |> ignore)
                   "a bias that alone overflows"
+              Expect.throwsT<AccumulatorTooSmallException>
+                  (fun () -> Pruning.budgetMaskInto (ReadOnlySpan [| 1.0f |]) 1000L (codes 3 true) 8 (Span [| 0.0f |]) |> ignore)
+                  "a bias that alone overflows, fast path"
+              Expect.throwsT<FheNet.ParameterOutOfRangeException>
+                  (fun () -> Pruning.budgetMaskInto (ReadOnlySpan [| 1.0f |]) 0L { Min = 1; Max = 7 } 8 (Span [| 0.0f |]) |> ignore)
+                  "an input range without 0"
+              Expect.throwsT<FheNet.InvalidShapeException>
+                  (fun () -> Pruning.budgetMaskInto (ReadOnlySpan [| 1.0f |]) 0L (codes 3 true) 8 (Span [| 0.0f; 0.0f |]) |> ignore)
+                  "a mask of another length"
           } ]
