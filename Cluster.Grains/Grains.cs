@@ -74,8 +74,10 @@ internal sealed class EvaluationKeyGrain(
     public async Task Store(byte[] compressed)
     {
         var id = this.GetPrimaryKeyString();
-        if (ClusterNames.ContentId(compressed) != id)
-            throw new ArgumentException($"the keys' content id is {ClusterNames.ContentId(compressed)}, not {id}", nameof(compressed));
+        // Hashing tens of MB takes a while: off the grain's scheduler.
+        var contentId = await Task.Run(() => ClusterNames.ContentId(compressed));
+        if (contentId != id)
+            throw new ArgumentException($"the keys' content id is {contentId}, not {id}", nameof(compressed));
         if (state.State.Compressed.Length == 0)
         {
             state.State.Compressed = compressed;

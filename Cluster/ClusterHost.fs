@@ -15,6 +15,7 @@ open Orleans.Configuration
 open Orleans.Hosting
 open Orleans.Persistence
 open Orleans.Runtime
+open Orleans.Serialization
 open FheNet.Deploy
 open FheNet.Server
 
@@ -118,6 +119,13 @@ type RunningSilo(silo: IHost, frontDoor: WebApplication) =
         |> Option.map (fun feature -> Array.ofSeq feature.Addresses)
         |> Option.defaultValue [||]
 
+    /// Completes when the process is asked to stop (Ctrl+C, SIGTERM) and both hosts have stopped.
+    member _.WaitForShutdownAsync() : Task =
+        task {
+            do! silo.WaitForShutdownAsync()
+            do! frontDoor.StopAsync()
+        }
+
     /// Stops the front door, then leaves the cluster gracefully.
     member _.StopAsync() : Task =
         task {
@@ -149,6 +157,12 @@ module ClusterHost =
             )
             |> ignore
         | None -> silo.AddMemoryGrainStorage ClusterNames.KeyStorage |> ignore
+        // Orleans finds grains and serializers through attributes its C# source generator writes into the entry
+        // assembly; this one is F#, so the assemblies with grains are named here: ours and the memory storage's.
+        silo.Services.AddSerializer(fun serializer ->
+            serializer.AddAssembly(typeof<IEvaluationKeyGrain>.Assembly).AddAssembly(typeof<Orleans.Storage.MemoryGrainStorage>.Assembly)
+            |> ignore)
+        |> ignore
         silo.AddPlacementDirector<KeyReplicaPlacement, KeyReplicaPlacementDirector>() |> ignore
         silo.Services.AddSingleton<IInferenceBackend>(FheBackend model) |> ignore
         silo.Services.AddSingleton(EvaluationSlots settings.EvaluationSlots) |> ignore

@@ -2,7 +2,6 @@ module FheNet.Cluster.Program
 
 open System
 open System.IO
-open System.Threading
 open FheNet.Deploy
 open FheNet.Server
 open FheNet.Cluster
@@ -14,13 +13,7 @@ let main argv =
         let running = (ClusterHost.start settings).GetAwaiter().GetResult()
         let urls = String.Join(" ", running.Urls)
         printfn $"FheNet.Cluster: silo %O{settings.Address}:%d{settings.SiloPort} serving %s{urls}"
-        use stopping = new ManualResetEventSlim()
-        Console.CancelKeyPress.Add(fun e ->
-            e.Cancel <- true
-            stopping.Set())
-        AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> stopping.Set())
-        stopping.Wait()
-        running.StopAsync().GetAwaiter().GetResult()
+        running.WaitForShutdownAsync().GetAwaiter().GetResult()
         0
     with
     | :? ClusterOptionsException

@@ -75,9 +75,10 @@ let private startCluster (silos: int) =
         let settings =
             { ClusterSettings.defaults (serverOptions directory) with
                 EvaluationSlots = 2
-                ProbeTimeout = TimeSpan.FromSeconds 1.0 }
+                ProbeTimeout = TimeSpan.FromSeconds 2.0 }
         let fheModel = FheModelServer directory
         let builder = InProcessTestClusterBuilder(int16 silos)
+        builder.Options.ConfigureFileLogging <- false
         builder.ConfigureSilo(fun _ silo -> ClusterHost.configureSilo settings fheModel silo) |> ignore
         let cluster = builder.Build()
         do! cluster.DeployAsync()
