@@ -146,15 +146,22 @@ type RunningSilo(silo: IHost, frontDoor: WebApplication) =
 /// Builds the silos of the inference cluster.
 module ClusterHost =
 
+    /// The Redis configuration of the key storage: a key is one value of tens to hundreds of MB, which takes longer to
+    /// write than StackExchange.Redis' default timeouts (5 s) allow on a busy machine, so they are raised to 2 minutes
+    /// unless the configuration sets them.
+    let redisStorage (configuration: string) =
+        let options = StackExchange.Redis.ConfigurationOptions.Parse configuration
+        let mentions (name: string) = configuration.Contains(name, StringComparison.OrdinalIgnoreCase)
+        if not (mentions "syncTimeout") then options.SyncTimeout <- 120_000
+        if not (mentions "asyncTimeout") then options.AsyncTimeout <- 120_000
+        options
+
     /// The grains, the key storage, the replica placement, the slots and the timeouts of a silo: everything but its
     /// membership, so that a test cluster can bring its own.
     let configureSilo (settings: ClusterSettings) (model: FheModelServer) (silo: ISiloBuilder) =
         match settings.Redis with
         | Some redis ->
-            silo.AddRedisGrainStorage(
-                ClusterNames.KeyStorage,
-                fun (o: RedisStorageOptions) -> o.ConfigurationOptions <- StackExchange.Redis.ConfigurationOptions.Parse redis
-            )
+            silo.AddRedisGrainStorage(ClusterNames.KeyStorage, fun (o: RedisStorageOptions) -> o.ConfigurationOptions <- redisStorage redis)
             |> ignore
         | None -> silo.AddMemoryGrainStorage ClusterNames.KeyStorage |> ignore
         // Orleans finds grains and serializers through attributes its C# source generator writes into the entry

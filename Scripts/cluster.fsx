@@ -26,7 +26,6 @@ open System.Threading.Tasks
 open Prelude
 open FheNet.Cluster
 open FheNet.Deploy
-open FheNet.Estimators
 open FheNet.Integer
 
 let silos = int (argOr "silos" "3")
@@ -41,16 +40,7 @@ if killOne && silos < 2 then
     failwith "--kill-one true needs at least 2 silos: one must survive"
 
 // The Iris-shaped model, standardized with the train split's statistics.
-let train = readCsv (dataFile "iris_train.csv")
-let test = readCsv (dataFile "iris_test.csv")
-let standardize = standardizer train.Features
-let xTrain, xTest = standardize train.Features, standardize test.Features
-let settings =
-    NeuralNetSettings.defaults
-    |> NeuralNetSettings.setMany
-        [ "module__n_layers", "3"; "module__n_w_bits", bits; "module__n_a_bits", bits; "max_epochs", "100" ]
-let model = NeuralNetClassifier<int>(settings).Fit(xTrain, train.Target |> Array.map int)
-let circuit = model.Compile xTrain
+let model, circuit, _, xTest = fitIrisShaped bits
 let workDirectory = Directory.CreateTempSubdirectory "fhenet-cluster"
 let modelDirectory = Path.Combine(workDirectory.FullName, "model")
 FheModelDev(model).Save modelDirectory
@@ -66,18 +56,20 @@ let freePort () =
 let clusterDll = Path.Combine(__SOURCE_DIRECTORY__, "..", "Cluster", "bin", "Release", "net10.0", "FheNet.Cluster.dll")
 let ports = Array.init silos (fun _ -> freePort (), freePort (), freePort ())
 let primarySiloPort = let p, _, _ = ports[0] in p
+// A cluster of its own in a shared Redis.
+let clusterId = "fhenet-" + Guid.NewGuid().ToString "N"
 let startSilo (index: int) =
     let siloPort, gatewayPort, httpPort = ports[index]
     let clustering =
         match redis with
-        | Some configuration -> [ "--redis"; configuration; "--cluster-id"; "fhenet-" + Guid.NewGuid().ToString "N" ]
+        | Some configuration -> [ "--redis"; configuration; "--cluster-id"; clusterId ]
         | None when siloPort = primarySiloPort -> []
         | None -> [ "--primary"; $"127.0.0.1:%d{primarySiloPort}" ]
     let args =
         [ clusterDll; "--model"; modelDirectory; "--urls"; $"http://127.0.0.1:%d{httpPort}"
           "--silo-port"; string siloPort; "--gateway-port"; string gatewayPort
           "--max-concurrent"; "16"; "--evaluation-slots"; "2"; "--queue-timeout-ms"; "600000"
-          "--key-budget-mb"; "4096"; "--probe-timeout-ms"; "1000" ]
+          "--key-budget-mb"; "4096"; "--probe-timeout-ms"; "3000" ]
         @ clustering
     let silo = Process.Start(ProcessStartInfo("dotnet", args, UseShellExecute = false, RedirectStandardOutput = true))
     // The silos' log goes to standard error, so that standard output is the one JSON line.

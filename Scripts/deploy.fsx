@@ -37,21 +37,8 @@ let timed (work: unit -> 'a) =
     result, watch.Elapsed.TotalMilliseconds
 
 // The Iris-shaped model of issue 5, standardized with the train split's statistics.
-let train = readCsv (dataFile "iris_train.csv")
-let test = readCsv (dataFile "iris_test.csv")
-let columns = train.Columns.Length
-let mean = Array.init columns (fun j -> train.Features |> Array.averageBy (fun r -> float r[j]))
-let std = Array.init columns (fun j -> sqrt (train.Features |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0)))
-let standardize (rows: float32[][]) =
-    rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
-let xTrain, xTest = standardize train.Features, standardize test.Features
-
-let settings =
-    NeuralNetSettings.defaults
-    |> NeuralNetSettings.setMany
-        [ "module__n_layers", "3"; "module__n_w_bits", bits; "module__n_a_bits", bits; "max_epochs", "100" ]
-let model = NeuralNetClassifier<int>(settings).Fit(xTrain, train.Target |> Array.map int)
-let circuit = model.Compile xTrain
+let model, circuit, xTrain, xTest = fitIrisShaped bits
+let columns = xTrain[0].Length
 
 let workDirectory = Directory.CreateTempSubdirectory "fhenet-deploy"
 let modelDirectory = Path.Combine(workDirectory.FullName, "model")
