@@ -79,28 +79,12 @@ let startSilo (index: int) =
 let frontDoors = ports |> Array.map (fun (_, _, http) -> Uri($"http://127.0.0.1:%d{http}/"))
 let processes = ResizeArray<Process>()
 
-let waitUntilUp (address: Uri) (silo: Process) =
-    use http = new InferenceClient(address)
-    let started = Stopwatch.StartNew()
-    let rec wait () =
-        let up =
-            try
-                http.HealthAsync().Result.Status = "ok"
-            with _ ->
-                false
-        if not up then
-            if silo.HasExited || started.Elapsed > TimeSpan.FromSeconds 120.0 then
-                failwith $"the silo at %O{address} did not start"
-            Thread.Sleep 200
-            wait ()
-    wait ()
-
 try
     // The primary first: the others join it.
     for i in 0 .. silos - 1 do
         let silo = startSilo i
         processes.Add silo
-        waitUntilUp frontDoors[i] silo
+        waitUntilServing frontDoors[i] (fun () -> silo.HasExited) (TimeSpan.FromSeconds 120.0)
 
     use artifactClient = new InferenceClient(frontDoors[0])
     let artifact = artifactClient.GetClientArtifactAsync().Result

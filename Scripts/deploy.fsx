@@ -80,18 +80,7 @@ let serverProcess =
 try
     use http = new InferenceClient(address)
     let started = Stopwatch.StartNew()
-    let rec waitUntilUp () =
-        let up =
-            try
-                http.HealthAsync().Result.Status = "ok"
-            with _ ->
-                false
-        if not up then
-            if serverProcess.HasExited || started.Elapsed > TimeSpan.FromSeconds 60.0 then
-                failwith "the inference server did not start"
-            Threading.Thread.Sleep 100
-            waitUntilUp ()
-    waitUntilUp ()
+    waitUntilServing address (fun () -> serverProcess.HasExited) (TimeSpan.FromSeconds 60.0)
     report "deploy_server_start" [ ("seconds", box started.Elapsed.TotalSeconds) ]
 
     let artifact = http.GetClientArtifactAsync().Result

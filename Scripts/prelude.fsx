@@ -68,3 +68,21 @@ let fitIrisShaped (bits: string) =
             [ "module__n_layers", "3"; "module__n_w_bits", bits; "module__n_a_bits", bits; "max_epochs", "100" ]
     let model = FheNet.Estimators.NeuralNetClassifier<int>(settings).Fit(xTrain, train.Target |> Array.map int)
     model, model.Compile xTrain, xTrain, xTest
+
+/// Waits until the inference server at an address answers GET /health with "ok"; fails after `timeout`, or as soon as
+/// `exited ()` says its process has ended.
+let waitUntilServing (address: Uri) (exited: unit -> bool) (timeout: TimeSpan) =
+    use http = new FheNet.Deploy.InferenceClient(address)
+    let started = Diagnostics.Stopwatch.StartNew()
+    let rec wait () =
+        let up =
+            try
+                http.HealthAsync().Result.Status = "ok"
+            with _ ->
+                false
+        if not up then
+            if exited () || started.Elapsed > timeout then
+                failwith $"the inference server at %O{address} did not start"
+            Threading.Thread.Sleep 100
+            wait ()
+    wait ()
