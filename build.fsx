@@ -21,7 +21,7 @@ let root = __SOURCE_DIRECTORY__
 let solution = "Functional.sln"
 
 /// Expecto test projects: each ends its output with a "Tests: N passed, N failed, N skipped" line.
-let expectoProjects = [ "tests/FheNet.Tests"; "tests/FheNet.Server.Tests" ]
+let expectoProjects = [ "tests/FheNet.Tests"; "tests/FheNet.Server.Tests"; "tests/FheNet.Cluster.Tests" ]
 
 /// xUnit test projects (the C# façade as a C# user sees it), run by `dotnet test`.
 let xunitProjects = [ "tests/FheNet.CSharp.Tests"; "tests/FheNet.MLNet.Tests" ]

@@ -37,16 +37,8 @@ let timed (work: unit -> 'a) =
     result, watch.Elapsed.TotalMilliseconds
 
 // The Iris-shaped model, on raw measurements: the model and its deployed client scale them.
-let train = readCsv (dataFile "iris_train.csv")
-let test = readCsv (dataFile "iris_test.csv")
-let xTrain, xTest = train.Features, test.Features
-
-let settings =
-    NeuralNetSettings.defaults
-    |> NeuralNetSettings.setMany
-        [ "module__n_layers", "3"; "module__n_w_bits", bits; "module__n_a_bits", bits; "max_epochs", "100" ]
-let model = NeuralNetClassifier<int>(settings).Fit(xTrain, train.Target |> Array.map int)
-let circuit = model.Compile xTrain
+let model, circuit, xTrain, xTest = fitIrisShaped bits
+let columns = xTrain[0].Length
 
 let workDirectory = Directory.CreateTempSubdirectory "fhenet-deploy"
 let modelDirectory = Path.Combine(workDirectory.FullName, "model")
@@ -88,18 +80,7 @@ let serverProcess =
 try
     use http = new InferenceClient(address)
     let started = Stopwatch.StartNew()
-    let rec waitUntilUp () =
-        let up =
-            try
-                http.HealthAsync().Result.Status = "ok"
-            with _ ->
-                false
-        if not up then
-            if serverProcess.HasExited || started.Elapsed > TimeSpan.FromSeconds 60.0 then
-                failwith "the inference server did not start"
-            Threading.Thread.Sleep 100
-            waitUntilUp ()
-    waitUntilUp ()
+    waitUntilServing address (fun () -> serverProcess.HasExited) (TimeSpan.FromSeconds 60.0)
     report "deploy_server_start" [ ("seconds", box started.Elapsed.TotalSeconds) ]
 
     let artifact = http.GetClientArtifactAsync().Result

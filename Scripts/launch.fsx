@@ -15,7 +15,9 @@ let private root = Path.GetFullPath(Path.Combine(__SOURCE_DIRECTORY__, ".."))
 /// The built libraries the scripts load, each with the project folder whose sources it is built from.
 let private libraries =
     [ "Core.fs/bin/Release/net10.0/FheNet.Core.dll", "Core.fs"
-      "Server/bin/Release/net10.0/FheNet.Server.dll", "Server" ]
+      "Server/bin/Release/net10.0/FheNet.Server.dll", "Server"
+      "Cluster.Grains/bin/Release/net10.0/FheNet.Cluster.Grains.dll", "Cluster.Grains"
+      "Cluster/bin/Release/net10.0/FheNet.Cluster.dll", "Cluster" ]
 
 let private newestSource (folder: string) =
     Directory.EnumerateFiles(Path.Combine(root, folder), "*", SearchOption.AllDirectories)

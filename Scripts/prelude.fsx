@@ -67,3 +67,35 @@ let standardizer (train: float32[][]) : float32[][] -> float32[][] =
             let s = sqrt (train |> Array.averageBy (fun r -> (float r[j] - mean[j]) ** 2.0))
             if s > 0.0 then s else 1.0)
     fun rows -> rows |> Array.map (fun r -> Array.init columns (fun j -> float32 ((float r[j] - mean[j]) / std[j])))
+
+/// The Iris-shaped network of the deployment scripts (4 features, 3 layers, 16 hidden, 3 classes, B/B bits, 100
+/// epochs), fitted on the train split standardized with its own statistics, and compiled on it. Returns the
+/// classifier, its circuit and the standardized train and test rows.
+let fitIrisShaped (bits: string) =
+    let train = readCsv (dataFile "iris_train.csv")
+    let test = readCsv (dataFile "iris_test.csv")
+    let xTrain, xTest = train.Features, test.Features
+    let settings =
+        FheNet.Estimators.NeuralNetSettings.defaults
+        |> FheNet.Estimators.NeuralNetSettings.setMany
+            [ "module__n_layers", "3"; "module__n_w_bits", bits; "module__n_a_bits", bits; "max_epochs", "100" ]
+    let model = FheNet.Estimators.NeuralNetClassifier<int>(settings).Fit(xTrain, train.Target |> Array.map int)
+    model, model.Compile xTrain, xTrain, xTest
+
+/// Waits until the inference server at an address answers GET /health with "ok"; fails after `timeout`, or as soon as
+/// `exited ()` says its process has ended.
+let waitUntilServing (address: Uri) (exited: unit -> bool) (timeout: TimeSpan) =
+    use http = new FheNet.Deploy.InferenceClient(address)
+    let started = Diagnostics.Stopwatch.StartNew()
+    let rec wait () =
+        let up =
+            try
+                http.HealthAsync().Result.Status = "ok"
+            with _ ->
+                false
+        if not up then
+            if exited () || started.Elapsed > timeout then
+                failwith $"the inference server at %O{address} did not start"
+            Threading.Thread.Sleep 100
+            wait ()
+    wait ()
