@@ -42,7 +42,9 @@ public abstract class NeuralNetEstimator
     /// <param name="pError">Failure probability of each table lookup (default 2^-40); not with <paramref name="globalPError"/>.</param>
     /// <param name="globalPError">Failure probability of a whole prediction, spread over its bootstraps.</param>
     /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits before its
-    /// lookup (faster, less exact); null keeps the model's own exact rounding.</param>
+    /// lookup (faster, less exact); null chooses a threshold for layers without the model's own exact rounding
+    /// (the widest lookup whose keys fit the memory budget at a sane cost; its accuracy cost is in the report);
+    /// 0 keeps only the model's own rounding.</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE (default exact).</param>
     /// <returns>The circuit's report (also available from <see cref="CircuitReport"/>).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="x"/> is null.</exception>
@@ -51,6 +53,8 @@ public abstract class NeuralNetEstimator
     /// <exception cref="ParameterOutOfRangeException">A probability outside (0, 1), or both given.</exception>
     /// <exception cref="FheNet.Fhe.CircuitTooWideException">A layer is too wide for any parameter set; the message
     /// names the layer and the fixes (AccumulatorBits, roundingThresholdBits, fewer bits).</exception>
+    /// <exception cref="FheNet.Fhe.FheResourceException">No automatic rounding threshold gives keys within the memory
+    /// budget (FHENET_MEMORY_BUDGET, default half the memory available); the message names the sizes and the fixes.</exception>
     public FheCircuitReport Compile(
         Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
         RoundingMethod rounding = RoundingMethod.Exact) =>
@@ -64,7 +68,8 @@ public abstract class NeuralNetEstimator
     /// <param name="x">Calibration rows (at least 8).</param>
     /// <param name="pError">Failure probability of each table lookup (default 2^-40).</param>
     /// <param name="globalPError">Failure probability of a whole prediction.</param>
-    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits.</param>
+    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits (null: automatic;
+    /// 0: only the model's own rounding).</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE.</param>
     /// <param name="cancellationToken">Cancels the compilation if it has not started.</param>
     /// <returns>The circuit's report.</returns>
@@ -89,6 +94,8 @@ public abstract class NeuralNetEstimator
     /// </summary>
     /// <param name="force">Replace existing keys.</param>
     /// <exception cref="FheNotAvailableException">Before <see cref="Compile"/>.</exception>
+    /// <exception cref="FheNet.Fhe.FheResourceException">The keys would not fit the memory budget
+    /// (FHENET_MEMORY_BUDGET, default half the memory available); raised before any key is made.</exception>
     public void Keygen(bool force = false) => KeygenCore(force);
 
     /// <summary><see cref="Keygen"/> on the thread pool; the token is checked before it starts.</summary>

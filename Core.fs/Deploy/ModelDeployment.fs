@@ -315,6 +315,14 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
     member _.GenerateKeys(?force: bool) =
         lock gate (fun () ->
             if defaultArg force false || not (File.Exists secretPath) then
+                // The client key, the compressed evaluation key and its serialized bytes.
+                let memory = MemoryEstimate.create artifact.Parameters 0 1
+                MemoryEstimate.ensureWithin
+                    (MemoryBudget.defaultBytes ())
+                    "Generating the keys"
+                    artifact.Parameters
+                    (MemoryEstimate.describe memory)
+                    (memory.ClientKeyBytes + 2L * memory.CompressedEvaluationKeyBytes)
                 let secret = ClientKey.generate artifact.Parameters
                 Files.createDirectory keyDirectory true
                 Files.write secretPath true (fun s ->
@@ -403,12 +411,14 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
     /// Deserializes, decompresses and prepares evaluation keys; InvalidFheDataException for bytes that are not
     /// evaluation keys of this model.
     member _.LoadEvaluationKeys(evaluationKeys: byte[]) : PreparedCircuit =
+        ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
         let compressed = FheSerializer.evaluationKeysOfBytes circuit.Parameters context evaluationKeys
         FheServer.prepare circuit (CompressedServerKey.decompress compressed)
 
     /// <c>LoadEvaluationKeys</c> from a stream (a file, a request body), read as it arrives; a payload over
     /// maxPayloadBytes is refused (TooLarge) before it is read.
     member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
+        ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
         let compressed = FheSerializer.readEvaluationKeys source circuit.Parameters context maxPayloadBytes
         FheServer.prepare circuit (CompressedServerKey.decompress compressed)
 

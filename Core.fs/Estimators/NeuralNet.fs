@@ -24,6 +24,8 @@ type internal FheSession(circuit: Circuit, seed: int) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
     // Mean seconds per layer over the rows of the last encrypted run.
     let mutable lastLayerSeconds: float[] option = None
+    // Seconds the last key generation and preparation took.
+    let mutable keygenSeconds: float option = None
 
     member _.Circuit = circuit
 
@@ -32,8 +34,12 @@ type internal FheSession(circuit: Circuit, seed: int) =
         match keys with
         | Some k when not force -> k
         | _ ->
-            let k = FheClient.keygen circuit
-            let prepared = FheServer.prepare circuit (FheNet.Tfhe.CompressedServerKey.decompress k.CompressedServerKey)
+            let budget = MemoryBudget.defaultBytes ()
+            ResourceCheck.keygenAndPrepare budget circuit
+            let watch = Diagnostics.Stopwatch.StartNew()
+            let k = FheClient.keygenWithin budget circuit
+            let prepared = FheServer.prepareWithin budget circuit (FheNet.Tfhe.CompressedServerKey.decompress k.CompressedServerKey)
+            keygenSeconds <- Some watch.Elapsed.TotalSeconds
             keys <- Some(k, prepared)
             k, prepared
 
@@ -60,7 +66,10 @@ type internal FheSession(circuit: Circuit, seed: int) =
     /// The circuit's report; with keys, estimated times from a measured bootstrap, and the last encrypted run's.
     member _.Report() =
         let perBootstrap = keys |> Option.map (fun (_, prepared) -> FheServer.bootstrapMilliseconds prepared)
-        CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
+        let report = CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
+        match keygenSeconds with
+        | Some seconds -> CircuitReport.withMeasuredKeys seconds report
+        | None -> report
 
 /// Checks and training shared by both estimators.
 module internal Fitting =
@@ -196,9 +205,10 @@ module internal Fitting =
     let compileOptions (pError: float option) (globalPError: float option) (roundingThresholdBits: int option) (rounding: RoundingMethod option) =
         { PError = pError
           GlobalPError = globalPError
-          RoundingThresholdBits = roundingThresholdBits
+          RoundingThreshold = RoundingThreshold.ofBits roundingThresholdBits
           Rounding = defaultArg rounding RoundingMethod.Exact
-          RangeMargin = CompileOptions.Default.RangeMargin }
+          RangeMargin = CompileOptions.Default.RangeMargin
+          MemoryBudgetBytes = None }
 
     let compiledSession (session: FheSession option) =
         match session with

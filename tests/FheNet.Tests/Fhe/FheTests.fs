@@ -104,7 +104,7 @@ let tests =
               // A 2-bit threshold drops several bits, so that grouped rounding reads a group of more than one bit.
               for rounding in [ RoundingMethod.Exact; RoundingMethod.ExactPerBit ] do
                   let circuit =
-                      Compiler.compile { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = rounding } model x
+                      Compiler.compile { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2; Rounding = rounding } model x
                   let hidden = circuit.Layers[0]
                   Expect.isGreaterThan hidden.Shift 1 "several bits dropped before the lookup"
                   if rounding = RoundingMethod.Exact then
@@ -153,8 +153,8 @@ let tests =
               let fourBits = (classifier [ "n_w_bits", "4"; "n_a_bits", "4" ]).IntegerModel.Value
               for model, options in
                   [ model, CompileOptions.Default
-                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2 }
-                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = RoundingMethod.ExactPerBit }
+                    model, { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2 }
+                    model, { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2; Rounding = RoundingMethod.ExactPerBit }
                     fourBits, CompileOptions.Default ] do
                   // The claim is about noise: calibrate on the rows that run too, since a row beyond the
                   // calibrated ranges overflows its accumulator (in FHE as in Concrete ML).
