@@ -386,6 +386,8 @@ type EvaluationKeysNotFoundException(keyId: string) =
 /// to by id. Thread-safe.
 [<Sealed>]
 type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: int64) =
+    // A server whose model's prepared keys would not fit the process's memory budget refuses to start.
+    do ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
     let context = ModelContext.ofCircuit circuit
     let store = KeyStore<PreparedCircuit>(keyBudgetBytes)
     let features = circuit.Model.Layers[0].Weights[0].Length
@@ -411,14 +413,12 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
     /// Deserializes, decompresses and prepares evaluation keys; InvalidFheDataException for bytes that are not
     /// evaluation keys of this model.
     member _.LoadEvaluationKeys(evaluationKeys: byte[]) : PreparedCircuit =
-        ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
         let compressed = FheSerializer.evaluationKeysOfBytes circuit.Parameters context evaluationKeys
         FheServer.prepare circuit (CompressedServerKey.decompress compressed)
 
     /// <c>LoadEvaluationKeys</c> from a stream (a file, a request body), read as it arrives; a payload over
     /// maxPayloadBytes is refused (TooLarge) before it is read.
     member _.LoadEvaluationKeys(source: Stream, maxPayloadBytes: int64) : PreparedCircuit =
-        ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
         let compressed = FheSerializer.readEvaluationKeys source circuit.Parameters context maxPayloadBytes
         FheServer.prepare circuit (CompressedServerKey.decompress compressed)
 

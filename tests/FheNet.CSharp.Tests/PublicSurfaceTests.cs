@@ -57,7 +57,8 @@ public class PublicSurfaceTests
                 "NeuralNet", "NeuralNetOptions", "ClassifierBuilder", "RegressorBuilder", "NeuralNetEstimator",
                 "NeuralNetClassifier`1", "NeuralNetRegressor", "Features", "Activation", "FheMode", "RoundingMethod",
                 "Optimizer", "ClassWeighting", "TrainingProgress", "InferenceProgress", "EpochSummary",
-                "FheCircuitReport", "FheLayerReport", "TfheParameterSet", "LayerBitWidths",
+                "FheCircuitReport", "FheLayerReport", "TfheParameterSet", "LayerBitWidths", "FheMemoryEstimate",
+                "FheRoundingCost",
             },
             exported);
     }
