@@ -553,6 +553,17 @@ module Compiler =
     [<Literal>]
     let AutomaticCostTolerance = 1.5
 
+    /// True for a hidden layer whose requantization is the model's own exact rounding: power-of-two scales with ReLU
+    /// or Identity, where it is a shift (of no bits when the output scale is no coarser than the accumulator's).
+    let private roundsItself (layer: IntegerLayer) =
+        let powerOfTwo (v: float32) = v > 0.0f && MathF.ScaleB(1.0f, MathF.ILogB v) = v
+        match layer.Lookup with
+        | Some lookup ->
+            (lookup.Activation = Autodiff.Activation.ReLU || lookup.Activation = Autodiff.Activation.Identity)
+            && powerOfTwo lookup.Step
+            && powerOfTwo lookup.OutputScale
+        | None -> true
+
     /// Concrete's cost of one sample: bootstraps × the cost of one on the circuit's set.
     let costPerSample (circuit: Circuit) = Optimizer.cost circuit.Parameters * float circuit.BootstrapsPerSample
 
@@ -610,7 +621,7 @@ module Compiler =
             // Widest first; a threshold that leaves the model as a wider one did is compiled once.
             let attempts =
                 [ MaxAutomaticLookupBits .. -1 .. MinAutomaticLookupBits ]
-                |> List.map (fun bits -> bits, rounded (fun layer -> layer.Shift = 0) bits)
+                |> List.map (fun bits -> bits, rounded (roundsItself >> not) bits)
                 |> List.distinctBy (fun (_, m) -> m.Layers |> Array.map _.Shift)
                 |> List.map (fun (bits, m) ->
                     try

@@ -24,8 +24,9 @@ let private classifier extra =
     let x, y, _, _ = moons.Force()
     NeuralNetClassifier<int>(small extra).Fit(x, y |> Array.map int)
 
-/// The output accumulators of rows run encrypted through the client and server halves, with fresh keys.
-let private executeAccumulators (circuit: Circuit) (rows: float32[][]) =
+/// The output accumulators of rows run encrypted through the client and server halves, with fresh keys (also used
+/// by the resource tests).
+let executeAccumulators (circuit: Circuit) (rows: float32[][]) =
     let keys = FheClient.keygen circuit
     let prepared = FheServer.prepare circuit (Tfhe.CompressedServerKey.decompress keys.CompressedServerKey)
     rows
@@ -33,7 +34,7 @@ let private executeAccumulators (circuit: Circuit) (rows: float32[][]) =
         let inputs = FheClient.encryptRow keys circuit row |> Array.map Tfhe.Lwe.expand
         FheClient.decrypt keys circuit (FheServer.evaluate prepared inputs))
 
-let private disableAccumulators (circuit: Circuit) (rows: float32[][]) =
+let disableAccumulators (circuit: Circuit) (rows: float32[][]) =
     rows |> Array.map (fun row -> IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model row))
 
 let private simulateAccumulators seed (circuit: Circuit) (rows: float32[][]) =

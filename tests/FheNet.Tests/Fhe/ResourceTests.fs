@@ -22,17 +22,6 @@ let private fitted (extra: (string * string) list) =
         )
     NeuralNetClassifier<int>(settings).Fit(x, y |> Array.map int)
 
-let private execute (circuit: Circuit) (rows: float32[][]) =
-    let keys = FheClient.keygen circuit
-    let prepared = FheServer.prepare circuit (Tfhe.CompressedServerKey.decompress keys.CompressedServerKey)
-    rows
-    |> Array.map (fun row ->
-        let inputs = FheClient.encryptRow keys circuit row |> Array.map Tfhe.Lwe.expand
-        FheClient.decrypt keys circuit (FheServer.evaluate prepared inputs))
-
-let private disable (circuit: Circuit) (rows: float32[][]) =
-    rows |> Array.map (fun row -> IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model row))
-
 /// The FheResourceException that `attempt` raises.
 let private refused (attempt: unit -> unit) (what: string) =
     try
@@ -126,7 +115,7 @@ let tests =
               Expect.equal (RoundingThreshold.ofBits None) RoundingThreshold.Automatic "none given: automatic"
               Expect.equal (RoundingThreshold.ofBits (Some 0)) RoundingThreshold.Off "0: off"
               Expect.equal (RoundingThreshold.ofBits (Some 5)) (RoundingThreshold.Bits 5) "bits"
-              Expect.equal (execute auto xTest[..1]) (disable auto xTest[..1]) "execute equals the rounded integer model"
+              Expect.equal (FheTests.executeAccumulators auto xTest[..1]) (FheTests.disableAccumulators auto xTest[..1]) "execute equals the rounded integer model"
           }
 
           test "the estimator's disable mode computes the rounded program and its report shows estimates and measurements" {
@@ -158,5 +147,5 @@ let tests =
               for activation in Activation.all do
                   let model = (fitted [ "module__activation_function", Activation.name activation ]).IntegerModel.Value
                   let circuit = Compiler.compile CompileOptions.Default model x
-                  Expect.equal (execute circuit xTest[..0]) (disable circuit xTest[..0]) $"%A{activation}"
+                  Expect.equal (FheTests.executeAccumulators circuit xTest[..0]) (FheTests.disableAccumulators circuit xTest[..0]) $"%A{activation}"
           } ]
