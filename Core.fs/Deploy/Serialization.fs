@@ -562,8 +562,7 @@ module CircuitFormat =
           Layers = Array.init count (readLayerCircuit r parameters rounding model)
           Parameters = parameters
           Rounding = rounding
-          Log2PError = log2PError
-          RoundingCost = None }
+          Log2PError = log2PError }
 
     /// SHA-256 of the circuit's serialized payload: the model's identity.
     let digest (c: Circuit) : byte[] =

@@ -20,7 +20,7 @@ type FittedNetwork =
 
 /// A model compiled for FHE: its circuit and, once generated, its keys with the server's prepared circuit.
 [<Sealed>]
-type internal FheSession(circuit: Circuit, seed: int) =
+type internal FheSession(circuit: Circuit, seed: int, roundingCost: RoundingCost option) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
     // Mean seconds per layer over the rows of the last encrypted run.
     let mutable lastLayerSeconds: float[] option = None
@@ -66,7 +66,9 @@ type internal FheSession(circuit: Circuit, seed: int) =
     /// The circuit's report; with keys, estimated times from a measured bootstrap, and the last encrypted run's.
     member _.Report() =
         let perBootstrap = keys |> Option.map (fun (_, prepared) -> FheServer.bootstrapMilliseconds prepared)
-        let report = CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
+        let report =
+            { CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds with
+                RoundingCost = roundingCost }
         match keygenSeconds with
         | Some seconds -> CircuitReport.withMeasuredKeys seconds report
         | None -> report
@@ -198,7 +200,9 @@ module internal Fitting =
     let compile (s: NeuralNetSettings) (f: FittedNetwork) (x: float32[][]) (options: CompileOptions) =
         checkFeatures "X" x (Some f.Network.Config.InputDim)
         match f.Integer with
-        | Some model -> FheSession(Compiler.compile options model x, s.Seed)
+        | Some model ->
+            let circuit, roundingCost = Compiler.compileWithCost options model x
+            FheSession(circuit, s.Seed, roundingCost)
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile; compile the quantized model.")
 
     /// The compile options from the reference's keyword arguments.
@@ -485,7 +489,7 @@ type NeuralNetClassifier<'Label when 'Label: comparison>(settings: NeuralNetSett
         match (fst (fittedState "LoadCompiled")).Integer with
         | Some model ->
             let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
-            session <- Some(FheSession(circuit, settings.Seed))
+            session <- Some(FheSession(circuit, settings.Seed, None))
             circuit
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
 
@@ -627,7 +631,7 @@ type NeuralNetRegressor(settings: NeuralNetSettings) =
         match f.Integer with
         | Some model ->
             let circuit = FheNet.Deploy.FheModelDev.LoadCircuitOf(model, directory)
-            session <- Some(FheSession(circuit, settings.Seed))
+            session <- Some(FheSession(circuit, settings.Seed, None))
             circuit
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
 

@@ -292,10 +292,7 @@ type Circuit =
       Parameters: TfheParameters
       Rounding: RoundingMethod
       /// log2 of the failure probability each lookup was sized for.
-      Log2PError: float
-      /// What a rounding threshold that changed the integer model costs in accuracy on the calibration rows; None
-      /// when the model kept its own rounding (or the circuit was loaded without it).
-      RoundingCost: RoundingCost option }
+      Log2PError: float }
 
     /// Programmable bootstraps per inferred sample.
     member c.BootstrapsPerSample = c.Layers |> Array.sumBy (fun l -> l.BootstrapsFor c.Rounding)
@@ -535,8 +532,7 @@ module Compiler =
           Layers = layers
           Parameters = parameters
           Rounding = options.Rounding
-          Log2PError = log2PError
-          RoundingCost = None }
+          Log2PError = log2PError }
 
     /// Widest lookup the automatic rounding threshold tries.
     [<Literal>]
@@ -586,9 +582,10 @@ module Compiler =
     /// of bits for every hidden layer, or (automatic) for each hidden layer without the model's own rounding, the
     /// widest lookup of MinAutomaticLookupBits..MaxAutomaticLookupBits bits whose keys fit the memory budget, at a
     /// cost per sample within AutomaticCostTolerance of the cheapest that fits. A threshold that changes the model
-    /// is reported with its accuracy cost (RoundingCost). FheResourceException when no automatic threshold fits
-    /// the budget; an explicit setting compiles whatever its keys cost (key generation checks them).
-    let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
+    /// comes with its accuracy cost on the calibration rows (compile-time information: not part of the circuit, nor
+    /// saved with it). FheResourceException when no automatic threshold fits the budget; an explicit setting
+    /// compiles whatever its keys cost (key generation checks them).
+    let compileWithCost (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit * RoundingCost option =
         if not (options.RangeMargin >= 0.0) then
             raise (ParameterOutOfRangeException("RangeMargin", options.RangeMargin, "a fraction >= 0 (infinity: the worst case)"))
         if calibration.Length < MinCalibrationRows then
@@ -610,10 +607,12 @@ module Compiler =
                  |> Array.map (fun r -> Array.map fst r |> Array.min, Array.map snd r |> Array.max))
         let rounded applies bits = withRoundingThreshold applies bits model layerRanges.Value
         let withCost bits (circuit: Circuit) =
-            if Array.forall2 (fun (a: IntegerLayer) (b: IntegerLayer) -> a.Shift = b.Shift) circuit.Model.Layers model.Layers then circuit
-            else { circuit with RoundingCost = Some(roundingCost bits model circuit.Model calibration) }
+            if Array.forall2 (fun (a: IntegerLayer) (b: IntegerLayer) -> a.Shift = b.Shift) circuit.Model.Layers model.Layers then
+                circuit, None
+            else
+                circuit, Some(roundingCost bits model circuit.Model calibration)
         match options.RoundingThreshold with
-        | RoundingThreshold.Off -> build options model calibration
+        | RoundingThreshold.Off -> build options model calibration, None
         | RoundingThreshold.Bits bits -> build options (rounded (fun _ -> true) bits) calibration |> withCost bits
         | RoundingThreshold.Automatic ->
             let budget = options.MemoryBudgetBytes |> Option.defaultWith MemoryBudget.defaultBytes
@@ -647,3 +646,7 @@ module Compiler =
                 let cheapest = fitting |> List.map (snd >> costPerSample) |> List.min
                 let bits, circuit = fitting |> List.find (fun (_, c) -> costPerSample c <= AutomaticCostTolerance * cheapest)
                 withCost bits circuit
+
+    /// `compileWithCost` without the accuracy cost of the rounding.
+    let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
+        fst (compileWithCost options model calibration)

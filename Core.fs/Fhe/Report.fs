@@ -90,7 +90,8 @@ type CircuitReport =
       MeasuredSecondsPerSample: float option
       /// Measured once keys exist: the process's peak working set (runtime and data included).
       MeasuredPeakBytes: int64 option
-      /// What the rounding threshold costs in accuracy, when one changed the model.
+      /// What the rounding threshold costs in accuracy, when one changed the model at compile time
+      /// (Compiler.compileWithCost; None for a circuit loaded from disk).
       RoundingCost: RoundingCost option }
 
     /// A plain-text table of the report.
@@ -177,7 +178,7 @@ module CircuitReport =
           MeasuredKeygenSeconds = None
           MeasuredSecondsPerSample = measuredSeconds |> Option.map Array.sum
           MeasuredPeakBytes = None
-          RoundingCost = circuit.RoundingCost }
+          RoundingCost = None }
 
     /// The report with the measured key-generation seconds and the process's peak working set.
     let withMeasuredKeys (keygenSeconds: float) (report: CircuitReport) =

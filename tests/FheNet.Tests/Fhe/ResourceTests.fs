@@ -94,17 +94,17 @@ let tests =
               // 5-bit codes make accumulators wider than the automatic lookups.
               let model =
                   (fitted [ "module__activation_function", "Sigmoid"; "n_w_bits", "5"; "n_a_bits", "5" ]).IntegerModel.Value
-              let off = Compiler.compile { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Off } model x
+              let off, offCost = Compiler.compileWithCost { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Off } model x
               Expect.all off.Layers (fun l -> l.Shift = 0) "off: whole accumulators are looked up"
-              Expect.isNone off.RoundingCost "off: no rounding cost"
+              Expect.isNone offCost "off: no rounding cost"
               let widest = off.Layers |> Array.map _.LookupBits |> Array.max
               Expect.isGreaterThan widest Compiler.MinAutomaticLookupBits "the unrounded lookup is wide"
               let auto = Compiler.compile CompileOptions.Default model x
               Expect.all auto.Layers (fun l -> l.LookupBits <= Compiler.MaxAutomaticLookupBits) "automatic: narrow lookups"
               Expect.isLessThanOrEqual (Compiler.costPerSample auto) (Compiler.costPerSample off) "automatic: no dearer"
-              let three = Compiler.compile { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2 } model x
-              Expect.all three.Layers (fun l -> l.LookupBits <= 2) "2 bits asked, 2 bits read"
-              match three.RoundingCost with
+              let two, twoCost = Compiler.compileWithCost { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2 } model x
+              Expect.all two.Layers (fun l -> l.LookupBits <= 2) "2 bits asked, 2 bits read"
+              match twoCost with
               | Some cost ->
                   Expect.equal cost.ThresholdBits 2 "the threshold"
                   Expect.equal cost.Rows x.Length "every calibration row"
