@@ -635,13 +635,15 @@ module Compiler =
                 | _ ->
                     let bits, smallest = compiled |> List.minBy (fun (_, c) -> (c.Memory threads).PeakBytes)
                     let memory = smallest.Memory threads
-                    MemoryEstimate.ensureWithin
-                        budget
-                        $"Compiling with the narrowest automatic rounding threshold (%d{bits} bits)"
-                        smallest.Parameters
-                        (MemoryEstimate.describe memory)
-                        memory.PeakBytes
-                    withCost bits smallest
+                    raise (
+                        FheResourceException(
+                            $"The automatic rounding threshold with the smallest keys (%d{bits} bits)",
+                            memory.PeakBytes,
+                            budget,
+                            smallest.Parameters.Name,
+                            MemoryEstimate.describe memory
+                        )
+                    )
             | fitting ->
                 let cheapest = fitting |> List.map (snd >> costPerSample) |> List.min
                 let bits, circuit = fitting |> List.find (fun (_, c) -> costPerSample c <= AutomaticCostTolerance * cheapest)

@@ -75,7 +75,7 @@ let tests =
                   refused
                       (fun () -> Compiler.compile { CompileOptions.Default with MemoryBudgetBytes = Some 4096L } model x |> ignore)
                       "no threshold fits 4 KiB"
-              Expect.stringContains e.Message "rounding threshold" "names the stage"
+              Expect.stringContains e.Message "automatic rounding threshold" "names the stage"
           }
 
           test "the memory budget parses bytes and binary suffixes and refuses the rest" {
