@@ -51,7 +51,9 @@ public abstract class NeuralNetEstimator
     /// <param name="pError">Failure probability of each table lookup (default 2^-40); not with <paramref name="globalPError"/>.</param>
     /// <param name="globalPError">Failure probability of a whole prediction, spread over its bootstraps.</param>
     /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits before its
-    /// lookup (faster, less exact); null keeps the model's own exact rounding.</param>
+    /// lookup (faster, less exact); null chooses a threshold for layers without the model's own exact rounding
+    /// (the widest lookup whose keys fit the memory budget at a sane cost; its accuracy cost is in the report);
+    /// 0 keeps only the model's own rounding.</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE (default exact).</param>
     /// <param name="rangeMargin">How far beyond the calibration rows the circuit stays exact: every accumulator
     /// range, and the feature range the deployed client checks rows against, widens by this fraction of its width
@@ -63,6 +65,8 @@ public abstract class NeuralNetEstimator
     /// <exception cref="ParameterOutOfRangeException">A probability outside (0, 1), or both given.</exception>
     /// <exception cref="FheNet.Fhe.CircuitTooWideException">A layer is too wide for any parameter set; the message
     /// names the layer and the fixes (AccumulatorBits, roundingThresholdBits, fewer bits).</exception>
+    /// <exception cref="FheNet.Fhe.FheResourceException">No automatic rounding threshold gives keys within the memory
+    /// budget (FHENET_MEMORY_BUDGET, default half the memory available); the message names the sizes and the fixes.</exception>
     public FheCircuitReport Compile(
         Features x, double? pError = null, double? globalPError = null, int? roundingThresholdBits = null,
         RoundingMethod rounding = RoundingMethod.Exact, double? rangeMargin = null) =>
@@ -76,7 +80,8 @@ public abstract class NeuralNetEstimator
     /// <param name="x">Calibration rows (at least 8).</param>
     /// <param name="pError">Failure probability of each table lookup (default 2^-40).</param>
     /// <param name="globalPError">Failure probability of a whole prediction.</param>
-    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits.</param>
+    /// <param name="roundingThresholdBits">Round every hidden accumulator to at most this many bits (null: automatic;
+    /// 0: only the model's own rounding).</param>
     /// <param name="rounding">How the dropped bits are rounded in FHE.</param>
     /// <param name="rangeMargin">The fraction by which calibrated ranges widen (default 0.25).</param>
     /// <param name="cancellationToken">Cancels the compilation if it has not started.</param>
@@ -121,6 +126,8 @@ public abstract class NeuralNetEstimator
     /// </summary>
     /// <param name="force">Replace existing keys.</param>
     /// <exception cref="FheNotAvailableException">Before <see cref="Compile"/>.</exception>
+    /// <exception cref="FheNet.Fhe.FheResourceException">The keys would not fit the memory budget
+    /// (FHENET_MEMORY_BUDGET, default half the memory available); raised before any key is made.</exception>
     public void Keygen(bool force = false) => KeygenCore(force);
 
     /// <summary><see cref="Keygen"/> on the thread pool; the token is checked before it starts.</summary>

@@ -94,7 +94,28 @@ public sealed record FheLayerReport(
     int Layer, int Lookups, int Bootstraps, int AccumulatorBits, int RoundedBits, int LookupBits, int WindowBits,
     double Nu, double? EstimatedMilliseconds, double? MeasuredMilliseconds);
 
-/// <summary>What a compiled circuit costs per sample, with its parameter set and key sizes.</summary>
+/// <summary>The memory of a circuit's keys and tables, estimated from its parameter set before any key exists.</summary>
+/// <param name="CompressedEvaluationKeyBytes">The seeded evaluation key a client sends to a server.</param>
+/// <param name="ExpandedEvaluationKeyBytes">The evaluation key with its masks (as large as the Fourier key).</param>
+/// <param name="PreparedBytes">What a server holds: the Fourier and keyswitching keys, the tables, the buffers.</param>
+/// <param name="ClientKeyBytes">The client's secret keys.</param>
+/// <param name="PeakBytes">Key generation then preparation in one process.</param>
+public sealed record FheMemoryEstimate(
+    long CompressedEvaluationKeyBytes, long ExpandedEvaluationKeyBytes, long PreparedBytes, long ClientKeyBytes,
+    long PeakBytes);
+
+/// <summary>The accuracy a rounding threshold costs: the rounded integer model against the unrounded one on the
+/// calibration rows, in the model's real outputs (logits, or standardized targets).</summary>
+/// <param name="ThresholdBits">Bits of each rounded lookup.</param>
+/// <param name="Rows">Calibration rows compared.</param>
+/// <param name="MeanAbsoluteChange">Mean absolute change of an output.</param>
+/// <param name="MaxAbsoluteChange">Largest absolute change of an output.</param>
+/// <param name="ArgmaxAgreement">Share of rows whose largest output (a classifier's class) is unchanged.</param>
+public sealed record FheRoundingCost(
+    int ThresholdBits, int Rows, double MeanAbsoluteChange, double MaxAbsoluteChange, double ArgmaxAgreement);
+
+/// <summary>What a compiled circuit costs per sample, with its parameter set, its estimated memory and time (before
+/// any key exists) and, after keys and an encrypted run, the measured figures beside them.</summary>
 /// <param name="Layers">Per-layer figures.</param>
 /// <param name="Parameters">The TFHE parameter set.</param>
 /// <param name="BootstrapsPerSample">Programmable bootstraps per encrypted prediction.</param>
@@ -102,6 +123,13 @@ public sealed record FheLayerReport(
 /// <param name="CompressedEvaluationKeyBytes">The seeded evaluation key a client sends to a server.</param>
 /// <param name="EvaluationKeyBytes">The expanded evaluation key a server holds in memory.</param>
 /// <param name="InputBytesPerFeature">Bytes of one encrypted feature (its body; each row adds one 16-byte seed).</param>
+/// <param name="Memory">The keys' and tables' memory, estimated from the parameter set.</param>
+/// <param name="EstimatedKeygenSeconds">Key generation and preparation, estimated for this machine.</param>
+/// <param name="EstimatedSecondsPerSample">One encrypted prediction, estimated for this machine.</param>
+/// <param name="MeasuredKeygenSeconds">Measured key generation and preparation; null before keys exist.</param>
+/// <param name="MeasuredSecondsPerSample">Mean seconds per row of the last encrypted run; null before one.</param>
+/// <param name="MeasuredPeakBytes">The process's peak working set once keys exist; null before.</param>
+/// <param name="RoundingCost">The accuracy cost of the rounding threshold; null when none changed the model.</param>
 public sealed record FheCircuitReport(
     IReadOnlyList<FheLayerReport> Layers,
     TfheParameterSet Parameters,
@@ -109,13 +137,22 @@ public sealed record FheCircuitReport(
     double Log2PError,
     long CompressedEvaluationKeyBytes,
     long EvaluationKeyBytes,
-    int InputBytesPerFeature)
+    int InputBytesPerFeature,
+    FheMemoryEstimate Memory,
+    double EstimatedKeygenSeconds,
+    double EstimatedSecondsPerSample,
+    double? MeasuredKeygenSeconds,
+    double? MeasuredSecondsPerSample,
+    long? MeasuredPeakBytes,
+    FheRoundingCost? RoundingCost)
 {
     private string Table { get; init; } = "";
 
     internal static FheCircuitReport FromCore(CoreCircuitReport r)
     {
         var p = r.Parameters;
+        var m = r.Memory;
+        var cost = r.RoundingCost?.Value;
         return new FheCircuitReport(
             r.Layers.Select(l => new FheLayerReport(
                 l.Layer, l.Lookups, l.Bootstraps, l.AccumulatorBits, l.RoundedBits, l.LookupBits, l.WindowBits, l.Nu,
@@ -127,9 +164,22 @@ public sealed record FheCircuitReport(
             r.Log2PError,
             r.CompressedEvaluationKeyBytes,
             r.EvaluationKeyBytes,
-            r.InputBytesPerFeature) { Table = r.ToString() };
+            r.InputBytesPerFeature,
+            new FheMemoryEstimate(
+                m.CompressedEvaluationKeyBytes, m.ExpandedEvaluationKeyBytes, m.PreparedBytes, m.ClientKeyBytes,
+                m.PeakBytes),
+            r.EstimatedKeygenSeconds,
+            r.EstimatedSecondsPerSample,
+            r.MeasuredKeygenSeconds.ToNullable(),
+            r.MeasuredSecondsPerSample.ToNullable(),
+            r.MeasuredPeakBytes.ToNullable(),
+            cost is null
+                ? null
+                : new FheRoundingCost(
+                    cost.ThresholdBits, cost.Rows, cost.MeanAbsoluteChange, cost.MaxAbsoluteChange,
+                    cost.ArgmaxAgreement)) { Table = r.ToString() };
     }
 
-    /// <summary>A plain-text table of the report, one line per layer.</summary>
+    /// <summary>A plain-text table of the report, one line per layer, then the estimates and measurements.</summary>
     public override string ToString() => Table;
 }

@@ -373,6 +373,14 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
         lock gate (fun () ->
             requireUndisposed ()
             if defaultArg force false || not (File.Exists secretPath) then
+                // The client key, the compressed evaluation key and its serialized bytes.
+                let memory = MemoryEstimate.create artifact.Parameters 0 1
+                MemoryEstimate.ensureWithin
+                    (MemoryBudget.defaultBytes ())
+                    "Generating the keys"
+                    artifact.Parameters
+                    (MemoryEstimate.describe memory)
+                    (memory.ClientKeyBytes + 2L * memory.CompressedEvaluationKeyBytes)
                 let secret = ClientKey.generate artifact.Parameters
                 Files.createDirectory keyDirectory true
                 Files.write secretPath true (fun s ->
@@ -449,6 +457,8 @@ type EvaluationKeysNotFoundException(keyId: string) =
 /// to by id. Thread-safe.
 [<Sealed>]
 type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: int64) =
+    // A server whose model's prepared keys would not fit the process's memory budget refuses to start.
+    do ResourceCheck.prepare (MemoryBudget.defaultBytes ()) circuit
     let context = ModelContext.ofCircuit circuit
     let store = KeyStore<PreparedCircuit>(keyBudgetBytes)
     let features = circuit.Model.Layers[0].Weights[0].Length

@@ -25,10 +25,12 @@ type FittedNetwork =
 /// A model compiled for FHE: its circuit, the raw feature range it was calibrated for and, once generated, its keys
 /// with the server's prepared circuit.
 [<Sealed>]
-type internal FheSession(circuit: Circuit, range: FeatureRange, seed: int) =
+type internal FheSession(circuit: Circuit, range: FeatureRange, seed: int, roundingCost: RoundingCost option) =
     let mutable keys: (CircuitKeys * PreparedCircuit) option = None
     // Mean seconds per layer over the rows of the last encrypted run.
     let mutable lastLayerSeconds: float[] option = None
+    // Seconds the last key generation and preparation took.
+    let mutable keygenSeconds: float option = None
 
     member _.Circuit = circuit
 
@@ -39,8 +41,12 @@ type internal FheSession(circuit: Circuit, range: FeatureRange, seed: int) =
         match keys with
         | Some k when not force -> k
         | _ ->
-            let k = FheClient.keygen circuit
-            let prepared = FheServer.prepare circuit (FheNet.Tfhe.CompressedServerKey.decompress k.CompressedServerKey)
+            let budget = MemoryBudget.defaultBytes ()
+            ResourceCheck.keygenAndPrepare budget circuit
+            let watch = Diagnostics.Stopwatch.StartNew()
+            let k = FheClient.keygenWithin budget circuit
+            let prepared = FheServer.prepareWithin budget circuit (FheNet.Tfhe.CompressedServerKey.decompress k.CompressedServerKey)
+            keygenSeconds <- Some watch.Elapsed.TotalSeconds
             keys <- Some(k, prepared)
             k, prepared
 
@@ -67,7 +73,12 @@ type internal FheSession(circuit: Circuit, range: FeatureRange, seed: int) =
     /// The circuit's report; with keys, estimated times from a measured bootstrap, and the last encrypted run's.
     member _.Report() =
         let perBootstrap = keys |> Option.map (fun (_, prepared) -> FheServer.bootstrapMilliseconds prepared)
-        CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds
+        let report =
+            { CircuitReport.create circuit perBootstrap Environment.ProcessorCount lastLayerSeconds with
+                RoundingCost = roundingCost }
+        match keygenSeconds with
+        | Some seconds -> CircuitReport.withMeasuredKeys seconds report
+        | None -> report
 
 /// Checks and training shared by both estimators.
 module internal Fitting =
@@ -242,8 +253,8 @@ module internal Fitting =
         checkFeatures "X" x (Some f.Network.Config.InputDim)
         match f.Integer with
         | Some model ->
-            let circuit = Compiler.compile options model (FeatureScaler.transform f.Scaler x)
-            FheSession(circuit, FeatureRange.ofRows options.RangeMargin x, s.Seed)
+            let circuit, roundingCost = Compiler.compileWithCost options model (FeatureScaler.transform f.Scaler x)
+            FheSession(circuit, FeatureRange.ofRows options.RangeMargin x, s.Seed, roundingCost)
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile; compile the quantized model.")
 
     /// The compile options from the reference's keyword arguments, and the range margin (the fraction by which
@@ -251,9 +262,10 @@ module internal Fitting =
     let compileOptions (pError: float option) (globalPError: float option) (roundingThresholdBits: int option) (rounding: RoundingMethod option) (rangeMargin: float option) =
         { PError = pError
           GlobalPError = globalPError
-          RoundingThresholdBits = roundingThresholdBits
+          RoundingThreshold = RoundingThreshold.ofBits roundingThresholdBits
           Rounding = defaultArg rounding RoundingMethod.Exact
-          RangeMargin = defaultArg rangeMargin CompileOptions.Default.RangeMargin }
+          RangeMargin = defaultArg rangeMargin CompileOptions.Default.RangeMargin
+          MemoryBudgetBytes = None }
 
     /// Per-layer bit-widths of the integer model on raw calibration rows.
     let bitWidths (f: FittedNetwork) (x: float32[][]) =
@@ -267,7 +279,7 @@ module internal Fitting =
         match f.Integer with
         | Some model ->
             let dev = FheNet.Deploy.FheModelDev.LoadCompiledOf(model, f.Scaler, directory)
-            FheSession(dev.Circuit, dev.ClientArtifact.Inputs.Range, s.Seed)
+            FheSession(dev.Circuit, dev.ClientArtifact.Inputs.Range, s.Seed, None)
         | None -> raise (InvalidOperationException "A float twin has no integer model to compile.")
 
     /// The scaler of a fit: the one a pruned network was trained with, or one learned on the rows.

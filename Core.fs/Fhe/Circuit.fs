@@ -21,28 +21,55 @@ type RoundingMethod =
     /// probability when the accumulator lies within its noise of a rounding threshold.
     | Approximate
 
+/// Which rounding threshold the compiler applies before each table lookup.
+[<RequireQualifiedAccess>]
+type RoundingThreshold =
+    /// Chosen by the compiler for every hidden layer without the model's own (power-of-two) rounding: the widest
+    /// lookup of at most Compiler.MaxAutomaticLookupBits bits whose keys fit the memory budget, at a cost per sample
+    /// within Compiler.AutomaticCostTolerance of the cheapest such threshold. The default.
+    | Automatic
+    /// Every hidden accumulator rounded to at most this many bits before its lookup (any activation).
+    | Bits of int
+    /// Only the model's own rounding (exact requantization shifts for power-of-two ReLU networks): lookups read
+    /// whole accumulators, which can need very large keys.
+    | Off
+
+module RoundingThreshold =
+
+    /// The threshold of a `rounding_threshold_bits` argument: none given is Automatic, 0 is Off (no rounding), a
+    /// positive count is that many bits.
+    let ofBits (bits: int option) =
+        match bits with
+        | None -> RoundingThreshold.Automatic
+        | Some 0 -> RoundingThreshold.Off
+        | Some b -> RoundingThreshold.Bits b
+
 /// The choices of `Compiler.compile`. At most one of PError and GlobalPError may be set.
 type CompileOptions =
     { /// Failure probability of each table lookup (default 2^-40).
       PError: float option
       /// Failure probability of a whole inference, spread evenly over its bootstraps.
       GlobalPError: float option
-      /// Round every hidden accumulator to at most this many bits before its lookup (any activation); None keeps
-      /// the integer model's own rounding (exact requantization shifts for power-of-two ReLU networks).
-      RoundingThresholdBits: int option
+      /// Rounding before each lookup: automatic (the default), a number of bits, or off.
+      RoundingThreshold: RoundingThreshold
       Rounding: RoundingMethod
       /// Each neuron's accumulator range is the calibration range widened by this fraction of its width on both
       /// sides (never beyond what any input can produce): rows a little outside the calibration set must not
       /// overflow. 0 keeps the calibration range; infinity the worst case over all inputs.
-      RangeMargin: float }
+      RangeMargin: float
+      /// The memory the circuit's keys may take (key generation and preparation in one process); None: the
+      /// process default (MemoryBudget.defaultBytes). The compiler refuses a circuit over it (FheResourceException).
+      MemoryBudgetBytes: int64 option }
 
-    /// 2^-40 per lookup, the model's own rounding, exact, a margin of a quarter of each range.
+    /// 2^-40 per lookup, an automatic rounding threshold, exact, a margin of a quarter of each range, the default
+    /// memory budget.
     static member Default =
         { PError = None
           GlobalPError = None
-          RoundingThresholdBits = None
+          RoundingThreshold = RoundingThreshold.Automatic
           Rounding = RoundingMethod.Exact
-          RangeMargin = 0.25 }
+          RangeMargin = 0.25
+          MemoryBudgetBytes = None }
 
 /// What a bootstrap with a table returns: the entry of its index for an index in [0, size), the negated entry in
 /// [size, 2·size) (the padding bit set), periodic beyond.
@@ -209,6 +236,26 @@ type LayerCircuit =
     member l.FinalReadFactor =
         float (LayerCircuit.GroupBootstraps(l.Shift, l.WindowBits)) * Math.Pow(4.0, float (l.LookupBits - l.WindowBits - 1)) + 1.0
 
+    /// The groups exact rounding clears, then the window's group of a two-step read (none for approximate rounding
+    /// or the last layer).
+    member l.ClearedGroups(rounding: RoundingMethod) =
+        match rounding with
+        | RoundingMethod.Exact
+        | RoundingMethod.ExactPerBit when l.HasTables -> l.RoundingGroups rounding @ Option.toList l.WindowGroup
+        | _ -> []
+
+    /// Lookup tables a server prepares for the layer: each neuron's (two for a two-step read) and, per cleared
+    /// group, its sign table and (but for one bit or a sign-only top group) the table of its other bits.
+    member l.PreparedTables(rounding: RoundingMethod) =
+        if not l.HasTables then 0
+        else
+            let signOnly = if l.SignOnlyTopGroup rounding then (l.RoundingGroups rounding).Length - 1 else -1
+            let groups =
+                l.ClearedGroups rounding
+                |> List.mapi (fun i (_, size) -> if size = 1 || i = signOnly then 1 else 2)
+                |> List.sum
+            l.Neurons * (if l.WindowBits > 0 then 2 else 1) + groups
+
     /// Bootstraps per sample: per neuron, those of exact rounding (one per group of one bit, two per larger group)
     /// and the table (one, or for a two-step read: the window group's, the class and the final lookup).
     member l.BootstrapsFor(rounding: RoundingMethod) =
@@ -225,6 +272,18 @@ type LayerCircuit =
                     | None -> 1
                 l.Neurons * (clearing + table)
 
+/// The accuracy a rounding threshold costs: the rounded integer model against the unrounded one on the calibration
+/// rows, in the model's real outputs (logits, or standardized targets).
+type RoundingCost =
+    { /// The threshold, in bits of each rounded lookup.
+      ThresholdBits: int
+      Rows: int
+      /// Mean and largest absolute change of an output.
+      MeanAbsoluteChange: float
+      MaxAbsoluteChange: float
+      /// Share of the rows whose largest output (a classifier's predicted class) is unchanged.
+      ArgmaxAgreement: float }
+
 /// A network compiled for FHE: the integer model it computes (any rounding threshold applied), the program of each
 /// layer, and one TFHE parameter set for the whole circuit.
 type Circuit =
@@ -237,6 +296,10 @@ type Circuit =
 
     /// Programmable bootstraps per inferred sample.
     member c.BootstrapsPerSample = c.Layers |> Array.sumBy (fun l -> l.BootstrapsFor c.Rounding)
+
+    /// Memory of the circuit's keys and prepared tables with `threads` workers, estimated from its parameter set.
+    member c.Memory(threads: int) =
+        MemoryEstimate.create c.Parameters (c.Layers |> Array.sumBy (fun l -> l.PreparedTables c.Rounding)) threads
 
     /// Bits of y in the first layer: the encoding of the client's input codes.
     member c.InputAccumulatorBits = c.Layers[0].AccumulatorBits
@@ -273,17 +336,16 @@ module Compiler =
         if not (p > 0.0 && p < 1.0) then
             raise (ParameterOutOfRangeException(name, p, "a probability in (0, 1)"))
 
-    /// The model with every hidden accumulator rounded to at most `bits` bits before its lookup, the lookup reading
-    /// the rounded value at the matching step. Bits come from the calibration ranges.
-    let private withRoundingThreshold (bits: int) (model: IntegerModel) (ranges: (int64 * int64)[]) =
+    /// The model with every hidden accumulator that `applies` to rounded to at most `bits` bits before its lookup,
+    /// the lookup reading the rounded value at the matching step. Bits come from the calibration ranges.
+    let private withRoundingThreshold (applies: IntegerLayer -> bool) (bits: int) (model: IntegerModel) (ranges: (int64 * int64)[]) =
         Guard.inRange "roundingThresholdBits" 1 MaxAccumulatorBits bits
         { model with
             Layers =
                 model.Layers
                 |> Array.mapi (fun l layer ->
                     match layer.Lookup with
-                    | None -> layer
-                    | Some lookup ->
+                    | Some lookup when applies layer ->
                         let lo, hi = ranges[l]
                         let needed = IntegerModel.bitsFor lo hi - bits
                         if needed <= layer.Shift then
@@ -291,7 +353,8 @@ module Compiler =
                         else
                             { layer with
                                 Shift = needed
-                                Lookup = Some { lookup with Step = layer.AccumulatorScale * MathF.ScaleB(1.0f, needed) } }) }
+                                Lookup = Some { lookup with Step = layer.AccumulatorScale * MathF.ScaleB(1.0f, needed) } }
+                    | _ -> layer) }
 
     /// Per layer, per neuron: the accumulator range on the calibration rows, widened by `margin` of its width on
     /// both sides within the worst case over every input code.
@@ -412,33 +475,11 @@ module Compiler =
             if g < 1e-9 then Math.Log2(g / count) else Math.Log2(1.0 - Math.Pow(1.0 - g, 1.0 / count))
         | None, None -> DefaultLog2PError
 
-    /// Compiles an integer model: bounds every accumulator on the calibration rows, plans the rounding and the
-    /// tables (with exact rounding, each table read by one lookup or in two steps, whichever plan costs less per
-    /// sample), and picks the cheapest secure parameter set on which every lookup meets the failure probability.
-    let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
-        if not (options.RangeMargin >= 0.0) then
-            raise (ParameterOutOfRangeException("RangeMargin", options.RangeMargin, "a fraction >= 0 (infinity: the worst case)"))
-        if calibration.Length < MinCalibrationRows then
-            raise (
-                InvalidShapeException(
-                    "calibration",
-                    $"has %d{calibration.Length} rows; pass at least %d{MinCalibrationRows} representative rows (e.g. the training set) to bound the accumulators"
-                )
-            )
-        let features = model.Layers[0].Weights[0].Length
-        calibration
-        |> Array.iteri (fun i row ->
-            if row.Length <> features then
-                raise (InvalidShapeException($"calibration[%d{i}]", $"has %d{row.Length} features; the model takes %d{features}"))
-            Guard.allFinite $"calibration[%d{i}]" (ReadOnlySpan row))
-        let model =
-            match options.RoundingThresholdBits with
-            | Some bits ->
-                let layerRanges =
-                    calibrationRanges options.RangeMargin model calibration
-                    |> Array.map (fun r -> Array.map fst r |> Array.min, Array.map snd r |> Array.max)
-                withRoundingThreshold bits model layerRanges
-            | None -> model
+    /// The circuit of an integer model whose rounding is settled: bounds every accumulator on the calibration rows,
+    /// plans the rounding and the tables (with exact rounding, each table read by one lookup or in two steps,
+    /// whichever plan costs less per sample), and picks the cheapest secure parameter set on which every lookup
+    /// meets the failure probability.
+    let private build (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
         let ranges = calibrationRanges options.RangeMargin model calibration
         let plans = Array.init model.Layers.Length (fun l -> layerCircuits model l ranges[l])
         let direct = plans |> Array.map fst
@@ -492,3 +533,122 @@ module Compiler =
           Parameters = parameters
           Rounding = options.Rounding
           Log2PError = log2PError }
+
+    /// Widest lookup the automatic rounding threshold tries.
+    [<Literal>]
+    let MaxAutomaticLookupBits = 8
+
+    /// Narrowest lookup the automatic rounding threshold tries.
+    [<Literal>]
+    let MinAutomaticLookupBits = 2
+
+    /// The automatic threshold takes the widest lookup whose cost per sample is at most this many times the
+    /// cheapest threshold's: past a few bits each bit of lookup doubles the table and soon the polynomial size,
+    /// for an ever smaller gain in accuracy (the sigmoid regressor on diabetes: 3 bits cheapest, 5 bits at 1.4×,
+    /// 6 bits at 1.9×, 7 bits at 10×).
+    [<Literal>]
+    let AutomaticCostTolerance = 1.5
+
+    /// True for a hidden layer whose requantization is the model's own exact rounding: power-of-two scales with ReLU
+    /// or Identity, where it is a shift (of no bits when the output scale is no coarser than the accumulator's).
+    let private roundsItself (layer: IntegerLayer) =
+        let powerOfTwo (v: float32) = v > 0.0f && MathF.ScaleB(1.0f, MathF.ILogB v) = v
+        match layer.Lookup with
+        | Some lookup ->
+            (lookup.Activation = Autodiff.Activation.ReLU || lookup.Activation = Autodiff.Activation.Identity)
+            && powerOfTwo lookup.Step
+            && powerOfTwo lookup.OutputScale
+        | None -> true
+
+    /// Concrete's cost of one sample: bootstraps × the cost of one on the circuit's set.
+    let costPerSample (circuit: Circuit) = Optimizer.cost circuit.Parameters * float circuit.BootstrapsPerSample
+
+    /// The rounded model's outputs against the unrounded one's on the calibration rows.
+    let private roundingCost (bits: int) (unrounded: IntegerModel) (rounded: IntegerModel) (calibration: float32[][]) =
+        let threads = Environment.ProcessorCount
+        let before = IntegerModel.predict threads unrounded calibration
+        let after = IntegerModel.predict threads rounded calibration
+        let changes = Array.map2 (Array.map2 (fun (a: float32) b -> abs (float a - float b))) before after |> Array.concat
+        let argmax (v: float32[]) = Array.findIndex ((=) (Array.max v)) v
+        { ThresholdBits = bits
+          Rows = calibration.Length
+          MeanAbsoluteChange = Array.average changes
+          MaxAbsoluteChange = Array.max changes
+          ArgmaxAgreement =
+            (Array.map2 (fun a b -> if argmax a = argmax b then 1.0 else 0.0) before after |> Array.sum)
+            / float calibration.Length }
+
+    /// Compiles an integer model for FHE (see `build`), with the rounding threshold of the options: off, a number
+    /// of bits for every hidden layer, or (automatic) for each hidden layer without the model's own rounding, the
+    /// widest lookup of MinAutomaticLookupBits..MaxAutomaticLookupBits bits whose keys fit the memory budget, at a
+    /// cost per sample within AutomaticCostTolerance of the cheapest that fits. A threshold that changes the model
+    /// comes with its accuracy cost on the calibration rows (compile-time information: not part of the circuit, nor
+    /// saved with it). FheResourceException when no automatic threshold fits the budget; an explicit setting
+    /// compiles whatever its keys cost (key generation checks them).
+    let compileWithCost (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit * RoundingCost option =
+        if not (options.RangeMargin >= 0.0) then
+            raise (ParameterOutOfRangeException("RangeMargin", options.RangeMargin, "a fraction >= 0 (infinity: the worst case)"))
+        if calibration.Length < MinCalibrationRows then
+            raise (
+                InvalidShapeException(
+                    "calibration",
+                    $"has %d{calibration.Length} rows; pass at least %d{MinCalibrationRows} representative rows (e.g. the training set) to bound the accumulators"
+                )
+            )
+        let features = model.Layers[0].Weights[0].Length
+        calibration
+        |> Array.iteri (fun i row ->
+            if row.Length <> features then
+                raise (InvalidShapeException($"calibration[%d{i}]", $"has %d{row.Length} features; the model takes %d{features}"))
+            Guard.allFinite $"calibration[%d{i}]" (ReadOnlySpan row))
+        let layerRanges =
+            lazy
+                (calibrationRanges options.RangeMargin model calibration
+                 |> Array.map (fun r -> Array.map fst r |> Array.min, Array.map snd r |> Array.max))
+        let rounded applies bits = withRoundingThreshold applies bits model layerRanges.Value
+        let withCost bits (circuit: Circuit) =
+            if Array.forall2 (fun (a: IntegerLayer) (b: IntegerLayer) -> a.Shift = b.Shift) circuit.Model.Layers model.Layers then
+                circuit, None
+            else
+                circuit, Some(roundingCost bits model circuit.Model calibration)
+        match options.RoundingThreshold with
+        | RoundingThreshold.Off -> build options model calibration, None
+        | RoundingThreshold.Bits bits -> build options (rounded (fun _ -> true) bits) calibration |> withCost bits
+        | RoundingThreshold.Automatic ->
+            let budget = options.MemoryBudgetBytes |> Option.defaultWith MemoryBudget.defaultBytes
+            let threads = Environment.ProcessorCount
+            // Widest first; a threshold that leaves the model as a wider one did is compiled once.
+            let attempts =
+                [ MaxAutomaticLookupBits .. -1 .. MinAutomaticLookupBits ]
+                |> List.map (fun bits -> bits, rounded (roundsItself >> not) bits)
+                |> List.distinctBy (fun (_, m) -> m.Layers |> Array.map _.Shift)
+                |> List.map (fun (bits, m) ->
+                    try
+                        Ok(bits, build options m calibration)
+                    with :? CircuitTooWideException as e ->
+                        Error e)
+            let compiled = attempts |> List.choose (function Ok c -> Some c | Error _ -> None)
+            match compiled |> List.filter (fun (_, c) -> (c.Memory threads).PeakBytes <= budget) with
+            | [] ->
+                match compiled with
+                | [] -> raise (attempts |> List.pick (function Error e -> Some e | Ok _ -> None))
+                | _ ->
+                    let bits, smallest = compiled |> List.minBy (fun (_, c) -> (c.Memory threads).PeakBytes)
+                    let memory = smallest.Memory threads
+                    raise (
+                        FheResourceException(
+                            $"The automatic rounding threshold with the smallest keys (%d{bits} bits)",
+                            memory.PeakBytes,
+                            budget,
+                            smallest.Parameters.Name,
+                            MemoryEstimate.describe memory
+                        )
+                    )
+            | fitting ->
+                let cheapest = fitting |> List.map (snd >> costPerSample) |> List.min
+                let bits, circuit = fitting |> List.find (fun (_, c) -> costPerSample c <= AutomaticCostTolerance * cheapest)
+                withCost bits circuit
+
+    /// `compileWithCost` without the accuracy cost of the rounding.
+    let compile (options: CompileOptions) (model: IntegerModel) (calibration: float32[][]) : Circuit =
+        fst (compileWithCost options model calibration)

@@ -13,14 +13,38 @@ type CircuitKeys =
       /// The evaluation key as seeds and bodies, for transfer to a server.
       CompressedServerKey: CompressedServerKey }
 
+/// Checks of a circuit's estimated memory against a budget, before the keys are made or expanded.
+module ResourceCheck =
+
+    let private ensure (budgetBytes: int64) (stage: string) (circuit: Circuit) (required: MemoryEstimate -> int64) =
+        let memory = circuit.Memory Environment.ProcessorCount
+        MemoryEstimate.ensureWithin budgetBytes stage circuit.Parameters (MemoryEstimate.describe memory) (required memory)
+
+    /// Key generation: the client key and the compressed evaluation key.
+    let keygen (budgetBytes: int64) (circuit: Circuit) =
+        ensure budgetBytes "Generating the keys" circuit (fun m -> m.ClientKeyBytes + m.CompressedEvaluationKeyBytes)
+
+    /// Expanding a compressed evaluation key and preparing the circuit's tables, the compressed key still held.
+    let prepare (budgetBytes: int64) (circuit: Circuit) =
+        ensure budgetBytes "Preparing the evaluation key" circuit (fun m -> m.CompressedEvaluationKeyBytes + m.PreparedBytes)
+
+    /// Key generation and preparation in one process (development, tests): the peak of both.
+    let keygenAndPrepare (budgetBytes: int64) (circuit: Circuit) =
+        ensure budgetBytes "Generating and preparing the keys" circuit _.PeakBytes
+
 /// The client half of encrypted inference: key generation, quantization + encryption of rows, decryption.
 module FheClient =
 
-    /// Fresh keys for a circuit's parameter set (refused if the set fails the 128-bit security check).
-    let keygen (circuit: Circuit) : CircuitKeys =
+    /// Fresh keys for a circuit's parameter set (refused if the set fails the 128-bit security check), once the
+    /// client key and the compressed evaluation key are known to fit `budgetBytes` (FheResourceException).
+    let keygenWithin (budgetBytes: int64) (circuit: Circuit) : CircuitKeys =
+        ResourceCheck.keygen budgetBytes circuit
         let clientKey = ClientKey.generate circuit.Parameters
         { ClientKey = clientKey
           CompressedServerKey = CompressedServerKey.generate clientKey }
+
+    /// keygenWithin the process's default memory budget (MemoryBudget.defaultBytes).
+    let keygen (circuit: Circuit) : CircuitKeys = keygenWithin (MemoryBudget.defaultBytes ()) circuit
 
     let private inputEncoding (circuit: Circuit) = Encoding.WithPadding(1 <<< circuit.InputAccumulatorBits)
 
@@ -92,18 +116,12 @@ module FheServer =
                     TableWindow.finalOffset window
                 ))
 
-    /// The groups exact rounding clears, then the window's group of a two-step read.
-    let private clearedGroups (circuit: Circuit) (layer: LayerCircuit) =
-        match circuit.Rounding with
-        | RoundingMethod.Exact
-        | RoundingMethod.ExactPerBit when layer.HasTables ->
-            layer.RoundingGroups circuit.Rounding @ Option.toList layer.WindowGroup
-        | _ -> []
-
-    /// Binds a circuit to an evaluation key and builds its tables.
-    let prepare (circuit: Circuit) (serverKey: ServerKey) : PreparedCircuit =
+    /// Binds a circuit to an evaluation key and builds its tables, once the prepared circuit is known to fit
+    /// `budgetBytes` (FheResourceException; a server checks with ResourceCheck.prepare before expanding a key).
+    let prepareWithin (budgetBytes: int64) (circuit: Circuit) (serverKey: ServerKey) : PreparedCircuit =
         if serverKey.Parameters <> circuit.Parameters then
             raise (ArgumentException($"The evaluation key is for parameter set %s{serverKey.Parameters.Name}, the circuit needs %s{circuit.Parameters.Name}.", "serverKey"))
+        ResourceCheck.prepare budgetBytes circuit
         let p = circuit.Parameters
         { circuit = circuit
           serverKey = serverKey
@@ -114,7 +132,7 @@ module FheServer =
                 // The index of a sign-only top rounding group (-1: none).
                 let signOnly =
                     if layer.SignOnlyTopGroup circuit.Rounding then (layer.RoundingGroups circuit.Rounding).Length - 1 else -1
-                clearedGroups circuit layer
+                layer.ClearedGroups circuit.Rounding
                 |> List.mapi (fun i (low, size) ->
                     let top = low + size - 1
                     // Output −2^top at Δ_(B+1) = Δ_B / 2: the lookup gives ∓2^(top−1)·Δ_B for a top bit 0 / 1.
@@ -125,6 +143,10 @@ module FheServer =
                         else Some(Pbs.lookupTableWith p (1 <<< (size - 1)) (1 <<< layer.AccumulatorBits) (fun v -> int64 v <<< low))
                     sign, rest)
                 |> Array.ofList) }
+
+    /// prepareWithin the process's default memory budget (MemoryBudget.defaultBytes).
+    let prepare (circuit: Circuit) (serverKey: ServerKey) : PreparedCircuit =
+        prepareWithin (MemoryBudget.defaultBytes ()) circuit serverKey
 
     /// Clears one group (low, size) of the bits of c (at Δ_B, every bit below `low` already zero): multiplying by
     /// 2^(B−low−size+1) brings the group's top bit onto the padding bit and wraps away every higher bit; a sign

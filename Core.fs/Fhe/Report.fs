@@ -19,12 +19,54 @@ type LayerReport =
       /// reads all LookupBits.
       WindowBits: int
       Nu: float
-      /// Bootstraps × measured milliseconds per bootstrap / threads, when a measurement is given.
+      /// Bootstraps × milliseconds per bootstrap (measured with the keys, else estimated from MachineSpeed) /
+      /// the threads that share the layer's neurons.
       EstimatedMilliseconds: float option
       /// Wall time of this layer in an encrypted run, when one is given.
       MeasuredMilliseconds: float option }
 
-/// What a compiled circuit costs: per layer and in total, with its parameter set and key sizes.
+/// This machine's speed, measured once per process on a small insecure parameter set (a key generated, a few
+/// bootstraps timed): what turns a parameter set into estimated seconds before its keys exist.
+module MachineSpeed =
+
+    /// Key material that key generation makes and converts: n·(k+1)²·ℓ·N·log2 N bootstrapping-key work and
+    /// k·N·ℓ_ks·(n+1) keyswitching-key words.
+    let keygenUnits (p: TfheParameters) =
+        let n, k, bigN = float p.LweDimension, float p.GlweDimension, float p.PolynomialSize
+        n * (k + 1.0) * (k + 1.0) * float p.PbsLevel * bigN * Math.Log2 bigN + k * bigN * float p.KsLevel * (n + 1.0)
+
+    let private calibration =
+        lazy
+            (let p =
+                { Optimizer.parametersOf NoiseFamily.TUniform "SPEED_CALIBRATION" 1 1 512 1 512 (15, 2) (3, 5) with
+                    Insecure = true }
+             // The first run of each kernel is just-in-time compiled code of the lowest tier: time warmed runs.
+             ServerKey.ofClientKey (ClientKey.generate p) |> ignore
+             let watch = Diagnostics.Stopwatch.StartNew()
+             let key = ServerKey.ofClientKey (ClientKey.generate p)
+             let keygenSeconds = watch.Elapsed.TotalSeconds
+             let table = Pbs.lookupTableWith p 2 2 int64
+             let input: LweCiphertext = { Data = Array.zeroCreate (p.BigLweDimension + 1) }
+             Security.Cryptography.RandomNumberGenerator.Fill(Runtime.InteropServices.MemoryMarshal.AsBytes(Span input.Data))
+             for _ in 1..10 do
+                 Pbs.apply key table input |> ignore
+             let times =
+                 Array.init 30 (fun _ ->
+                     let w = Diagnostics.Stopwatch.StartNew()
+                     Pbs.apply key table input |> ignore
+                     w.Elapsed.TotalMilliseconds)
+             Array.sortInPlace times
+             // A low quantile: on a shared machine the slow runs are other processes' time.
+             keygenSeconds / keygenUnits p, times[times.Length / 4] / Optimizer.cost p)
+
+    /// Estimated milliseconds of one keyswitch + bootstrap with a parameter set on one thread.
+    let bootstrapMilliseconds (p: TfheParameters) = snd calibration.Value * Optimizer.cost p
+
+    /// Estimated seconds to generate, expand and convert a parameter set's keys.
+    let keygenSeconds (p: TfheParameters) = fst calibration.Value * keygenUnits p
+
+/// What a compiled circuit costs: per layer and in total, with its parameter set, the memory and time estimated
+/// from the parameter set before any key exists, and after a run the measured figures beside them.
 type CircuitReport =
     { Layers: LayerReport list
       Parameters: TfheParameters
@@ -36,7 +78,21 @@ type CircuitReport =
       EvaluationKeyBytes: int64
       /// An encrypted row is seeded: one 16-byte seed per row (the masks are derived from it) and one u64 body per
       /// feature.
-      InputBytesPerFeature: int }
+      InputBytesPerFeature: int
+      /// The keys' and tables' memory, estimated from the parameter set.
+      Memory: MemoryEstimate
+      /// Estimated seconds of key generation and preparation, and of one sample, on this machine (MachineSpeed).
+      EstimatedKeygenSeconds: float
+      EstimatedSecondsPerSample: float
+      /// Measured, once keys exist: key generation and preparation seconds.
+      MeasuredKeygenSeconds: float option
+      /// Measured after an encrypted run: mean seconds per sample.
+      MeasuredSecondsPerSample: float option
+      /// Measured once keys exist: the process's peak working set (runtime and data included).
+      MeasuredPeakBytes: int64 option
+      /// What the rounding threshold costs in accuracy, when one changed the model at compile time
+      /// (Compiler.compileWithCost; None for a circuit loaded from disk).
+      RoundingCost: RoundingCost option }
 
     /// A plain-text table of the report.
     override r.ToString() =
@@ -55,22 +111,46 @@ type CircuitReport =
                 $"%5d{l.Layer}  %7d{l.Lookups}  %10d{l.Bootstraps}  %8d{l.AccumulatorBits}  %7d{l.RoundedBits}  %10d{l.LookupBits}  %6s{window l.WindowBits}  %5.1f{l.Nu}  %7s{ms l.EstimatedMilliseconds}  %12s{ms l.MeasuredMilliseconds}"
             )
             |> ignore
+        let gib (bytes: int64) = $"%.3f{float bytes / 1073741824.0} GiB"
+        let measured (v: 'a option) (show: 'a -> string) = v |> Option.map show |> Option.defaultValue "-"
         text.AppendLine(
-            $"bootstraps per sample %d{r.BootstrapsPerSample}; evaluation key %.1f{float r.CompressedEvaluationKeyBytes / 1048576.0} MiB compressed, "
-            + $"%.1f{float r.EvaluationKeyBytes / 1048576.0} MiB in memory; %d{r.InputBytesPerFeature} B per encrypted feature (+ a 16 B seed per row)"
+            $"bootstraps per sample %d{r.BootstrapsPerSample}; %d{r.InputBytesPerFeature} B per encrypted feature (+ a 16 B seed per row)"
         )
         |> ignore
+        let m = r.Memory
+        text.AppendLine(
+            $"evaluation key %s{gib m.CompressedEvaluationKeyBytes} compressed, %s{gib m.ExpandedEvaluationKeyBytes} expanded, "
+            + $"%s{gib m.PreparedBytes} prepared with the tables"
+        )
+        |> ignore
+        text.AppendLine("                      estimated    measured") |> ignore
+        let keygen = measured r.MeasuredKeygenSeconds (sprintf "%.2f")
+        let perSample = measured r.MeasuredSecondsPerSample (sprintf "%.3f")
+        text.AppendLine($"keygen + prepare s  %11.2f{r.EstimatedKeygenSeconds}  %10s{keygen}") |> ignore
+        text.AppendLine($"seconds per sample  %11.3f{r.EstimatedSecondsPerSample}  %10s{perSample}") |> ignore
+        text.AppendLine($"peak memory         %11s{gib m.PeakBytes}  %10s{measured r.MeasuredPeakBytes gib} (measured: the whole process)") |> ignore
+        match r.RoundingCost with
+        | Some c ->
+            text.AppendLine(
+                $"rounding threshold %d{c.ThresholdBits} bits: outputs change by %.4f{c.MeanAbsoluteChange} on average, "
+                + $"%.4f{c.MaxAbsoluteChange} at most; largest output unchanged on %.1f{100.0 * c.ArgmaxAgreement}%% of %d{c.Rows} calibration rows"
+            )
+            |> ignore
+        | None -> ()
         text.ToString()
 
 module CircuitReport =
 
     /// The report of a circuit; `millisecondsPerBootstrap` (e.g. FheServer.bootstrapMilliseconds) and `threads`
-    /// give estimates, `measuredSeconds` (from FheServer.evaluateProfiled) measured times per layer.
+    /// give per-layer estimates from a measured bootstrap (else from MachineSpeed), `measuredSeconds` (from
+    /// FheServer.evaluateProfiled) measured times per layer.
     let create (circuit: Circuit) (millisecondsPerBootstrap: float option) (threads: int) (measuredSeconds: float[] option) =
         let p = circuit.Parameters
-        let n, k, bigN = int64 p.LweDimension, int64 p.GlweDimension, int64 p.PolynomialSize
-        let bsk = n * (k + 1L) * int64 p.PbsLevel * bigN
-        let ksk = k * bigN * int64 p.KsLevel
+        let perBootstrap = millisecondsPerBootstrap |> Option.defaultWith (fun () -> MachineSpeed.bootstrapMilliseconds p)
+        // Each layer runs its neurons in parallel, one worker per core.
+        let layerMilliseconds (l: LayerCircuit) =
+            perBootstrap * float (l.BootstrapsFor circuit.Rounding) / float (max 1 (min threads l.Neurons))
+        let memory = circuit.Memory threads
         { Layers =
             circuit.Layers
             |> Array.map (fun l ->
@@ -83,13 +163,25 @@ module CircuitReport =
                   LookupBits = l.LookupBits
                   WindowBits = l.WindowBits
                   Nu = l.Nu
-                  EstimatedMilliseconds =
-                    millisecondsPerBootstrap |> Option.map (fun ms -> ms * float bootstraps / float (max 1 threads))
+                  EstimatedMilliseconds = Some(layerMilliseconds l)
                   MeasuredMilliseconds = measuredSeconds |> Option.map (fun s -> s[l.Layer] * 1000.0) })
             |> List.ofArray
           Parameters = p
           BootstrapsPerSample = circuit.BootstrapsPerSample
           Log2PError = circuit.Log2PError
-          CompressedEvaluationKeyBytes = 8L * (bsk + ksk)
-          EvaluationKeyBytes = 8L * (bsk * (k + 1L) + ksk * (n + 1L))
-          InputBytesPerFeature = 8 }
+          CompressedEvaluationKeyBytes = memory.CompressedEvaluationKeyBytes
+          EvaluationKeyBytes = memory.ExpandedEvaluationKeyBytes
+          InputBytesPerFeature = 8
+          Memory = memory
+          EstimatedKeygenSeconds = MachineSpeed.keygenSeconds p
+          EstimatedSecondsPerSample = (circuit.Layers |> Array.sumBy layerMilliseconds) / 1000.0
+          MeasuredKeygenSeconds = None
+          MeasuredSecondsPerSample = measuredSeconds |> Option.map Array.sum
+          MeasuredPeakBytes = None
+          RoundingCost = None }
+
+    /// The report with the measured key-generation seconds and the process's peak working set.
+    let withMeasuredKeys (keygenSeconds: float) (report: CircuitReport) =
+        { report with
+            MeasuredKeygenSeconds = Some keygenSeconds
+            MeasuredPeakBytes = Some(Diagnostics.Process.GetCurrentProcess().PeakWorkingSet64) }

@@ -39,7 +39,12 @@ public class FheTests(CompiledMoonsFixture moons) : IClassFixture<CompiledMoonsF
     [Fact]
     public void TheCircuitReportDescribesEveryLayer()
     {
-        Assert.All(moons.Report.Layers, l => Assert.Null(l.EstimatedMilliseconds)); // compiled, no keys yet
+        // Compiled: estimated from the parameter set, nothing measured yet.
+        Assert.All(moons.Report.Layers, l => Assert.NotNull(l.EstimatedMilliseconds));
+        Assert.True(moons.Report.EstimatedSecondsPerSample > 0 && moons.Report.EstimatedKeygenSeconds > 0);
+        Assert.Null(moons.Report.MeasuredSecondsPerSample);
+        Assert.True(moons.Report.Memory.PeakBytes > moons.Report.Memory.PreparedBytes);
+        Assert.Equal(moons.Report.EvaluationKeyBytes, moons.Report.Memory.ExpandedEvaluationKeyBytes);
         moons.Model.Predict(DataSets.Head(moons.Data.XTest, 1), FheMode.Execute);
 
         var report = moons.Model.CircuitReport();
@@ -54,6 +59,9 @@ public class FheTests(CompiledMoonsFixture moons) : IClassFixture<CompiledMoonsF
         Assert.True(report.Parameters.PolynomialSize >= 256);
         Assert.Contains("bootstraps per sample", report.ToString());
         Assert.All(report.Layers, l => Assert.True(l.EstimatedMilliseconds >= 0 && l.MeasuredMilliseconds > 0));
+        Assert.True(report.MeasuredKeygenSeconds > 0 && report.MeasuredSecondsPerSample > 0);
+        Assert.True(report.MeasuredPeakBytes > report.Memory.PreparedBytes);
+        Assert.Contains("measured", report.ToString());
     }
 
     [Fact]

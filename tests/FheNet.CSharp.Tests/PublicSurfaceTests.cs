@@ -57,8 +57,8 @@ public class PublicSurfaceTests
                 "NeuralNet", "NeuralNetOptions", "ClassifierBuilder", "RegressorBuilder", "NeuralNetEstimator",
                 "NeuralNetClassifier`1", "NeuralNetRegressor", "Features", "Activation", "FheMode", "RoundingMethod",
                 "Optimizer", "ClassWeighting", "TrainingProgress", "InferenceProgress", "EpochSummary",
-                "FheCircuitReport", "FheLayerReport", "TfheParameterSet", "LayerBitWidths",
-                "FeatureScaling", "CsvData", "RangeCheck", "OutOfRangeFeature", "QuantizationCheck",
+                "FheCircuitReport", "FheLayerReport", "TfheParameterSet", "LayerBitWidths", "FheMemoryEstimate",
+                "FheRoundingCost", "FeatureScaling", "CsvData", "RangeCheck", "OutOfRangeFeature", "QuantizationCheck",
             },
             exported);
     }

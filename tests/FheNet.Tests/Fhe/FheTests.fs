@@ -26,8 +26,9 @@ let private classifier extra =
     let x, y, _, _ = moons.Force()
     NeuralNetClassifier<int>(small extra).Fit(x, y |> Array.map int)
 
-/// The output accumulators of rows run encrypted through the client and server halves, with fresh keys.
-let private executeAccumulators (circuit: Circuit) (rows: float32[][]) =
+/// The output accumulators of rows run encrypted through the client and server halves, with fresh keys (also used
+/// by the resource tests).
+let executeAccumulators (circuit: Circuit) (rows: float32[][]) =
     let keys = FheClient.keygen circuit
     let prepared = FheServer.prepare circuit (Tfhe.CompressedServerKey.decompress keys.CompressedServerKey)
     rows
@@ -35,7 +36,7 @@ let private executeAccumulators (circuit: Circuit) (rows: float32[][]) =
         let inputs = FheClient.encryptRow keys circuit row |> Array.map Tfhe.Lwe.expand
         FheClient.decrypt keys circuit (FheServer.evaluate prepared inputs))
 
-let private disableAccumulators (circuit: Circuit) (rows: float32[][]) =
+let disableAccumulators (circuit: Circuit) (rows: float32[][]) =
     rows |> Array.map (fun row -> IntegerModel.forward circuit.Model (IntegerModel.quantizeRow circuit.Model row))
 
 let private simulateAccumulators seed (circuit: Circuit) (rows: float32[][]) =
@@ -106,7 +107,7 @@ let tests =
               // A 2-bit threshold drops several bits, so that grouped rounding reads a group of more than one bit.
               for rounding in [ RoundingMethod.Exact; RoundingMethod.ExactPerBit ] do
                   let circuit =
-                      Compiler.compile { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = rounding } model x
+                      Compiler.compile { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2; Rounding = rounding } model x
                   let hidden = circuit.Layers[0]
                   Expect.isGreaterThan hidden.Shift 1 "several bits dropped before the lookup"
                   if rounding = RoundingMethod.Exact then
@@ -155,8 +156,8 @@ let tests =
               let fourBits = (classifier [ "n_w_bits", "4"; "n_a_bits", "4" ]).IntegerModel.Value
               for model, options in
                   [ model, CompileOptions.Default
-                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2 }
-                    model, { CompileOptions.Default with RoundingThresholdBits = Some 2; Rounding = RoundingMethod.ExactPerBit }
+                    model, { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2 }
+                    model, { CompileOptions.Default with RoundingThreshold = RoundingThreshold.Bits 2; Rounding = RoundingMethod.ExactPerBit }
                     fourBits, CompileOptions.Default ] do
                   // The claim is about noise: calibrate on the rows that run too, since a row beyond the
                   // calibrated ranges overflows its accumulator (in FHE as in Concrete ML).
