@@ -347,7 +347,14 @@ module Compiler =
                     match layer.Lookup with
                     | Some lookup when applies layer ->
                         let lo, hi = ranges[l]
-                        let needed = IntegerModel.bitsFor lo hi - bits
+                        // A lookup reads a neuron's range offset down to a multiple of 2^shift plus the rounding
+                        // carry: the shift grows until even that worst case reads at most `bits` bits.
+                        let read shift =
+                            let alignment = (1L <<< shift) - 1L + (if shift > 0 then 1L <<< (shift - 1) else 0L)
+                            IntegerModel.bitsFor 0L (hi - lo + alignment) - shift
+                        let mutable needed = max 0 (IntegerModel.bitsFor lo hi - bits)
+                        while needed < MaxAccumulatorBits && read needed > bits do
+                            needed <- needed + 1
                         if needed <= layer.Shift then
                             layer
                         else
