@@ -30,9 +30,13 @@ public static class FheModelDev
 /// The data owner's side: holds the secret key (in a key directory, owner-only), sends only evaluation keys and
 /// ciphertexts, and reads the server's encrypted answers.
 /// </summary>
-public sealed class FheModelClient
+public sealed class FheModelClient : IDisposable
 {
     private readonly CoreClient _core;
+
+    /// <summary>Wipes the secret key held in memory (best effort: the runtime may have copied it; the key file
+    /// stays). The client cannot encrypt or decrypt afterwards.</summary>
+    public void Dispose() => ((IDisposable)_core).Dispose();
 
     /// <summary>A client for the model saved in <paramref name="modelDirectory"/>, keys in <paramref name="keyDirectory"/>.</summary>
     /// <param name="modelDirectory">A directory written by <see cref="FheModelDev"/>.</param>

@@ -92,7 +92,7 @@ try
     // Each client its own keys, generated before the clock starts; client u enters through silo u mod silos.
     let users =
         Array.init clients (fun u ->
-            let client = FheModelClient(artifact, Path.Combine(workDirectory.FullName, $"keys-%d{u}"))
+            let client = new FheModelClient(artifact, Path.Combine(workDirectory.FullName, $"keys-%d{u}"))
             client.GenerateKeys()
             let doors = Array.init silos (fun i -> frontDoors[(u + i) % silos])
             client, new ClusterInferenceClient(doors, client.EvaluationKeys()))

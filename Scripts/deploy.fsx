@@ -86,7 +86,7 @@ try
     let artifact = http.GetClientArtifactAsync().Result
     let newClient () =
         let keys = Path.Combine(workDirectory.FullName, "keys-" + Guid.NewGuid().ToString "N")
-        FheModelClient(artifact, keys)
+        new FheModelClient(artifact, keys)
     let client = newClient ()
     let (), keygenMs = timed (fun () -> client.GenerateKeys())
     let evaluationKeys = client.EvaluationKeys()

@@ -37,7 +37,7 @@ let profile (log2PError: float) =
     let directory = Directory.CreateTempSubdirectory "fhenet-profile"
     try
         FheModelDev(model).Save directory.FullName
-        let client = FheModelClient(directory.FullName, Path.Combine(directory.FullName, "keys"))
+        let client = new FheModelClient(directory.FullName, Path.Combine(directory.FullName, "keys"))
         let keygen = Stopwatch.StartNew()
         client.GenerateKeys()
         let keygenSeconds = keygen.Elapsed.TotalSeconds

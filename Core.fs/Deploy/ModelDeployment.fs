@@ -442,6 +442,10 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
             replaceKeys None
             disposed <- true)
 
+    /// Wipes the secret key held in memory (WipeSecretKey).
+    interface IDisposable with
+        member this.Dispose() = this.WipeSecretKey()
+
 /// Evaluation keys with this id are not (or no longer) registered with the model server.
 type EvaluationKeysNotFoundException(keyId: string) =
     inherit

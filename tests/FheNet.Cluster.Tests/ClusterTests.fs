@@ -95,7 +95,7 @@ let private startCluster (silos: int) =
 let private newClient (artifact: byte[]) =
     let directory = Directory.CreateTempSubdirectory "fhenet-cluster-keys"
     AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try directory.Delete true with _ -> ())
-    let client = FheModelClient(artifact, directory.FullName)
+    let client = new FheModelClient(artifact, directory.FullName)
     client.GenerateKeys()
     client
 

@@ -79,7 +79,7 @@ let tests =
                   use! running = start options (FheBackend directory)
                   use keys = new TempDirectoryForTest()
                   let! artifact = running.Client.GetClientArtifactAsync()
-                  let client = FheModelClient(artifact, keys.Path)
+                  let client = new FheModelClient(artifact, keys.Path)
                   client.GenerateKeys()
                   let! id = running.Client.RegisterKeysAsync(client.EvaluationKeys())
                   let! remote = predictAll running client id rows
@@ -107,7 +107,7 @@ let tests =
               task {
                   let directory, _, rows = model.Force()
                   use keys = new TempDirectoryForTest()
-                  let client = FheModelClient(directory, keys.Path)
+                  let client = new FheModelClient(directory, keys.Path)
                   client.GenerateKeys()
                   let! before, id =
                       task {
@@ -139,7 +139,7 @@ let tests =
                   let bounded = backend :> IBoundedInferenceBackend
                   use! running = start options backend
                   use keys = new TempDirectoryForTest()
-                  let client = FheModelClient(directory, keys.Path)
+                  let client = new FheModelClient(directory, keys.Path)
                   client.GenerateKeys()
                   Expect.equal (int64 (client.EvaluationKeys()).Length) bounded.EvaluationKeyBytes "real keys have the expected size"
                   Expect.equal (int64 (client.QuantizeEncryptSerialize(Array.zeroCreate 2)).Length) bounded.CiphertextBytes "a real row too"

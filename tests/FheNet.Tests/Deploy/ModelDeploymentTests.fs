@@ -32,7 +32,7 @@ let private deployed =
         (let directory = Directory.CreateTempSubdirectory "fhenet-deploy-model"
          let model = directory.FullName
          dev.Force().Save model
-         let client = FheModelClient(model, Path.Combine(model, "keys"))
+         let client = new FheModelClient(model, Path.Combine(model, "keys"))
          client.GenerateKeys()
          AppDomain.CurrentDomain.ProcessExit.Add(fun _ -> try directory.Delete true with _ -> ())
          model, client)
@@ -94,7 +94,7 @@ let tests =
                       .Fit(x, targets)
               regressor.Compile x |> ignore
               use keys = new TempDirectory()
-              let regressorClient = FheModelClient(FheSerializer.clientArtifactToBytes (FheModelDev(regressor).ClientArtifact), keys.Path)
+              let regressorClient = new FheModelClient(FheSerializer.clientArtifactToBytes (FheModelDev(regressor).ClientArtifact), keys.Path)
               let values = xTest |> Array.map (fun row -> regressorClient.Dequantize(disable regressor.Circuit regressor.Scaler [| row |] |> Array.exactlyOne))
               Expect.equal values (regressor.PredictMulti xTest) "regression values"
               Expect.equal regressorClient.Classes [||] "no classes"
@@ -121,14 +121,14 @@ let tests =
               let secret = Path.Combine(keyDirectory, ModelFiles.ClientKey)
               if not (OperatingSystem.IsWindows()) then
                   Expect.equal (File.GetUnixFileMode secret) (UnixFileMode.UserRead ||| UnixFileMode.UserWrite) "0600"
-              let again = FheModelClient(model, keyDirectory)
+              let again = new FheModelClient(model, keyDirectory)
               Expect.equal (again.EvaluationKeys()) (client.EvaluationKeys()) "the same keys are loaded"
               let server = FheModelServer model
               let result = server.Run(client.QuantizeEncryptSerialize (let _, _, xTest, _ = moons.Force() in xTest[0]), client.EvaluationKeys())
               Expect.equal (again.DeserializeDecrypt result) (client.DeserializeDecrypt result) "a reloaded client decrypts"
               // A client of another model (the tiny parameter set) finds these keys and refuses them.
               let foreign =
-                  FheModelClient(
+                  new FheModelClient(
                       FheSerializer.clientArtifactToBytes (tinyArtifact.Force()),
                       keyDirectory,
                       { ArtifactTrust.defaults with InsecureParameters = InsecureParameters.AllowForTests }
@@ -136,7 +136,7 @@ let tests =
               Expect.equal (errorOf (fun () -> foreign.EvaluationKeys())) (Some FormatError.ParameterMismatch) "another model's keys"
               Expect.equal (errorOf (fun () -> foreign.GenerateKeys())) (Some FormatError.ParameterMismatch) "not overwritten unless forced"
               use fresh = new TempDirectory()
-              let empty = FheModelClient(model, fresh.Path)
+              let empty = new FheModelClient(model, fresh.Path)
               Expect.throwsT<FileNotFoundException> (fun () -> empty.EvaluationKeys() |> ignore) "no keys yet"
               empty.GenerateKeys()
               let first = empty.EvaluationKeys()

@@ -33,7 +33,7 @@ let tests =
         [ test "a forged artifact with an insecure parameter set is refused before any key is generated, whatever its mark" {
               use directory = new TempDirectory()
               for mark in [ true; false ] do
-                  match refusalOf (fun () -> FheModelClient(forged mark, directory.Path)) with
+                  match refusalOf (fun () -> new FheModelClient(forged mark, directory.Path)) with
                   | ArtifactRefusal.InsecureParameters report ->
                       Expect.equal report.ParameterSet Presets.testFast.Name "names the set"
                       Expect.isFalse report.IsSecure "the verdict"
@@ -43,7 +43,7 @@ let tests =
               let model = directory.Sub "model"
               Directory.CreateDirectory model |> ignore
               File.WriteAllBytes(Path.Combine(model, ModelFiles.ClientArtifact), forged true)
-              match refusalOf (fun () -> FheModelClient(model, directory.Sub "keys")) with
+              match refusalOf (fun () -> new FheModelClient(model, directory.Sub "keys")) with
               | ArtifactRefusal.InsecureParameters _ -> ()
               | other -> failtest $"refused for another reason: %A{other}"
               Expect.isFalse (Directory.Exists(directory.Sub "keys")) "no key directory was created"
@@ -67,13 +67,13 @@ let tests =
               let trust = { ArtifactTrust.defaults with OwnerPublicKey = Some ownerPublic }
               Expect.equal (ArtifactTrust.accept trust signed) (dev.Force().ClientArtifact) "the genuine artifact"
               use directory = new TempDirectory()
-              let client = FheModelClient(signed, directory.Path, trust)
+              let client = new FheModelClient(signed, directory.Path, trust)
               Expect.equal client.Artifact (dev.Force().ClientArtifact) "a client of the signed artifact"
               // An attacker who forges an insecure artifact must sign it with a key the client does not trust.
               Expect.equal (refusalOf (fun () -> ArtifactTrust.accept trust (ArtifactSigning.sign attacker (forged false)))) ArtifactRefusal.BadSignature "forged and re-signed"
               Expect.equal (refusalOf (fun () -> ArtifactTrust.accept trust (ArtifactSigning.sign attacker genuine))) ArtifactRefusal.BadSignature "genuine but signed by another key"
               Expect.equal (refusalOf (fun () -> ArtifactTrust.accept trust genuine)) ArtifactRefusal.Unsigned "unsigned"
-              Expect.equal (refusalOf (fun () -> FheModelClient(forged false, directory.Sub "k", trust))) ArtifactRefusal.Unsigned "unsigned forgery"
+              Expect.equal (refusalOf (fun () -> new FheModelClient(forged false, directory.Sub "k", trust))) ArtifactRefusal.Unsigned "unsigned forgery"
               // Every single-byte change of the signed bytes is refused with a typed error.
               for position in 0 .. signed.Length - 1 do
                   let altered = Array.copy signed
@@ -133,13 +133,22 @@ let hygiene =
 
           test "a client whose secret key was wiped refuses to encrypt or regenerate" {
               use directory = new TempDirectory()
-              let client = FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), directory.Path)
+              let client = new FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), directory.Path)
               client.GenerateKeys()
               client.QuantizeEncryptSerialize(Array.zeroCreate 2) |> ignore
               client.WipeSecretKey()
               Expect.throwsT<ObjectDisposedException> (fun () -> client.QuantizeEncryptSerialize(Array.zeroCreate 2) |> ignore) "encrypt"
               Expect.throwsT<ObjectDisposedException> (fun () -> client.GenerateKeys()) "regenerate"
               Expect.isTrue (File.Exists(Path.Combine(directory.Path, ModelFiles.ClientKey))) "the key file stays"
+          }
+
+          test "disposing a client wipes its secret key" {
+              use directory = new TempDirectory()
+              let client = new FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), directory.Path)
+              do
+                  use scoped = client
+                  scoped.GenerateKeys()
+              Expect.throwsT<ObjectDisposedException> (fun () -> client.QuantizeEncryptSerialize(Array.zeroCreate 2) |> ignore) "encrypt after dispose"
           } ]
 
 [<Tests>]

@@ -88,7 +88,7 @@ let tests =
               let client = FheModelDev(model).ClientArtifact
               Expect.equal client.Inputs.Scaler model.Scaler "client.fhe carries the scaler"
               use keys = new TempDirectory()
-              let c = FheModelClient(FheSerializer.clientArtifactToBytes client, keys.Path)
+              let c = new FheModelClient(FheSerializer.clientArtifactToBytes client, keys.Path)
               let codes = rows |> Array.map c.Quantize
               let expected = rows |> Array.map (FeatureScaler.transformRow model.Scaler >> FheNet.Integer.IntegerModel.quantizeRow model.Circuit.Model)
               Expect.equal codes expected "the client quantizes raw rows as the model does"
@@ -104,7 +104,7 @@ let tests =
               let e = nonFinite (fun () -> model.Predict([| x[0]; [| Single.NaN; 0.0f |] |]) |> ignore)
               Expect.equal (e.Row, e.Column) (1, 0) "predict names row 1, column 0"
               use keys = new TempDirectory()
-              let client = FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), keys.Path)
+              let client = new FheModelClient(FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact), keys.Path)
               Expect.throwsT<NonFiniteFeatureException> (fun () -> client.Quantize [| 0.0f; Single.NaN |] |> ignore) "client"
           }
 
@@ -142,7 +142,7 @@ let tests =
               let client = dev.Force().ClientArtifact
               Expect.floatClose Accuracy.high client.Inputs.Range.Max[0] (hi + margin * (hi - lo)) "max"
               use keys = new TempDirectory()
-              let c = FheModelClient(FheSerializer.clientArtifactToBytes client, keys.Path)
+              let c = new FheModelClient(FheSerializer.clientArtifactToBytes client, keys.Path)
               Expect.isTrue (c.CheckRange x[0]).InRange "a training row"
               let outside = c.CheckRange [| float32 (hi + (margin + 0.1) * (hi - lo)); float32 (lo - 1000.0) |]
               Expect.equal (outside.Features |> Array.map (fun f -> f.Column)) [| 0; 1 |] "both features"
