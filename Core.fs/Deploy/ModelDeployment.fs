@@ -344,18 +344,18 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
                 k)
 
     /// A client for the model saved in modelDirectory (its client.fhe), with keys in keyDirectory.
-    new(modelDirectory: string, keyDirectory: string) = FheModelClient(SavedModel.readClient modelDirectory, keyDirectory)
+    new(modelDirectory: string, keyDirectory: string) = new FheModelClient(SavedModel.readClient modelDirectory, keyDirectory)
 
     /// A client for a client artifact received as bytes (e.g. from a server's GET /client), signed or not; its
     /// parameter set must pass the 128-bit security check (UntrustedArtifactException otherwise).
     new(clientArtifact: byte[], keyDirectory: string) =
-        FheModelClient(clientArtifact, keyDirectory, ArtifactTrust.defaults)
+        new FheModelClient(clientArtifact, keyDirectory, ArtifactTrust.defaults)
 
     /// A client for a received client artifact checked against what the client trusts: the model owner's signature,
     /// the expected model, the security of its parameter set. Raises UntrustedArtifactException or
     /// InvalidFheDataException before any key is generated.
     new(clientArtifact: byte[], keyDirectory: string, trust: ArtifactTrust) =
-        FheModelClient(ArtifactTrust.accept trust clientArtifact, keyDirectory)
+        new FheModelClient(ArtifactTrust.accept trust clientArtifact, keyDirectory)
 
     /// The client artifact.
     member _.Artifact = artifact
