@@ -24,6 +24,11 @@ module ModelFiles =
     [<Literal>]
     let ClientArtifact = "client.fhe"
 
+    /// client.fhe signed by the model owner (ArtifactSigning), written by Save with the owner's key; a server
+    /// serves it instead of client.fhe, so that clients can verify what they download.
+    [<Literal>]
+    let SignedClientArtifact = "client.fhe.signed"
+
     /// A small JSON description for people and tools (versions, parameter set, model id, sizes); never read back.
     [<Literal>]
     let Manifest = "manifest.json"
@@ -222,6 +227,14 @@ type FheModelDev(circuit: Circuit, task: ModelTask, inputs: InputContract) =
 
     /// The client artifact.
     member _.ClientArtifact = client
+
+    /// Save, then <c>client.fhe.signed</c>: client.fhe signed with the model owner's private P-256 key, which the
+    /// server of this directory serves at GET /client, for clients that trust the owner's public key
+    /// (ArtifactTrust.OwnerPublicKey).
+    member this.Save(directory: string, owner: Security.Cryptography.ECDsa) =
+        this.Save directory
+        let signed = ArtifactSigning.sign owner (FheSerializer.clientArtifactToBytes client)
+        Files.write (Path.Combine(directory, ModelFiles.SignedClientArtifact)) false (fun s -> s.Write(signed, 0, signed.Length))
 
     /// Writes <c>server.fhe</c>, <c>client.fhe</c> and <c>manifest.json</c> into <c>directory</c> (created if
     /// needed; existing artifacts are replaced atomically).
@@ -474,7 +487,18 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
     /// The server of a saved model directory, with a memory budget for registered keys.
     new(modelDirectory: string, keyBudgetBytes: int64) =
         let circuit, client = SavedModel.read modelDirectory
-        FheModelServer(circuit, FheSerializer.clientArtifactToBytes client, keyBudgetBytes)
+        let bytes = FheSerializer.clientArtifactToBytes client
+        // A signed artifact is served instead, once it is checked to hold this directory's client.fhe.
+        let signedPath = Path.Combine(modelDirectory, ModelFiles.SignedClientArtifact)
+        let served =
+            if File.Exists signedPath then
+                let signed = File.ReadAllBytes signedPath
+                if not (ArtifactSigning.isSigned signed) || ArtifactSigning.unwrap signed <> bytes then
+                    raise (InvalidFheDataException FormatError.ParameterMismatch)
+                signed
+            else
+                bytes
+        FheModelServer(circuit, served, keyBudgetBytes)
 
     /// The server of a saved model directory (4 GiB of registered keys at most).
     new(modelDirectory: string) = FheModelServer(modelDirectory, FheModelServer.DefaultKeyBudgetBytes)

@@ -58,6 +58,24 @@ let tests =
               Expect.stringContains e.Message "n = 128" "names the weak key"
           }
 
+          test "a model saved with the owner's key is served signed, and a client that trusts the key accepts it" {
+              use owner = p256 ()
+              use directory = new TempDirectory()
+              let model = directory.Sub "model"
+              dev.Force().Save(model, owner)
+              let served = (FheModelServer model).ClientArtifact
+              Expect.isTrue (ArtifactSigning.isSigned served) "GET /client bytes are signed"
+              use ownerPublic = ArtifactSigning.importPublicKey (ArtifactSigning.exportPublicKey owner)
+              let trust = { ArtifactTrust.defaults with OwnerPublicKey = Some ownerPublic }
+              use client = new FheModelClient(served, directory.Sub "keys", trust)
+              Expect.equal client.Artifact (dev.Force().ClientArtifact) "the saved artifact"
+              // A signature of another model's artifact in the directory stops the server from starting.
+              let other = Array.copy (FheSerializer.clientArtifactToBytes (dev.Force().ClientArtifact))
+              other[other.Length / 2] <- other[other.Length / 2] ^^^ 1uy
+              File.WriteAllBytes(Path.Combine(model, ModelFiles.SignedClientArtifact), ArtifactSigning.sign owner other)
+              Expect.throwsT<InvalidFheDataException> (fun () -> FheModelServer model |> ignore) "a mismatched signed artifact"
+          }
+
           test "a signed artifact verifies under the owner's key; forged, re-signed, altered or unsigned ones are refused" {
               use owner = p256 ()
               use attacker = p256 ()
