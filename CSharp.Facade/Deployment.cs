@@ -79,6 +79,25 @@ public sealed class FheModelClient : IDisposable
     }
 
     /// <summary>
+    /// Scales, quantizes and encrypts many rows of raw features into one message (one seed per row), which a server
+    /// evaluates under one set of keys, its rows in parallel. Decrypt the answer with
+    /// <see cref="DeserializeDecryptDequantizeBatch"/>.
+    /// </summary>
+    /// <param name="rows">The raw rows, as given to the estimator's Predict.</param>
+    /// <exception cref="ArgumentException">No rows, or a row with the wrong number of features or a non-finite
+    /// value.</exception>
+    public byte[] QuantizeEncryptSerializeBatch(float[][] rows) => _core.QuantizeEncryptSerializeBatch(rows);
+
+    /// <summary>Scales, quantizes and encrypts many rows of raw float64 features into one message.</summary>
+    /// <param name="rows">The raw rows.</param>
+    public byte[] QuantizeEncryptSerializeBatch(double[][] rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        return _core.QuantizeEncryptSerializeBatch(
+            Array.ConvertAll(rows, row => row is null ? null! : Array.ConvertAll(row, v => (float)v)));
+    }
+
+    /// <summary>
     /// The features of one raw row outside the range the circuit was calibrated for (its calibration rows widened
     /// by the compile's range margin). Such a row still runs, but may overflow an accumulator and decrypt to
     /// another answer than the clear model's.
@@ -109,6 +128,18 @@ public sealed class FheModelClient : IDisposable
     /// <param name="result">The bytes the server returned.</param>
     /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged or for another model.</exception>
     public double[] DeserializeDecryptDequantize(byte[] result) => _core.DeserializeDecryptDequantize(result);
+
+    /// <summary>Decrypts a server's answer to a batch: each row's integer accumulators, in the rows' order.</summary>
+    /// <param name="result">The bytes the server returned for a batch.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged, for another model, or one row's
+    /// answer.</exception>
+    public long[][] DeserializeDecryptBatch(byte[] result) => _core.DeserializeDecryptBatch(result);
+
+    /// <summary>Decrypts and dequantizes a server's answer to a batch: each row's probabilities or values.</summary>
+    /// <param name="result">The bytes the server returned for a batch.</param>
+    /// <exception cref="FheNet.Deploy.InvalidFheDataException">The bytes are damaged, for another model, or one row's
+    /// answer.</exception>
+    public double[][] DeserializeDecryptDequantizeBatch(byte[] result) => _core.DeserializeDecryptDequantizeBatch(result);
 }
 
 /// <summary>One feature of a row outside the range the circuit was calibrated for.</summary>
@@ -142,8 +173,23 @@ public sealed class FheModelServer
     /// <summary>The client artifact's bytes, to hand to clients.</summary>
     public byte[] ClientArtifact => _core.ClientArtifact;
 
-    /// <summary>Runs the model on a client's ciphertexts with its evaluation keys; returns the encrypted answer.</summary>
-    /// <param name="ciphertexts">From <see cref="FheModelClient.QuantizeEncryptSerialize(float[])"/>.</param>
+    /// <summary>
+    /// The largest number of rows one batch message may carry (default 256); a larger batch is refused as
+    /// malformed data.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Set below 1.</exception>
+    public int MaxBatchRows
+    {
+        get => _core.MaxBatchRows;
+        set => _core.MaxBatchRows = value;
+    }
+
+    /// <summary>
+    /// Runs the model on a client's ciphertexts (one row, or a batch whose rows run in parallel) with its evaluation
+    /// keys; returns the encrypted answer (one row's, or the batch's).
+    /// </summary>
+    /// <param name="ciphertexts">From <see cref="FheModelClient.QuantizeEncryptSerialize(float[])"/> or
+    /// <see cref="FheModelClient.QuantizeEncryptSerializeBatch(float[][])"/>.</param>
     /// <param name="evaluationKeys">From <see cref="FheModelClient.EvaluationKeys"/>.</param>
     /// <exception cref="FheNet.Deploy.InvalidFheDataException">Damaged data, or keys/ciphertexts of another model.</exception>
     public byte[] Run(byte[] ciphertexts, byte[] evaluationKeys) => _core.Run(ciphertexts, evaluationKeys);
@@ -154,7 +200,7 @@ public sealed class FheModelServer
 
     /// <summary>Runs the model with registered keys.</summary>
     /// <param name="keyId">An id from <see cref="RegisterKeys"/>.</param>
-    /// <param name="ciphertexts">The client's ciphertexts.</param>
+    /// <param name="ciphertexts">The client's ciphertexts: one row or a batch.</param>
     /// <exception cref="FheNet.Deploy.EvaluationKeysNotFoundException">Unknown or evicted keys: register them again.</exception>
     public byte[] Run(string keyId, byte[] ciphertexts) => _core.Run(keyId, ciphertexts);
 

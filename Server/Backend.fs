@@ -37,6 +37,12 @@ type IBoundedInferenceBackend =
     /// The exact size in bytes of one serialized input row (the body of <c>POST /predict</c>).
     abstract CiphertextBytes: int64
 
+    /// The exact size in bytes of a serialized batch of <c>rows</c> input rows (also a body of <c>POST /predict</c>).
+    abstract CiphertextBatchBytes: rows: int -> int64
+
+    /// The largest number of rows a batch may carry.
+    abstract MaxBatchRows: int
+
     /// Reads, validates and prepares evaluation keys of exactly <c>EvaluationKeyBytes</c> bytes from a stream; the
     /// same contract as the byte-array overload. Reading stops (with an exception) when the stream's reads are
     /// cancelled, and <c>cancellation</c> is checked before the keys are prepared.
@@ -67,6 +73,11 @@ type FheBackend(model: FheNet.Deploy.FheModelServer) =
 
         member _.CiphertextBytes =
             FheNet.Deploy.FramedSize.inputRow model.Circuit.Model.Layers[0].Weights[0].Length
+
+        member _.CiphertextBatchBytes rows =
+            FheNet.Deploy.FramedSize.inputBatch model.Circuit.Model.Layers[0].Weights[0].Length rows
+
+        member _.MaxBatchRows = model.MaxBatchRows
 
         member this.LoadEvaluationKeys(source: Stream, cancellation: CancellationToken) =
             let limit = (this :> IBoundedInferenceBackend).EvaluationKeyBytes

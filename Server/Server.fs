@@ -311,8 +311,21 @@ module Server =
                 let limit =
                     match backend with
                     | :? IBoundedInferenceBackend as bounded ->
-                        requireExactSize ctx "input rows" bounded.CiphertextBytes
-                        bounded.CiphertextBytes
+                        // A batch is told by its exact declared size: rows × the row size plus one frame.
+                        let declared = ctx.Request.ContentLength
+                        let batch =
+                            if declared.HasValue && declared.Value <> bounded.CiphertextBytes then
+                                Seq.init bounded.MaxBatchRows (fun i -> bounded.CiphertextBatchBytes(i + 1))
+                                |> Seq.tryFind (fun size -> size = declared.Value)
+                            else
+                                None
+                        match batch with
+                        | Some size ->
+                            limitBody ctx size
+                            size
+                        | None ->
+                            requireExactSize ctx "input rows" bounded.CiphertextBytes
+                            bounded.CiphertextBytes
                     | _ -> options.MaxPredictRequestBytes
                 let! body = readBody ctx limit
                 do!

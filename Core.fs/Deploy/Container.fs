@@ -14,6 +14,8 @@ type ObjectKind =
     | CompressedCiphertexts = 5us
     | ServerArtifact = 6us
     | ClientArtifact = 7us
+    | CompressedCiphertextBatch = 8us
+    | CiphertextBatch = 9us
 
 /// Why serialized bytes were refused.
 [<RequireQualifiedAccess>]

@@ -295,8 +295,9 @@ type InferenceClient(baseAddress: Uri, httpClient: HttpClient | null, allowPlain
             return! send "POST /keys" request null (fun content -> readJson content "POST /keys" ct keyIdOf) ct
         }
 
-    /// Runs the encrypted model on serialized ciphertexts with the keys registered under <c>keyId</c>; returns the
-    /// serialized encrypted result. Raises UnknownKeyException when the server no longer holds the keys (register
+    /// Runs the encrypted model on serialized ciphertexts (one row from QuantizeEncryptSerialize, or a batch from
+    /// QuantizeEncryptSerializeBatch, whose rows the server evaluates in parallel) with the keys registered under
+    /// <c>keyId</c>; returns the serialized encrypted result (one row's, or the batch's). Raises UnknownKeyException when the server no longer holds the keys (register
     /// them again), ServerBusyException (retry after its RetryAfter), RejectedFheDataException and
     /// PayloadTooLargeException.
     member _.PredictAsync(keyId: string, ciphertexts: byte[], [<Optional>] ct: CancellationToken) : Task<byte[]> =

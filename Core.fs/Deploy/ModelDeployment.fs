@@ -2,9 +2,12 @@ namespace FheNet.Deploy
 
 open System
 open System.Collections.Generic
+open System.Buffers.Binary
 open System.IO
+open System.Runtime.ExceptionServices
 open System.Text.Json
 open System.Threading
+open System.Threading.Tasks
 open FheNet
 open FheNet.Autodiff
 open FheNet.Integer
@@ -117,6 +120,29 @@ module FheSerializer =
     /// One compressed input row of `features` ciphertexts.
     let inputsOfBytes (parameters: TfheParameters) (features: int) (context: byte[]) (bytes: byte[]) : SeededLweRow =
         ofBytes bytes ObjectKind.CompressedCiphertexts context (CiphertextFormat.readRow parameters features)
+
+    /// A batch of compressed input rows.
+    let inputBatchToBytes (context: byte[]) (rows: SeededLweRow[]) =
+        Container.toBytes ObjectKind.CompressedCiphertextBatch context (fun w -> CiphertextFormat.writeRows w rows)
+
+    /// A batch of 1 to `maxRows` compressed input rows of `features` ciphertexts each.
+    let inputBatchOfBytes (parameters: TfheParameters) (features: int) (maxRows: int) (context: byte[]) (bytes: byte[]) =
+        ofBytes bytes ObjectKind.CompressedCiphertextBatch context (CiphertextFormat.readRows parameters features maxRows)
+
+    /// True when the bytes are framed as a batch of input rows (their header's object kind); a single row, or bytes
+    /// that are no FheNet message, give false.
+    let isInputBatch (bytes: byte[]) =
+        not (isNull (box bytes))
+        && bytes.Length >= Container.HeaderBytes
+        && BinaryPrimitives.ReadUInt16LittleEndian(ReadOnlySpan(bytes, 10, 2)) = uint16 ObjectKind.CompressedCiphertextBatch
+
+    /// The output ciphertexts of a batch of rows.
+    let outputBatchToBytes (context: byte[]) (rows: LweCiphertext[][]) =
+        Container.toBytes ObjectKind.CiphertextBatch context (fun w -> CiphertextFormat.writeOutputRows w rows)
+
+    /// The `count` output ciphertexts of each row of a batch.
+    let outputBatchOfBytes (parameters: TfheParameters) (count: int) (context: byte[]) (bytes: byte[]) : LweCiphertext[][] =
+        ofBytes bytes ObjectKind.CiphertextBatch context (CiphertextFormat.readOutputRows parameters count)
 
     /// The output ciphertexts of one row.
     let outputsToBytes (context: byte[]) (outputs: LweCiphertext[]) =
@@ -429,11 +455,27 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
         let row = SeededLweRow.encrypt (current ()).Secret inputEncoding (codes |> Array.map int64)
         FheSerializer.inputsToBytes context row
 
-    /// The output accumulators of the last layer from a server's serialized result.
-    member _.DeserializeDecrypt(result: byte[]) : int64[] =
-        let outputs = FheSerializer.outputsOfBytes artifact.Parameters artifact.Outputs context result
+    /// Quantizes and encrypts many rows (each with its own public seed) into one message, which a server evaluates
+    /// under one set of keys; InvalidShapeException for no rows or a row of another width.
+    member this.QuantizeEncryptSerializeBatch(rows: float32[][]) : byte[] =
+        if isNull (box rows) || rows.Length = 0 then
+            raise (InvalidShapeException("rows", "must hold at least one row"))
+        let codes = rows |> Array.map this.Quantize
+        let secret = (current ()).Secret
+        let encrypted = codes |> Array.map (fun c -> SeededLweRow.encrypt secret inputEncoding (c |> Array.map int64))
+        FheSerializer.inputBatchToBytes context encrypted
+
+    member private _.Decrypt(outputs: LweCiphertext[]) : int64[] =
         let secret = (current ()).Secret
         outputs |> Array.mapi (fun j c -> Lwe.decryptWith secret outputEncoding c - artifact.OutputOffsets[j])
+
+    /// The output accumulators of the last layer from a server's serialized result.
+    member this.DeserializeDecrypt(result: byte[]) : int64[] =
+        this.Decrypt(FheSerializer.outputsOfBytes artifact.Parameters artifact.Outputs context result)
+
+    /// The output accumulators of every row of a server's serialized batch result, in the rows' order.
+    member this.DeserializeDecryptBatch(result: byte[]) : int64[][] =
+        FheSerializer.outputBatchOfBytes artifact.Parameters artifact.Outputs context result |> Array.map this.Decrypt
 
     /// Real outputs of accumulators: class probabilities (softmax of the logits, as the estimator's PredictProba)
     /// or target values (as the estimator's PredictMulti).
@@ -447,6 +489,10 @@ type FheModelClient(artifact: ClientArtifact, keyDirectory: string) =
 
     /// Decrypts a serialized result and dequantizes it: probabilities or values.
     member this.DeserializeDecryptDequantize(result: byte[]) : float[] = this.Dequantize(this.DeserializeDecrypt result)
+
+    /// Decrypts a serialized batch result and dequantizes each row: one array of probabilities or values per row.
+    member this.DeserializeDecryptDequantizeBatch(result: byte[]) : float[][] =
+        this.DeserializeDecryptBatch result |> Array.map this.Dequantize
 
     /// Wipes the secret key held in memory (best effort: see ClientKey.wipe; the key file stays) and retires the
     /// client: it cannot encrypt or decrypt afterwards (ObjectDisposedException). Call it when done with the client.
@@ -480,9 +526,30 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
     let store = KeyStore<PreparedCircuit>(keyBudgetBytes)
     let features = circuit.Model.Layers[0].Weights[0].Length
     let outputs = (Array.last circuit.Layers).Neurons
+    let mutable maxBatchRows = FheModelServer.DefaultMaxBatchRows
+
+    let evaluateRow (keys: PreparedCircuit) (cancellation: CancellationToken) (row: SeededLweRow) =
+        let result = FheServer.evaluateCancellable cancellation keys (SeededLweRow.expand row)
+        if result.Length <> outputs then
+            raise (InvalidOperationException "the circuit produced a wrong number of outputs")
+        result
+
+    // The rows of a batch share the request's evaluation slot and use the cores in parallel.
+    let evaluateRows (keys: PreparedCircuit) (cancellation: CancellationToken) (rows: SeededLweRow[]) =
+        let results = Array.zeroCreate rows.Length
+        try
+            Parallel.For(0, rows.Length, ParallelOptions(CancellationToken = cancellation), fun i ->
+                results[i] <- evaluateRow keys cancellation rows[i])
+            |> ignore
+        with :? AggregateException as e ->
+            ExceptionDispatchInfo.Throw(e.InnerExceptions[0])
+        results
 
     /// Default memory budget of registered keys: 4 GiB.
     static member DefaultKeyBudgetBytes = 4L <<< 30
+
+    /// Default largest number of rows in one batch message: 256.
+    static member DefaultMaxBatchRows = 256
 
     /// The server of a saved model directory, with a memory budget for registered keys.
     new(modelDirectory: string, keyBudgetBytes: int64) =
@@ -528,16 +595,26 @@ type FheModelServer(circuit: Circuit, clientArtifact: byte[], keyBudgetBytes: in
         cancellation.ThrowIfCancellationRequested()
         FheServer.prepare circuit expanded
 
-    /// Runs the model on one serialized input row with prepared keys; stops when <c>cancellation</c> fires.
+    /// The largest number of rows one batch message may carry (larger batches are refused as malformed); at least 1.
+    member _.MaxBatchRows
+        with get () = maxBatchRows
+        and set (rows: int) =
+            Guard.inRange "MaxBatchRows" 1 Int32.MaxValue rows
+            maxBatchRows <- rows
+
+    /// Runs the model on one serialized input row, or on every row of a serialized batch (rows in parallel; the
+    /// result is then a batch of outputs in the rows' order), with prepared keys; stops when <c>cancellation</c> fires.
     member _.Evaluate(keys: PreparedCircuit, ciphertexts: byte[], cancellation: CancellationToken) : byte[] =
         if not (obj.ReferenceEquals(keys.Circuit, circuit)) && keys.Circuit <> circuit then
             raise (ArgumentException("these keys were prepared for another model", "keys"))
-        let row = FheSerializer.inputsOfBytes circuit.Parameters features context ciphertexts
-        cancellation.ThrowIfCancellationRequested()
-        let result = FheServer.evaluateCancellable cancellation keys (SeededLweRow.expand row)
-        if result.Length <> outputs then
-            raise (InvalidOperationException "the circuit produced a wrong number of outputs")
-        FheSerializer.outputsToBytes context result
+        if FheSerializer.isInputBatch ciphertexts then
+            let rows = FheSerializer.inputBatchOfBytes circuit.Parameters features maxBatchRows context ciphertexts
+            cancellation.ThrowIfCancellationRequested()
+            FheSerializer.outputBatchToBytes context (evaluateRows keys cancellation rows)
+        else
+            let row = FheSerializer.inputsOfBytes circuit.Parameters features context ciphertexts
+            cancellation.ThrowIfCancellationRequested()
+            FheSerializer.outputsToBytes context (evaluateRow keys cancellation row)
 
     /// Runs the model on one serialized input row with serialized evaluation keys (loaded for this call only).
     member this.Run(ciphertexts: byte[], evaluationKeys: byte[]) : byte[] =

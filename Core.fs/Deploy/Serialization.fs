@@ -698,6 +698,7 @@ module KeyFormat =
 ///     input row (compressed) = i32 dimension · seed (2 × u64) · u64[] bodies (one per feature):
 ///                              16 + 8·features bytes of ciphertext plus 12 bytes of counts
 ///     outputs = i32 count · i32 dimension · u64[] data (count·(dimension+1): each ciphertext's mask then body)
+///     input batch = i32 rows · rows × input row;  output batch = i32 rows · rows × outputs
 module CiphertextFormat =
 
     /// The LWE dimension of a parameter set's ciphertexts between bootstraps.
@@ -736,6 +737,33 @@ module CiphertextFormat =
         Check.equal "output ciphertext words" (int64 count * int64 (dimension + 1)) (int64 data.Length)
         Array.init count (fun i -> { Data = Array.sub data (i * (dimension + 1)) (dimension + 1) })
 
+    /// Payload bytes of one seeded input row of `features` ciphertexts.
+    let rowBytes (features: int) = 4L + 16L + 4L + 8L * int64 features
+
+    /// Writes a batch of seeded input rows.
+    let writeRows (w: PayloadWriter) (rows: SeededLweRow[]) =
+        w.WriteInt32 rows.Length
+        rows |> Array.iter (writeRow w)
+
+    /// Reads a batch of 1 to `maxRows` seeded rows of `features` ciphertexts each.
+    let readRows (p: TfheParameters) (features: int) (maxRows: int) (r: PayloadReader) : SeededLweRow[] =
+        let count = r.ReadInt32()
+        Check.range "input rows" 1L (int64 maxRows) (int64 count)
+        Check.fits r "input rows" (int64 count) (rowBytes features)
+        Array.init count (fun _ -> readRow p features r)
+
+    /// Writes the output ciphertexts of a batch of rows.
+    let writeOutputRows (w: PayloadWriter) (rows: LweCiphertext[][]) =
+        w.WriteInt32 rows.Length
+        rows |> Array.iter (writeOutputs w)
+
+    /// Reads the `count` output ciphertexts of each row of a batch (at least one row).
+    let readOutputRows (p: TfheParameters) (count: int) (r: PayloadReader) : LweCiphertext[][] =
+        let rows = r.ReadInt32()
+        Check.range "output rows" 1L (int64 Int32.MaxValue) (int64 rows)
+        Check.fits r "output rows" (int64 rows) (12L + 8L * int64 count * int64 (ciphertextDimension p + 1))
+        Array.init rows (fun _ -> readOutputs p count r)
+
 /// Exact framed sizes (header, payload, checksum) of the objects a server receives, from the parameter set alone: a
 /// server refuses any other size before reading.
 module FramedSize =
@@ -749,7 +777,10 @@ module FramedSize =
         framed ((16L + 5L * 4L + 4L + 8L * bootstrapBodies) + (16L + 4L * 4L + 4L + 8L * keyswitchBodies))
 
     /// One serialized input row of <c>features</c> seeded ciphertexts (see CiphertextFormat).
-    let inputRow (features: int) = framed (4L + 16L + 4L + 8L * int64 features)
+    let inputRow (features: int) = framed (CiphertextFormat.rowBytes features)
+
+    /// A serialized batch of <c>rows</c> input rows of <c>features</c> seeded ciphertexts each.
+    let inputBatch (features: int) (rows: int) = framed (4L + int64 rows * CiphertextFormat.rowBytes features)
 
 /// Whether a client accepts a received parameter set that fails the 128-bit security check. A local decision of the
 /// code that reads the artifact: the artifact's own Insecure mark is never trusted.

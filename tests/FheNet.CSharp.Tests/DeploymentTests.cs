@@ -29,6 +29,14 @@ public class DeploymentTests(CompiledMoonsFixture moons) : IClassFixture<Compile
                 Assert.Equal(expected[i], client.DeserializeDecryptDequantize(answer));
             }
             Assert.Equal(new[] { "0", "1" }, client.Classes);
+
+            var batch = client.QuantizeEncryptSerializeBatch(new[] { new[] { rows[0, 0], rows[0, 1] }, new[] { rows[1, 0], rows[1, 1] } });
+            var answers = client.DeserializeDecryptDequantizeBatch(await server.RunAsync(keyId, batch));
+            Assert.Equal(new[] { expected[0], expected[1] }, answers);
+            Assert.ThrowsAny<ArgumentException>(() => client.QuantizeEncryptSerializeBatch(Array.Empty<double[]>()));
+            Assert.ThrowsAny<ArgumentException>(() => client.QuantizeEncryptSerializeBatch(new[] { new[] { 1.0 } }));
+            server.MaxBatchRows = 1;
+            Assert.Throws<FheNet.Deploy.InvalidFheDataException>(() => server.Run(keyId, batch));
         }
         finally
         {

@@ -164,6 +164,20 @@ let tests =
                   Expect.stringStarts rowOver "HTTP/1.1 413" "a row of another width"
                   let! exact = statusFor "keys" "" bounded.EvaluationKeyBytes
                   Expect.stringStarts exact "HTTP/1.1 100" "the exact size is asked to upload"
+                  let batchRows = [| [| 0.1f; -0.2f |]; [| 1.0f; 0.5f |] |]
+                  let batch = client.QuantizeEncryptSerializeBatch batchRows
+                  Expect.equal (int64 batch.Length) (bounded.CiphertextBatchBytes 2) "a real batch has rows × the row size plus one frame"
+                  let! batchExact = statusFor "predict" id (bounded.CiphertextBatchBytes 2)
+                  Expect.stringStarts batchExact "HTTP/1.1 100" "a batch's exact size is asked to upload"
+                  let! batchOver = statusFor "predict" id (bounded.CiphertextBatchBytes 2 + 1L)
+                  Expect.stringStarts batchOver "HTTP/1.1 413" "one byte more than a batch"
+                  let! tooMany = statusFor "predict" id (bounded.CiphertextBatchBytes(bounded.MaxBatchRows + 1))
+                  Expect.stringStarts tooMany "HTTP/1.1 413" "more rows than the server takes"
+                  let! batchResult = running.Client.PredictAsync(id, batch)
+                  let! single = running.Client.PredictAsync(id, client.QuantizeEncryptSerialize batchRows[1])
+                  let decrypted = client.DeserializeDecryptBatch batchResult
+                  Expect.equal decrypted.Length 2 "one result per row over POST /predict"
+                  Expect.equal decrypted[1] (client.DeserializeDecrypt single) "a batch's row equals the same row sent alone"
               })
 
           test "main exits with status 2 on a damaged model directory" {

@@ -66,6 +66,8 @@ let private formats () =
     let key = tinyClientKey.Force()
     let row = SeededLweRow.encrypt key (Encoding.WithPadding 16) (Array.init tiny.Features int64)
     let outputs = Array.init tiny.Outputs (fun i -> Lwe.encrypt key (int64 (i % 4)))
+    let batch = Array.init 3 (fun i -> SeededLweRow.encrypt key (Encoding.WithPadding 16) (Array.init tiny.Features (fun j -> int64 (i + j))))
+    let outputBatch = Array.init 2 (fun r -> Array.init tiny.Outputs (fun i -> Lwe.encrypt key (int64 ((r + i) % 4))))
     [ format "server artifact" ObjectKind.ServerArtifact artifacts (fun w -> CircuitFormat.write w (tinyCircuit.Force()))
           FheSerializer.circuitOfBytes FheSerializer.circuitToBytes (fun _ -> true)
       format "client artifact" ObjectKind.ClientArtifact artifacts (fun w -> ClientArtifactFormat.write w client)
@@ -79,7 +81,11 @@ let private formats () =
       format "input ciphertexts" ObjectKind.CompressedCiphertexts context (fun w -> CiphertextFormat.writeRow w row)
           (FheSerializer.inputsOfBytes tinyParameters tiny.Features context) (FheSerializer.inputsToBytes context) (fun _ -> true)
       format "output ciphertexts" ObjectKind.Ciphertexts context (fun w -> CiphertextFormat.writeOutputs w outputs)
-          (FheSerializer.outputsOfBytes tinyParameters tiny.Outputs context) (FheSerializer.outputsToBytes context) (fun _ -> true) ]
+          (FheSerializer.outputsOfBytes tinyParameters tiny.Outputs context) (FheSerializer.outputsToBytes context) (fun _ -> true)
+      format "input ciphertext batch" ObjectKind.CompressedCiphertextBatch context (fun w -> CiphertextFormat.writeRows w batch)
+          (FheSerializer.inputBatchOfBytes tinyParameters tiny.Features 8 context) (FheSerializer.inputBatchToBytes context) (fun _ -> true)
+      format "output ciphertext batch" ObjectKind.CiphertextBatch context (fun w -> CiphertextFormat.writeOutputRows w outputBatch)
+          (FheSerializer.outputBatchOfBytes tinyParameters tiny.Outputs context) (FheSerializer.outputBatchToBytes context) (fun _ -> true) ]
 
 /// Changes one field in place: a scalar gets a boundary or nearby value, a longer field (a body, a string) one bit.
 let private mutateField (rng: Random) (bytes: byte[]) (struct (offset, length): struct (int * int)) =

@@ -75,6 +75,33 @@ let tests =
               Expect.equal client.Classes [| "0"; "1" |] "class labels"
           }
 
+          test "a batch of rows is evaluated under one key and decrypts to the clear model's outputs row by row" {
+              let _, _, xTest, _ = moons.Force()
+              let rows = xTest[..2]
+              let model, client = deployed.Force()
+              let server = FheModelServer model
+              let id = server.RegisterKeys(client.EvaluationKeys())
+              let batch = client.QuantizeEncryptSerializeBatch rows
+              Expect.equal (int64 batch.Length) (FramedSize.inputBatch 2 rows.Length) "the batch's exact framed size"
+              let result = server.Run(id, batch)
+              Expect.equal (client.DeserializeDecryptBatch result) (disable (circuit.Force()) (classifier.Force().Scaler) rows) "equal to disable, row by row"
+              Expect.equal
+                  (client.DeserializeDecryptDequantizeBatch(server.Run(id, batch)))
+                  (classifier.Force().PredictProba(rows, FheMode.Execute))
+                  "the estimator's probabilities, row by row"
+              Expect.equal (errorOf (fun () -> client.DeserializeDecrypt result)) (Some(FormatError.WrongKind(ObjectKind.Ciphertexts, uint16 ObjectKind.CiphertextBatch))) "a batch result is not one row's"
+              Expect.throwsT<InvalidShapeException> (fun () -> client.QuantizeEncryptSerializeBatch [||] |> ignore) "zero rows"
+              Expect.throwsT<InvalidShapeException> (fun () -> client.QuantizeEncryptSerializeBatch [| rows[0]; [| 1.0f |] |] |> ignore) "a row of another width"
+              server.MaxBatchRows <- 2
+              Expect.equal (errorOf (fun () -> server.Run(id, batch))) (Some(FormatError.Malformed "input rows = 3 is outside [1, 2]")) "more rows than the server takes"
+              Expect.throwsT<ParameterOutOfRangeException> (fun () -> server.MaxBatchRows <- 0) "at least one row"
+              use cancelled = new Threading.CancellationTokenSource()
+              cancelled.Cancel()
+              Expect.throwsT<OperationCanceledException>
+                  (fun () -> server.Evaluate(server.TryGetKeys(id).Value, client.QuantizeEncryptSerializeBatch rows[..1], cancelled.Token) |> ignore)
+                  "cancelled"
+          }
+
           test "the client quantizes and dequantizes as the estimator does" {
               let x, y, xTest, _ = moons.Force()
               let _, client = deployed.Force()
