@@ -156,8 +156,7 @@ module internal Fitting =
         match Training.checkQuantization threads net x targets with
         | Some check when check.Collapsed ->
             let refitted = Network.copy net
-            let rows = min 512 x.Rows
-            Network.calibrateScales threads refitted (Tensor.gatherRows x (ReadOnlySpan(Array.init rows (fun i -> i * x.Rows / rows))))
+            Network.calibrateScales threads refitted (Network.calibrationRows x)
             Network.updateMasks refitted
             let after = (Training.checkQuantization threads refitted x targets).Value
             let net, check =
@@ -188,17 +187,15 @@ module internal Fitting =
                 | Some n -> Network.copy n, 0
                 | None ->
                     let n = Network.create (networkConfig s x[0].Length outputs quantized) (TrainingRng(uint64 s.Seed))
-                    let calibration = Tensor.gatherRows xt (ReadOnlySpan(Array.init (min 512 xt.Rows) id))
+                    let calibration = Network.calibrationRows xt
                     Network.centerHiddenBiases threads n calibration
                     let pretrain = NeuralNetSettings.pretrainEpochs s
                     let pretrained =
                         if quantized && pretrain > 0 then
-                            // The float path shares the layers' values: training it trains the quantized network's
-                            // weights and biases (left at the best epoch on the validation rows), and the scales
-                            // are then calibrated on them.
-                            let floatPath = { n with Config = { n.Config with Quant = None } }
+                            // Training the float path trains the quantized network's weights and biases (left at
+                            // the best epoch on the validation rows); the scales are then calibrated on them.
                             let config = { trainConfig s xt.Rows ignore with Epochs = pretrain; Patience = None }
-                            let reports = Training.train config floatPath xt (subsetTargets targets rows) validation
+                            let reports = Training.train config (Network.floatPath n) xt (subsetTargets targets rows) validation
                             match validation with
                             | Some _ -> (reports |> List.minBy (fun r -> r.ValidLoss.Value)).Epoch
                             | None -> pretrain

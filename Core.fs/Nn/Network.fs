@@ -293,6 +293,12 @@ module Network =
             cache.Update(ReadOnlySpan codes, ReadOnlySpan bias) |> ignore
             p.Mask <- cache.Mask
 
+    /// The same network without quantization, sharing its layers' values: training it trains them.
+    let floatPath (net: Network) : Network = { net with Config = { net.Config with Quant = None } }
+
+    /// The rows that scales are calibrated on: the first 512 (all of a smaller set).
+    let calibrationRows (x: Tensor) = Tensor.gatherRows x (ReadOnlySpan(Array.init (min 512 x.Rows) id))
+
     /// A deep copy (values, scales and masks), independent of further training.
     let copy (net: Network) : Network =
         let clone (v: Var) = Ad.parameter (Tensor.ofArray v.Value.Rows v.Value.Cols (Array.copy v.Value.Data))

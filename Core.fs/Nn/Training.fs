@@ -180,9 +180,8 @@ module Training =
     let checkQuantization (threads: int) (net: Network) (x: Tensor) (targets: Targets) : QuantizationCheck option =
         net.Config.Quant
         |> Option.map (fun _ ->
-            let floatPath = { net with Config = { net.Config with Quant = None } }
             { Quantized = metric (Network.predict threads net x) targets
-              Float = metric (Network.predict threads floatPath x) targets
+              Float = metric (Network.predict threads (Network.floatPath net) x) targets
               Recovered = false })
 
     /// <c>train</c> with the function that refreshes the pruning masks after every optimizer step (the tests train
